@@ -1,0 +1,1 @@
+"""The shared Triton kernel core: each kernel beside its eager-torch reference."""

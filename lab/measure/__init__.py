@@ -1,0 +1,1 @@
+"""Measurement: latency (timing), memory, energy, roofline ceilings, provenance, statistics."""

@@ -1,0 +1,1 @@
+"""Variants, one folder per axis, one file per variant; each registers itself in lab.registry."""
