@@ -97,6 +97,11 @@ class Recorder:
             error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}{where}"
         self._row(metric, math.nan, "", "", status="failed", error=str(error)[:500], **cols)
 
+    def skipped(self, reason: str, metric: str = "point", **cols: Any) -> None:
+        """A peer or variant that cannot run here (missing package, no CUDA): shown in reports as
+        'not run: reason', never silently dropped."""
+        self._row(metric, math.nan, "", "", status="skipped", error=f"not run: {reason}", **cols)
+
     # ---- latency and roofline ------------------------------------------------------------------
     def time(
         self,
