@@ -43,6 +43,7 @@ class RunContext:
     corpus_path: str | None = None
     corpus_max_tokens: int = 4096
     run_dir: Path | None = None
+    size: str = "small"  # "small" (CPU, CI: seconds) or "full" (GPU benchmark shapes); config key `size`
     show_progress: bool = True
     _cache: dict[str, Any] = field(default_factory=dict)
 
