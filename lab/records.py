@@ -5,6 +5,12 @@ the columns of the chosen variants and parameters (set once per point), and what
 adds (`impl`, `seq_len`, `batch` …). Latency rows also carry `q1, q3, ci_lo, ci_hi, n`; their raw
 samples go to a second table so a regression test can rerun statistics on them.
 
+Metric names say what they are, and the report and the regression gate choose by them:
+`*_ms` latency, `*_tflops`, `*_gbps`, `*_intensity`, `*_roofline_frac`, `*_tokens_per_s`;
+`mem_<component>_bytes` (weights, kv_cache, activations …, stacked in reports) and the measured
+totals `mem_peak_allocated_bytes`, `mem_peak_reserved_bytes`, `mem_device_used_bytes`;
+`energy_j`, `energy_j_per_token`, `energy_power_w`.
+
 A scenario never computes achieved TFLOP/s or GB/s itself: it passes the analytic `flops` and
 `bytes_moved` of the work to `Recorder.time`, and the roofline columns follow from the measured
 ceilings.
@@ -144,3 +150,33 @@ class Recorder:
         if tokens:
             self._row(f"{metric}_tokens_per_s", tokens / sec, "tok/s", t.method, **ci(tokens), **cols)
         return t
+
+    # ---- memory and energy ---------------------------------------------------------------------
+    def memory(self, components: dict[str, int], peak: dict | None = None, *, method: str = "sizes of the tensors held", **cols: Any) -> None:
+        """Record `mem_<component>_bytes` for each component (weights, kv_cache, activations …; what
+        the scenario knows it holds) and, from `lab.measure.memory.measure_peak`'s dict, the measured
+        `mem_peak_allocated_bytes`, `mem_peak_reserved_bytes` and `mem_device_used_bytes`. Values
+        the device cannot measure (None) are left out."""
+        for name, nbytes in components.items():
+            self._row(f"mem_{name}_bytes", nbytes, "B", method, **cols)
+        if peak:
+            how = peak.get("method", "")
+            for key in ("peak_allocated_bytes", "peak_reserved_bytes", "device_used_bytes"):
+                if peak.get(key) is not None:
+                    self._row(f"mem_{key}", peak[key], "B", how, **cols)
+
+    def energy(self, fn: Callable[[], Any], *, tokens: int | None = None, metric: str = "energy", min_time_s: float = 1.0, **cols: Any) -> dict:
+        """Joules per call of fn() (`<metric>_j`), average board power (`<metric>_power_w`) and,
+        with `tokens` (tokens one call produces), `<metric>_j_per_token`. Where no energy counter
+        exists (CPU, no NVML) one skipped row says why."""
+        from lab.measure.energy import measure_energy
+
+        e = measure_energy(fn, self.device, tokens=tokens, min_time_s=min_time_s)
+        if not e["available"]:
+            self.skipped(e["reason"], metric=f"{metric}_j", **cols)
+            return e
+        self._row(f"{metric}_j", e["energy_j"], "J", e["method"], **cols)
+        self._row(f"{metric}_power_w", e["power_w"], "W", e["method"], **cols)
+        if e["energy_j_per_token"] is not None:
+            self._row(f"{metric}_j_per_token", e["energy_j_per_token"], "J/token", e["method"], **cols)
+        return e

@@ -1,6 +1,12 @@
 """Latency: CUDA events per repetition (optionally replaying a CUDA graph) or perf_counter on CPU.
 
-Every raw sample is kept; `Timing.method` says how the numbers were taken so a report can show it.
+Every raw sample is kept; `Timing.method` says how the numbers were taken so a report can show it
+("cuda-events, L2 flushed (verified cold: 1.9x), 50 reps, warm-up 200 ms").
+
+On CUDA the L2 cache is flushed before every repetition by default: a kernel that re-reads its
+weights would otherwise be timed from L2, which a real decode step (many layers between two visits
+of the same weights) never sees. Writing a buffer twice the L2 size evicts it; `l2_cold_check`
+verifies that once per device by timing a read of a buffer smaller than L2 warm and after a flush.
 """
 from __future__ import annotations
 
@@ -41,48 +47,160 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfig = MeasureConfig()) -> Timing:
-    """Time `fn()` (which must do the whole unit of work) repeatedly on `device`."""
-    device = torch.device(device)
-    fn()  # compile / load / allocate outside the warm-up clock
+def _warm_up(fn: Callable[[], Any], device: torch.device, warmup_ms: float) -> tuple[int, float]:
+    """One untimed call (compilation, autotuning, allocation), then calls until warmup_ms passed:
+    clocks ramp up and caches/allocators settle. Returns (calls, ms spent after the first call)."""
+    fn()
     _sync(device)
-    t0 = time.perf_counter()
-    while (time.perf_counter() - t0) * 1e3 < cfg.warmup_ms:
+    calls, t0 = 0, time.perf_counter()
+    while (time.perf_counter() - t0) * 1e3 < warmup_ms:
         fn()
         _sync(device)
+        calls += 1
+    return calls, (time.perf_counter() - t0) * 1e3
+
+
+def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfig = MeasureConfig()) -> Timing:
+    """Time `fn()` (which must do the whole unit of work) repeatedly on `device`.
+
+    CUDA: a pair of CUDA events around each call (or each replay of a graph captured from fn when
+    `cfg.cuda_graph`), L2 flushed before each when `cfg.l2_flush`. CPU: perf_counter around each
+    call. Returns every sample in ms; `method` and `extra` say how they were taken.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    calls, spent = _warm_up(fn, device, cfg.warmup_ms)
+    extra: dict[str, Any] = {"warmup_calls": calls, "warmup_ms": round(spent, 1), "reps_asked": cfg.reps}
+    if device.type == "cuda":
+        return _time_cuda(fn, device, cfg, extra)
     samples: list[float] = []
     start = time.perf_counter()
-    if device.type == "cuda":
-        flush = torch.empty(2 * _l2_bytes(device) // 4, dtype=torch.int32, device=device) if cfg.l2_flush else None
-        run = fn
-        if cfg.cuda_graph:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            run = graph.replay
-        for i in range(cfg.reps):
-            if flush is not None:
-                flush.fill_(i)
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            run()
-            b.record()
-            b.synchronize()
-            samples.append(a.elapsed_time(b))
-            if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
-                break
-        how = "cuda-graph replay" if cfg.cuda_graph else "cuda-events"
-        l2 = "L2 flushed" if flush is not None else "L2 warm"
-        return Timing(np.asarray(samples), f"{how}, {l2}, {len(samples)} reps", flush is not None, cfg.cuda_graph)
     for i in range(cfg.reps):
         t = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t) * 1e3)
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
-    return Timing(np.asarray(samples), f"cpu perf_counter, {len(samples)} reps")
+    return Timing(np.asarray(samples), f"cpu perf_counter, {len(samples)} reps, warm-up {cfg.warmup_ms:g} ms", extra=extra)
+
+
+def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, extra: dict[str, Any]) -> Timing:
+    run, graph_note = fn, ""
+    if cfg.cuda_graph:
+        try:
+            run = _capture(fn, device)
+        except Exception as e:  # a non-capturable op (a host sync, .item()): time eagerly, and say so
+            graph_note = f" (graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+            extra["graph_error"] = graph_note.strip(" ()")
+            torch.cuda.synchronize(device)
+    graph = cfg.cuda_graph and not graph_note
+    flush = _flush_buffer(device) if cfg.l2_flush else None
+    if flush is not None:
+        extra["l2_check"] = l2_cold_check(device)
+    samples: list[float] = []
+    start = time.perf_counter()
+    for i in range(cfg.reps):
+        if flush is not None:
+            # Also keeps the GPU busy while the host enqueues the events and fn, so launch latency
+            # is not counted twice; it runs before `a` on the same stream, so it is not timed.
+            flush.fill_(i)
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run()
+        b.record()
+        b.synchronize()
+        samples.append(a.elapsed_time(b))
+        if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
+            break
+    how = "cuda-graph replay" if graph else "cuda-events"
+    if flush is None:
+        l2 = "L2 warm"
+    else:
+        chk = extra["l2_check"]
+        l2 = f"L2 flushed ({'verified cold' if chk['cold'] else 'NOT verified cold'}: {chk['ratio']:.1f}x)"
+    method = f"{how}{graph_note}, {l2}, {len(samples)} reps, warm-up {cfg.warmup_ms:g} ms"
+    return Timing(np.asarray(samples), method, flush is not None, graph, extra)
+
+
+def _capture(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    # Warm up on a side stream first, as torch's docs ask: lazy init (cuBLAS handles, workspaces)
+    # must not happen inside the capture.
+    s = torch.cuda.Stream(device)
+    s.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    torch.cuda.synchronize(device)
+    return g.replay
+
+
+# ---- L2 ----------------------------------------------------------------------------------------
+_FLUSH: dict[int, torch.Tensor] = {}
+_L2_CHECK: dict[int, dict[str, Any]] = {}
 
 
 def _l2_bytes(device: torch.device) -> int:
     props = torch.cuda.get_device_properties(device)
     return int(getattr(props, "L2_cache_size", 50 * 2**20) or 50 * 2**20)
+
+
+def _flush_buffer(device: torch.device) -> torch.Tensor:
+    """A buffer of twice the L2 size, allocated once per device (allocating it per point would
+    churn the caching allocator and show up in memory peaks)."""
+    idx = device.index or 0
+    if idx not in _FLUSH:
+        _FLUSH[idx] = torch.empty(2 * _l2_bytes(device) // 4, dtype=torch.int32, device=device)
+    return _FLUSH[idx]
+
+
+def _event_time_ms(fn: Callable[[], Any], before: Callable[[], Any] | None = None) -> float:
+    if before is not None:
+        before()
+    if hasattr(torch.cuda, "_sleep"):
+        torch.cuda._sleep(20_000)  # ~10 µs of GPU work so the two events and fn enqueue back to back
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    fn()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b)
+
+
+def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:
+    """Whether writing the flush buffer really evicts L2, measured once per device and cached.
+
+    Times a sum over a buffer a quarter of L2 in size, first right after reading it (warm: served
+    from L2), then right after the flush (cold: from DRAM). `cold` is true when the flushed read is
+    at least 1.15x slower, the gap expected between L2 and HBM bandwidth. CUDA only.
+    """
+    device = torch.device(device)
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    idx = device.index
+    if idx in _L2_CHECK:
+        return _L2_CHECK[idx]
+    l2 = _l2_bytes(device)
+    flush = _flush_buffer(device)
+    probe = torch.rand(l2 // 4 // 4, device=device)  # float32, a quarter of L2
+    out = torch.empty((), device=device)
+    read = lambda: torch.sum(probe, out=out)
+    read()
+    warm = [_event_time_ms(read, before=read) for _ in range(reps)]
+    cold = [_event_time_ms(read, before=lambda i=i: flush.fill_(i)) for i in range(reps)]
+    w, c = float(np.median(warm)), float(np.median(cold))
+    res = {
+        "l2_bytes": l2,
+        "probe_bytes": probe.numel() * 4,
+        "warm_us": round(w * 1e3, 2),
+        "cold_us": round(c * 1e3, 2),
+        "ratio": c / w if w > 0 else float("nan"),
+        "cold": bool(w > 0 and c / w >= 1.15),
+    }
+    _L2_CHECK[idx] = res
+    del probe
+    return res
