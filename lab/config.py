@@ -99,14 +99,9 @@ def _node(obj: Any) -> DictConfig:
     return node
 
 
-_stored = False
-
-
 def store() -> None:
-    """Fill Hydra's ConfigStore (once) from the registry, the presets and experiments/*.yaml."""
-    global _stored
-    if _stored:
-        return
+    """Fill Hydra's ConfigStore from the registry, the presets and experiments/*.yaml (cheap, and
+    repeated on every composition so that entries registered later are seen)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
@@ -120,7 +115,6 @@ def store() -> None:
     for path in sorted(experiments_dir().glob("*.yaml")):
         cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
     cs.store(name="lab", node=LabConfig)
-    _stored = True
 
 
 def experiment_names() -> list[str]:
