@@ -64,8 +64,9 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfi
     """Time `fn()` (which must do the whole unit of work) repeatedly on `device`.
 
     CUDA: a pair of CUDA events around each call (or each replay of a graph captured from fn when
-    `cfg.cuda_graph`), L2 flushed before each when `cfg.l2_flush`. CPU: perf_counter around each
-    call. Returns every sample in ms; `method` and `extra` say how they were taken.
+    `cfg.cuda_graph`), L2 flushed before each when `cfg.l2_flush`; the GPU is kept busy while the
+    first launch is enqueued, so a sample starts at fn's first kernel (a host-bound fn still shows
+    its launch gaps between kernels). CPU: perf_counter around each call. Returns every sample in ms; `method` and `extra` say how they were taken.
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
@@ -101,10 +102,14 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
     samples: list[float] = []
     start = time.perf_counter()
     for i in range(cfg.reps):
+        # Either way the GPU is kept busy while the host enqueues the start event and fn's first
+        # launch, so a sample is GPU time from fn's first kernel to its last, not host launch
+        # latency (otherwise an L2-warm sample would pay it and a flushed one would not).
+        # The flush runs before `a` on the same stream, so it is not timed.
         if flush is not None:
-            # Also keeps the GPU busy while the host enqueues the events and fn, so launch latency
-            # is not counted twice; it runs before `a` on the same stream, so it is not timed.
             flush.fill_(i)
+        elif hasattr(torch.cuda, "_sleep"):
+            torch.cuda._sleep(_SPIN_CYCLES)
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         run()
@@ -141,6 +146,7 @@ def _capture(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
 
 # ---- L2 ----------------------------------------------------------------------------------------
 _FLUSH: dict[int, torch.Tensor] = {}
+_SPIN_CYCLES = 50_000  # ~25-35 µs at 1.4-2 GHz: longer than enqueueing an event and a launch
 _L2_CHECK: dict[int, dict[str, Any]] = {}
 
 
@@ -162,7 +168,7 @@ def _event_time_ms(fn: Callable[[], Any], before: Callable[[], Any] | None = Non
     if before is not None:
         before()
     if hasattr(torch.cuda, "_sleep"):
-        torch.cuda._sleep(20_000)  # ~10 µs of GPU work so the two events and fn enqueue back to back
+        torch.cuda._sleep(_SPIN_CYCLES)  # the two events and fn enqueue back to back behind it
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
     fn()
@@ -188,7 +194,7 @@ def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:
     flush = _flush_buffer(device)
     probe = torch.rand(l2 // 4 // 4, device=device)  # float32, a quarter of L2
     out = torch.empty((), device=device)
-    read = lambda: torch.sum(probe, out=out)
+    read = lambda: torch.sum(probe, dim=0, out=out)
     read()
     warm = [_event_time_ms(read, before=read) for _ in range(reps)]
     cold = [_event_time_ms(read, before=lambda i=i: flush.fill_(i)) for i in range(reps)]
