@@ -305,7 +305,7 @@ def flash_attention(
             _fail(name, f"has dtype {x.dtype}; supported: float16, bfloat16, float32")
         if x.dim() != (3 if varlen else 4):
             want = "[ΣT or ΣS, heads, D] (varlen)" if varlen else "[B, heads, T or S, D]"
-            _fail(name, f"must be {x.dim() and want}, got shape {tuple(x.shape)}")
+            _fail(name, f"must be {want}, got shape {tuple(x.shape)}")
         _check_dense_last(name, x)
     if k.dtype != q.dtype or v.dtype != q.dtype:
         _fail("k/v", f"dtypes {k.dtype}/{v.dtype} must equal q's {q.dtype}")
@@ -432,9 +432,10 @@ def visible_mask(T: int, S: int, *, causal: bool, window: int | None = None, sin
 
 def attention_reference(
     q, k, v, *, causal=True, scale=None, window=None, sinks=0, alibi_slopes=None, rel_bias=None, bias=None,
-    cu_seqlens_q=None, cu_seqlens_k=None,
+    cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
 ) -> torch.Tensor:
-    """The plain definition in float64, same arguments and layouts as `flash_attention`.
+    """The plain definition in float64, same arguments and layouts as `flash_attention`
+    (max_seqlen_q is accepted and ignored).
     Materializes [B, H, T, S] scores: B·H·T·S·8 bytes."""
     if cu_seqlens_q is not None:
         cu_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
