@@ -1,0 +1,186 @@
+"""kernels.attention_decode: paged_decode_attention against gather + float64 softmax.
+
+On CPU the kernel runs under TRITON_INTERPRET=1 with 16-token tiles, so block sizes 8, 16 and
+48 put tiles inside a block, across blocks and across a partially filled last block.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
+
+import pytest
+
+from kernels.attention_decode import (
+    KVLayout,
+    bytes_moved,
+    decode_reference,
+    default_num_splits,
+    dequantize_kv,
+    flops,
+    paged_decode_attention,
+    paged_from_contiguous,
+    quantize_kv,
+)
+
+GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = "cuda" if GPU else "cpu"
+TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2.5e-2}
+
+
+def make(B, H, H_kv, S, D, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(device=DEVICE, dtype=dtype)
+    return r(B, H, D), r(B, H_kv, S, D), r(B, H_kv, S, D)
+
+
+def check(q, paged, k_scale=None, v_scale=None, k_cache=None, v_cache=None, **kw):
+    k_cache = paged.k_cache if k_cache is None else k_cache
+    v_cache = paged.v_cache if v_cache is None else v_cache
+    out = torch.full_like(q, float("nan"))  # poisoned
+    o = paged_decode_attention(q, k_cache, v_cache, paged.block_table, paged.seq_lens, k_scale=k_scale, v_scale=v_scale,
+                               layout=paged.layout, out=out, **kw)
+    ref = decode_reference(q, k_cache, v_cache, paged.block_table, paged.seq_lens, k_scale=k_scale, v_scale=v_scale,
+                           layout=paged.layout, scale=kw.get("scale"))
+    assert not torch.isnan(o).any(), "unwritten or NaN outputs"
+    tol = TOL[q.dtype]
+    torch.testing.assert_close(o.double(), ref, atol=tol, rtol=tol)
+    return o
+
+
+CASES = [  # B, H, H_kv, S, D, block_size (None: contiguous view), layout, seq_lens
+    (3, 4, 4, 70, 64, None, KVLayout.HND, [70, 1, 33]),  # MHA (G = 1), one block per sequence
+    (2, 9, 3, 61, 64, 16, KVLayout.HND, [61, 40]),  # G = 3 (SmolLM2), partial last blocks
+    (2, 8, 2, 61, 64, 8, KVLayout.NHD, [17, 61]),  # G = 4, P < tile: a tile spans blocks
+    (2, 8, 1, 100, 64, 48, KVLayout.HND, [100, 49]),  # MQA, P not a power of two
+    (1, 8, 2, 129, 128, 32, KVLayout.NHD, [129]),  # D = 128, odd length
+]
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}H{}Hkv{}S{}D{}P{}{}".format(*c[:6], c[6].name))
+def test_matches_reference(case, splits):
+    B, H, H_kv, S, D, P, layout, lens = case
+    dtype = torch.float16 if splits == 1 else torch.float32
+    q, k, v = make(B, H, H_kv, S, D, dtype, seed=1000 * S + 10 * H + B + splits)
+    lens_t = torch.tensor(lens, dtype=torch.int32, device=DEVICE)
+    paged = paged_from_contiguous(k, v, lens_t, block_size=P, layout=layout, shuffle=P is not None,
+                                  generator=torch.Generator().manual_seed(splits))
+    check(q, paged, num_splits=splits)
+
+
+@pytest.mark.skipif(not GPU, reason="bf16 is not faithful under the interpreter")
+@pytest.mark.parametrize("splits", [1, 4, None])
+def test_bf16_on_gpu(splits):
+    q, k, v = make(4, 32, 8, 1000, 128, torch.bfloat16, seed=5)
+    lens = torch.tensor([1000, 999, 513, 7], dtype=torch.int32, device=DEVICE)
+    check(q, paged_from_contiguous(k, v, lens, block_size=16, shuffle=True), num_splits=splits)
+
+
+def test_splits_more_than_tiles_and_empty_sequence():
+    # 9 splits of a 20-token sequence leave empty splits; a length-0 sequence outputs zeros
+    q, k, v = make(2, 4, 2, 20, 32, torch.float32, seed=6)
+    paged = paged_from_contiguous(k, v, torch.tensor([20, 0], dtype=torch.int32, device=DEVICE), block_size=16)
+    o = check(q, paged, num_splits=9)
+    assert o[1].abs().max() == 0
+
+
+def test_default_splits_and_custom_scale():
+    q, k, v = make(1, 4, 2, 300, 64, torch.float16, seed=7)
+    paged = paged_from_contiguous(k, v, block_size=16, shuffle=True)
+    assert default_num_splits(1, 2, 304, torch.device("cpu")) > 1  # short batch: split the length
+    check(q, paged, scale=0.05)
+
+
+def test_view_of_a_preallocated_cache_needs_no_copy():
+    # ContiguousKVCache returns slices of a [B, H_kv, S_max, D] buffer: strided, not contiguous
+    q, k, v = make(2, 6, 2, 64, 64, torch.float16, seed=8)
+    k_view, v_view = k[:, :, :45], v[:, :, :45]
+    paged = paged_from_contiguous(k_view, v_view)
+    assert paged.k_cache.data_ptr() == k.data_ptr() and paged.block_size == 45
+    check(q, paged, num_splits=2)
+
+
+# ---- quantized caches ---------------------------------------------------------------------------
+QUANT = [
+    (torch.float8_e4m3fn, "tensor", KVLayout.HND),
+    (torch.float8_e4m3fn, "head", KVLayout.NHD),
+    (torch.int8, "head", KVLayout.HND),
+    (torch.int8, "token", KVLayout.NHD),
+    (torch.int8, "token", KVLayout.HND),
+]
+
+
+@pytest.mark.parametrize("qdtype,per,layout", QUANT, ids=lambda x: getattr(x, "name", str(x)))
+def test_quantized_cache_vs_dequantized_reference(qdtype, per, layout):
+    q, k, v = make(2, 8, 2, 50, 64, torch.float16, seed=9)
+    lens = torch.tensor([50, 29], dtype=torch.int32, device=DEVICE)
+    paged = paged_from_contiguous(k, v, lens, block_size=16, layout=layout, shuffle=True)
+    kq, ks = quantize_kv(paged.k_cache, qdtype, per, layout)
+    vq, vs = quantize_kv(paged.v_cache, qdtype, per, layout)
+    o = check(q, paged, k_scale=ks, v_scale=vs, k_cache=kq, v_cache=vq, num_splits=2)
+    # and the quantization itself is close to the float cache (SQNR in dB)
+    exact = decode_reference(q, paged.k_cache, paged.v_cache, paged.block_table, lens, layout=layout)
+    sqnr = 10 * torch.log10(exact.pow(2).sum() / (o.double() - exact).pow(2).sum())
+    assert sqnr > (20 if qdtype == torch.float8_e4m3fn else 30), f"SQNR {sqnr:.1f} dB"
+
+
+def test_scalar_scale_and_dequantize():
+    _, k, _ = make(1, 2, 2, 16, 32, torch.float32, seed=10)
+    kq, s = quantize_kv(k, torch.int8, "tensor")
+    torch.testing.assert_close(dequantize_kv(kq, float(s)), dequantize_kv(kq, s))
+    assert (dequantize_kv(kq, s) - k.double()).abs().max() <= s.item() / 2 + 1e-6  # round to nearest
+
+
+# ---- launcher errors ----------------------------------------------------------------------------
+def test_launcher_errors_name_the_argument(monkeypatch):
+    q, k, v = make(2, 4, 2, 32, 64, torch.float16, seed=11)
+    p = paged_from_contiguous(k, v, block_size=16)
+    kq, ks = quantize_kv(p.k_cache, torch.float8_e4m3fn, "head")
+    base = dict(q=q, k_cache=p.k_cache, v_cache=p.v_cache, block_table=p.block_table, seq_lens=p.seq_lens)
+    bad = [
+        (dict(q=q.double()), "q has dtype torch.float64"),
+        (dict(q=q[:, None]), "q must be [B, H, D]"),
+        (dict(k_cache=p.k_cache.float(), v_cache=p.v_cache.float()), "k_cache has dtype torch.float32"),
+        (dict(v_cache=p.v_cache[:, :, :8]), "v_cache must match k_cache"),
+        (dict(q=make(2, 3, 3, 32, 64, torch.float16, 0)[0]), "k_cache has 2 KV heads (HND layout); q's 3 heads"),
+        (dict(block_table=p.block_table.long()), "block_table must be int32"),
+        (dict(seq_lens=p.seq_lens[:1]), "seq_lens must be int32 [B=2]"),
+        (dict(k_cache=kq, v_cache=kq), "k_scale is required for a torch.float8_e4m3fn cache"),
+        (dict(k_cache=kq, v_cache=kq, k_scale=ks, v_scale=torch.ones(3, device=DEVICE)), "v_scale must be a scalar, [2] (per head)"),
+        (dict(k_scale=1.0), "k_scale is only for fp8/int8 caches"),
+        (dict(k_cache=p.k_cache[..., ::2], v_cache=p.v_cache[..., ::2]), "k_cache must be contiguous along D"),
+        (dict(num_splits=0), "num_splits must be a positive int"),
+        (dict(layout="HND"), "layout must be a KVLayout"),
+        (dict(out=torch.empty(2, 4, 64, device=DEVICE)), "out must be"),
+    ]
+    for change, msg in bad:
+        args = base | change
+        with pytest.raises(ValueError, match="paged_decode_attention: .*" + re.escape(msg)):
+            paged_decode_attention(**args)
+    if not GPU:
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(ValueError, match="needs CUDA tensors"):
+            paged_decode_attention(**base)
+
+
+def test_paged_from_contiguous_layouts():
+    _, k, v = make(2, 3, 3, 37, 16, torch.float32, seed=12)
+    for layout in KVLayout:
+        p = paged_from_contiguous(k, v, block_size=16, layout=layout, shuffle=True)
+        assert p.k_cache.shape == ((6, 3, 16, 16) if layout is KVLayout.HND else (6, 16, 3, 16))
+        kf = p.k_cache if layout is KVLayout.HND else p.k_cache.transpose(1, 2)
+        j = torch.arange(37)
+        back = kf[p.block_table[1, j // 16].long(), :, j % 16]  # [37, H_kv, D]
+        assert torch.equal(back.transpose(0, 1), k[1])
+    with pytest.raises(ValueError, match="zero-copy view"):
+        paged_from_contiguous(k, v, layout=KVLayout.NHD)
+
+
+def test_cost_formulas():
+    assert flops(32, 128, 1000) == 4 * 32 * 128 * 1000
+    assert bytes_moved(2, 32, 8, 128, 1000, kv_dtype_bytes=1, scale_bytes_per_token=4) == 2 * 1000 * 8 * (128 + 4) + 2 * 2 * 32 * 128 * 2
