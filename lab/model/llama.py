@@ -38,6 +38,9 @@ class ModelArgs:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     max_seq_len: int = 8192
+    # Hugging Face's `rope_scaling` as sorted (key, value) pairs, e.g. Llama-3.1's
+    # (("factor", 32.0), ("high_freq_factor", 4.0), …, ("rope_type", "llama3")); None: plain RoPE
+    rope_scaling: Optional[tuple] = None
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -88,13 +91,14 @@ class AttnContext:
     def mask(self, T: int, S: int, device=None) -> torch.Tensor:
         """[B|1, 1, T, S] bool, True where query t may attend to key slot s: causal in slot
         coordinates (query t sits at slot start + t, S - T == start when a cache is used) and
-        only to valid slots."""
+        only to valid slots. A query always sees its own slot, so a padding query (whose own slot is
+        invalid) attends to itself alone: no row is all -inf, and no kernel makes NaN there."""
         device = device or self.pos.device
         q_slot = torch.arange(T, device=device)[:, None] + (S - T)
-        allowed = torch.arange(S, device=device)[None, :] <= q_slot  # [T, S]
-        allowed = allowed[None, None]
+        k_slot = torch.arange(S, device=device)[None, :]
+        allowed = (k_slot <= q_slot)[None, None]  # [1, 1, T, S]
         if self.key_mask is not None:
-            allowed = allowed & self.key_mask[:, None, None, :S]
+            allowed = allowed & (self.key_mask[:, None, None, :S] | (k_slot == q_slot))  # [B, 1, T, S]
         return allowed
 
 
@@ -147,6 +151,8 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         D = args.head_dim
         inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+        if args.rope_scaling:
+            inv_freq = llama3_scale_inv_freq(inv_freq, dict(args.rope_scaling))
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
         self.attention_scale = 1.0  # YaRN-style variants scale cos/sin (i.e. the logits) by this
 
@@ -154,6 +160,24 @@ class RotaryEmbedding(nn.Module):
         freqs = pos[..., None].float() * self.inv_freq  # [B, T, D/2]
         emb = torch.cat((freqs, freqs), dim=-1)  # [B, T, D]
         return emb.cos() * self.attention_scale, emb.sin() * self.attention_scale
+
+
+def llama3_scale_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """Llama-3.1's frequency rescaling, as the checkpoint's config asks: wavelengths longer than
+    original_max_position_embeddings / low_freq_factor are slowed by `factor`, shorter than
+    … / high_freq_factor kept, and the band between interpolated smoothly."""
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind in (None, "default"):
+        return inv_freq
+    if kind != "llama3":
+        raise ValueError(f"rope_scaling type {kind!r} is not built in (only 'llama3'); the position axis provides others")
+    factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / lo, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    medium = (wavelen >= old_len / hi) & (wavelen <= old_len / lo)
+    return torch.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
 
 
 class Attention(nn.Module):
