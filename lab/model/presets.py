@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {
         "random", "Qwen2.5-0.5B shape without its q/k/v biases, random weights"),
     "tiny": Preset(
         ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128, vocab_size=512,
-                  rope_theta=10000.0, norm_eps=1e-5, tie_embeddings=True, max_seq_len=1024),
+                  rope_theta=10000.0, norm_eps=1e-5, tie_embeddings=False, max_seq_len=1024),
         "random", "tiny random model for tests (2 layers, width 64, GQA 4/2)"),
 }
 
