@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 def collect(resolved_config: dict, seed: int, device: torch.device | str | None = None, ceilings: Any = None) -> dict[str, Any]:
     """Provenance of one point: git SHA/dirty flag, package versions, python, host, CPU model, GPU
     name/driver/CUDA/clocks at start, seed, UTC time, the resolved config and, when given (a
-    `records.Ceilings`), the roofline ceilings the roofline fractions were computed against."""
+    `records.Ceilings`, else the cached ones of the device, if any), the roofline ceilings that
+    the roofline fractions were computed against. Never measures anything itself."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from lab.measure.roofline import cpu_model
 
@@ -46,6 +47,10 @@ def collect(resolved_config: dict, seed: int, device: torch.device | str | None 
         "env": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET", "OMP_NUM_THREADS") if k in os.environ},
         "config": _plain(resolved_config),
     }
+    if ceilings is None:  # the runner measured them before the point: the cache holds them
+        from lab.measure.roofline import cached_ceilings
+
+        ceilings = cached_ceilings(device)
     if ceilings is not None:
         prov["ceilings"] = {"device": ceilings.device, "peak_tflops": ceilings.peak_tflops,
                             "peak_gbps": ceilings.peak_gbps, "method": ceilings.method}
