@@ -1,0 +1,343 @@
+"""Weight-only quantized matmul for small batches (M = 1 to 16), in Triton, beside its reference.
+
+    qw = quantize_int8(w)                          # per output channel, symmetric
+    qw = quantize_int4(w, group_size=128, symmetric=True)   # group-wise along K
+    y  = wo_matmul(x, qw)                          # x [M, K] -> y [M, N] = x @ dequantize(qw).T
+
+w is [N, K] as in nn.Linear. Decode is a GEMV: every weight byte is read once and used M times,
+so time ≈ weight bytes / DRAM bandwidth. int8 halves and int4 quarters the bytes of bf16; the
+kernel dequantizes in registers and never writes the float weight back.
+
+Formats (QuantizedWeight):
+  int8   qweight int8 [N, K]; scale [N] (float32). w ≈ q · scale[n], q in [-127, 127].
+  int4   qweight uint8 [N, K/2], two 4-bit codes per byte along K: byte j of row n holds
+         k = 2j in its LOW nibble and k = 2j + 1 in its HIGH nibble (codes 0..15).
+         scale [N, K/G] (float16 by default), zero None or uint8 [N, K/G].
+         symmetric:  w ≈ (code - 8) · scale[n, k // G]; scale = -(signed absmax) / 8, so the
+                     largest-magnitude weight of a group maps exactly to code 0 (= -8) and all 16
+                     levels are used (llama.cpp's Q4_0 trick).
+         asymmetric: w ≈ (code - zero[n, k // G]) · scale[n, k // G]; the range [min, max] of the
+                     group (widened to contain 0) is split into 15 steps, zero = round(-min/scale).
+
+Kernel: grid (N / BLOCK_N, SPLIT_K). Each program streams a [BLOCK_N, K / SPLIT_K] stripe of codes
+with wide loads, dequantizes (code - zero) · scale in float32 and either
+  * M = 1: multiplies by x in registers and accumulates a [BLOCK_N, BLOCK_K] tile, reduced once at
+    the end (no tensor cores: a GEMV has 1 FLOP per weight, the ALUs keep up), or
+  * M > 1: rounds the tile to x's dtype and runs tl.dot with x padded to 16 rows.
+For int4 the even and odd k of x are loaded separately, so the nibbles are never interleaved.
+SPLIT_K > 1 (small N: too few programs to fill the GPU) adds partial sums with float32 atomics.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+GROUP_SIZES = (32, 64, 128)
+MAX_M = 16
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    qweight: torch.Tensor  # int8 [N, K] | uint8 [N, K/2] (two int4 codes per byte, low nibble = even k)
+    scale: torch.Tensor  # [N] (int8) | [N, K/G] (int4)
+    zero: torch.Tensor | None  # None (symmetric) | uint8 [N, K/G] zero-points 0..15
+    bits: int  # 8 or 4
+    group_size: int  # K for int8 per-channel
+    shape: tuple[int, int]  # (N, K) of the float weight
+    dtype: torch.dtype  # the original weight's dtype: dequantize returns it
+
+    @property
+    def symmetric(self) -> bool:
+        return self.zero is None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernel reads: codes, scales and zero-points."""
+        z = self.zero.numel() * self.zero.element_size() if self.zero is not None else 0
+        return self.qweight.numel() * self.qweight.element_size() + self.scale.numel() * self.scale.element_size() + z
+
+    def to(self, device) -> "QuantizedWeight":
+        zero = self.zero.to(device) if self.zero is not None else None
+        return QuantizedWeight(self.qweight.to(device), self.scale.to(device), zero, self.bits, self.group_size, self.shape, self.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _wo_matmul_kernel(
+    X, Wq, S, Z, Y,
+    M, N, K, k_per_split,
+    stride_xm, stride_wn, stride_sn, stride_zn, stride_ym,
+    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    USE_DOT: tl.constexpr, ATOMIC: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_K: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
+    n_mask = offs_n < N
+    offs_m = tl.arange(0, BLOCK_M)  # [BM]
+    m_mask = offs_m < M
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(K, k_lo + k_per_split)
+    w_rows = Wq + offs_n.to(tl.int64)[:, None] * stride_wn  # [BN, 1]
+
+    if USE_DOT:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    else:
+        acc2 = tl.zeros([BLOCK_N, ACC_K], dtype=tl.float32)  # reduced over K once, at the end
+
+    if BITS == 8:
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            kk = k0 + tl.arange(0, BLOCK_K)  # [BK]
+            k_mask = kk < k_hi
+            q = tl.load(w_rows + kk[None, :], mask=n_mask[:, None] & k_mask[None, :], other=0)  # int8 [BN, BK]
+            if USE_DOT:
+                x = tl.load(X + offs_m[:, None] * stride_xm + kk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+                acc = tl.dot(x, tl.trans(q.to(x.dtype)), acc, input_precision=DOT_PRECISION)  # int8 is exact in bf16/fp16
+            else:
+                x = tl.load(X + kk, mask=k_mask, other=0.0).to(tl.float32)  # [BK]
+                acc2 += q.to(tl.float32) * x[None, :]
+        s = tl.load(S + offs_n * stride_sn, mask=n_mask, other=0.0).to(tl.float32)  # [BN] per channel
+        if USE_DOT:
+            acc = acc * s[None, :]
+        else:
+            acc = (tl.sum(acc2, axis=1) * s)[None, :]  # [1, BN]
+    else:
+        HALF_K: tl.constexpr = BLOCK_K // 2  # bytes per row per tile
+        GPT: tl.constexpr = BLOCK_K // GROUP if BLOCK_K >= GROUP else 1  # groups per tile
+        BPG: tl.constexpr = HALF_K // GPT  # bytes per group inside the tile
+        jj = tl.arange(0, HALF_K)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            k_even = k0 + 2 * jj  # [HALF_K] the k of each byte's low nibble
+            k_mask = k_even < k_hi
+            wmask = n_mask[:, None] & k_mask[None, :]
+            byte = tl.load(w_rows + (k0 // 2 + jj)[None, :], mask=wmask, other=0)  # uint8 [BN, HALF_K]
+            lo = (byte & 0xF).to(tl.float32)
+            hi = (byte >> 4).to(tl.float32)
+            g = k0 // GROUP + tl.arange(0, GPT)  # [GPT] the groups this tile touches
+            g_mask = n_mask[:, None] & (g * GROUP < k_hi)[None, :]
+            s = tl.load(S + offs_n[:, None] * stride_sn + g[None, :], mask=g_mask, other=0.0).to(tl.float32)  # [BN, GPT]
+            if HAS_ZERO:
+                z = tl.load(Z + offs_n[:, None] * stride_zn + g[None, :], mask=g_mask, other=0).to(tl.float32)
+            else:
+                z = tl.full([BLOCK_N, GPT], 8.0, tl.float32)
+            # (code - zero) · scale per group: view the tile as [BN, GPT, BPG] to broadcast
+            lo = tl.reshape((tl.reshape(lo, [BLOCK_N, GPT, BPG]) - z[:, :, None]) * s[:, :, None], [BLOCK_N, HALF_K])
+            hi = tl.reshape((tl.reshape(hi, [BLOCK_N, GPT, BPG]) - z[:, :, None]) * s[:, :, None], [BLOCK_N, HALF_K])
+            if USE_DOT:
+                xm = m_mask[:, None] & k_mask[None, :]
+                xe = tl.load(X + offs_m[:, None] * stride_xm + k_even[None, :], mask=xm, other=0.0)  # [BM, HALF_K]
+                xo = tl.load(X + offs_m[:, None] * stride_xm + k_even[None, :] + 1, mask=xm, other=0.0)
+                acc = tl.dot(xe, tl.trans(lo.to(xe.dtype)), acc, input_precision=DOT_PRECISION)
+                acc = tl.dot(xo, tl.trans(hi.to(xo.dtype)), acc, input_precision=DOT_PRECISION)
+            else:
+                xe = tl.load(X + k_even, mask=k_mask, other=0.0)  # [HALF_K]
+                xo = tl.load(X + k_even + 1, mask=k_mask, other=0.0)
+                acc2 += lo * xe.to(tl.float32)[None, :] + hi * xo.to(tl.float32)[None, :]
+        if not USE_DOT:
+            acc = tl.sum(acc2, axis=1)[None, :]  # [1, BN]
+
+    out_m = offs_m if USE_DOT else tl.arange(0, 1)
+    y_ptrs = Y + out_m[:, None] * stride_ym + offs_n[None, :]
+    y_mask = (out_m[:, None] < M) & n_mask[None, :]
+    if ATOMIC:
+        tl.atomic_add(y_ptrs, acc, mask=y_mask)  # float32 partial sums over K splits
+    else:
+        tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=y_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs: a heuristic table, measured on an H100 (see lab/benchmarks/wo_matmul.py: `tune`)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WoConfig:
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 132) -> WoConfig:
+    """Enough programs to fill the GPU (≈ 2 per SM), tiles that read ≥ 128 B per row per step."""
+    if M == 1:
+        block_n, block_k, warps = 16, (512 if bits == 4 else 256), 4
+    else:
+        block_n, block_k, warps = 32, (256 if bits == 4 else 128), 4
+    block_k = min(block_k, max(triton.next_power_of_2(K), 32))
+    if bits == 4:
+        block_k = max(block_k, group_size) if block_k >= group_size else block_k
+    programs_n = triton.cdiv(N, block_n)
+    steps = triton.cdiv(K, block_k)
+    split_k = max(1, min(steps // 2, triton.cdiv(2 * n_sm, programs_n)))
+    return WoConfig(block_n, block_k, split_k, warps, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher
+# ---------------------------------------------------------------------------------------------
+def _fail(name: str, msg: str):
+    raise ValueError(f"wo_matmul: {name} {msg}")
+
+
+def _n_sm(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+
+
+def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = None) -> torch.Tensor:
+    """y = x @ dequantize(qw).T for x ``(M, K)``, M <= 16, float16/bfloat16/float32 -> ``(M, N)``
+    in x's dtype. ``config`` overrides the heuristic tile table (tuning)."""
+    if not isinstance(qw, QuantizedWeight):
+        _fail("qw", f"must be a QuantizedWeight (from quantize_int8 / quantize_int4), got {type(qw).__name__}")
+    if not isinstance(x, torch.Tensor):
+        _fail("x", f"must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        _fail("x", f"has dtype {x.dtype}; supported: float16, bfloat16, float32")
+    N, K = qw.shape
+    if x.dim() != 2 or x.shape[1] != K:
+        _fail("x", f"must be [M, K] = [M, {K}] (K of the weight), got shape {tuple(x.shape)}")
+    M = x.shape[0]
+    if not 1 <= M <= MAX_M:
+        _fail("x", f"has M={M} rows; this GEMV kernel handles 1..{MAX_M} (use a dense matmul on dequantize(qw) for more)")
+    if x.stride(1) != 1:
+        _fail("x", f"must be contiguous along K (stride(1) == 1), got strides {tuple(x.stride())}; pass x.contiguous()")
+    for name, t in (("qweight", qw.qweight), ("scale", qw.scale)) + ((("zero", qw.zero),) if qw.zero is not None else ()):
+        if t.device != x.device:
+            _fail(f"qw.{name}", f"is on {t.device}; must be on x's device {x.device}")
+        if t.stride(-1) != 1:
+            _fail(f"qw.{name}", f"must be contiguous along its last dim, got strides {tuple(t.stride())}")
+    if x.device.type != "cuda" and not _interpreting():
+        _fail("x", f"is on {x.device}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    want = (N, K) if qw.bits == 8 else (N, K // 2)
+    if qw.qweight.shape != want:
+        _fail("qw.qweight", f"has shape {tuple(qw.qweight.shape)}; a {qw.bits}-bit [{N}, {K}] weight needs {want}")
+
+    cfg = config or (INTERPRET_CONFIG if _interpreting() else pick_config(M, N, K, qw.bits, qw.group_size, _n_sm(x.device)))
+    if qw.bits == 4 and cfg.block_k % qw.group_size and qw.group_size % cfg.block_k:
+        _fail("config", f"block_k={cfg.block_k} must divide or be a multiple of group_size={qw.group_size}")
+    use_dot = M > 1
+    block_m = 16 if use_dot else 1
+    k_per_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
+    split_k = triton.cdiv(K, k_per_split)
+    atomic = split_k > 1
+    y = torch.zeros((M, N), dtype=torch.float32, device=x.device) if atomic else torch.empty((M, N), dtype=x.dtype, device=x.device)
+    zero = qw.zero if qw.zero is not None else qw.scale  # never read when HAS_ZERO is off
+    _wo_matmul_kernel[(triton.cdiv(N, cfg.block_n), split_k)](
+        x, qw.qweight, qw.scale, zero, y,
+        M, N, K, k_per_split,
+        x.stride(0), qw.qweight.stride(0), qw.scale.stride(0), zero.stride(0), y.stride(0),
+        BITS=qw.bits, GROUP=qw.group_size, HAS_ZERO=qw.zero is not None,
+        BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        USE_DOT=use_dot, ATOMIC=atomic, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        ACC_K=cfg.block_k if qw.bits == 8 else cfg.block_k // 2,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return y.to(x.dtype) if atomic else y
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization (host side, once per weight) and the reference
+# ---------------------------------------------------------------------------------------------
+def _check_w(fn: str, w) -> tuple[int, int]:
+    if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.dim() != 2:
+        raise ValueError(f"{fn}: w must be a 2-d float tensor [N, K] (nn.Linear layout), got {getattr(w, 'shape', type(w).__name__)}")
+    return w.shape
+
+
+def quantize_int8(w: torch.Tensor) -> QuantizedWeight:
+    """Symmetric per-output-channel int8: scale[n] = max|w[n]| / 127, float32."""
+    N, K = _check_w("quantize_int8", w)
+    wf = w.float()
+    scale = (wf.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # [N]; an all-zero row gets q = 0
+    q = torch.round(wf / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return QuantizedWeight(q.contiguous(), scale.contiguous(), None, 8, K, (N, K), w.dtype)
+
+
+def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True, scale_dtype: torch.dtype = torch.float16) -> QuantizedWeight:
+    """Group-wise int4 along K, two codes per byte (see the module docstring for the format)."""
+    N, K = _check_w("quantize_int4", w)
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"quantize_int4: group_size must be one of {GROUP_SIZES}, got {group_size!r}")
+    if K % group_size:
+        raise ValueError(f"quantize_int4: K={K} must be a multiple of group_size={group_size}")
+    if scale_dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"quantize_int4: scale_dtype must be one of {SUPPORTED_DTYPES}, got {scale_dtype}")
+    tiny = torch.finfo(scale_dtype).tiny  # keep scales normal in their storage dtype
+    wg = w.float().reshape(N, K // group_size, group_size)  # [N, K/G, G]
+    if symmetric:
+        idx = wg.abs().argmax(dim=-1, keepdim=True)
+        signed_max = wg.gather(-1, idx).squeeze(-1)  # the largest-magnitude weight, with its sign
+        scale = -signed_max / 8.0
+        scale = torch.where(scale.abs() < tiny, torch.full_like(scale, tiny), scale)
+        scale = scale.to(scale_dtype)  # round first, then quantize against the stored scale
+        codes = torch.round(wg / scale.float()[..., None]).clamp(-8, 7) + 8
+        zero = None
+    else:
+        lo = wg.amin(dim=-1).clamp(max=0.0)
+        hi = wg.amax(dim=-1).clamp(min=0.0)
+        scale = ((hi - lo) / 15.0).clamp(min=tiny).to(scale_dtype)
+        zero = torch.round(-lo / scale.float()).clamp(0, 15)
+        codes = (torch.round(wg / scale.float()[..., None]) + zero[..., None]).clamp(0, 15)
+        zero = zero.to(torch.uint8).contiguous()
+    codes = codes.reshape(N, K).to(torch.uint8)
+    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()  # low nibble = even k
+    return QuantizedWeight(packed, scale.contiguous(), zero, 4, group_size, (N, K), w.dtype)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, K/2] -> codes uint8 [N, K] (low nibble first)."""
+    return torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
+
+
+def dequantize(qw: QuantizedWeight, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The float weight [N, K] the kernel multiplies by: (code - zero) · scale, computed in float32
+    (float64 when asked for), then cast to ``dtype`` (default: the original weight's)."""
+    N, K = qw.shape
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    if qw.bits == 8:
+        w = qw.qweight.to(acc) * qw.scale.to(acc)[:, None]
+    else:
+        codes = unpack_int4(qw.qweight).to(acc).reshape(N, K // qw.group_size, qw.group_size)
+        zero = qw.zero.to(acc) if qw.zero is not None else torch.full_like(qw.scale, 8, dtype=acc)
+        w = ((codes - zero[..., None]) * qw.scale.to(acc)[..., None]).reshape(N, K)
+    return w.to(dtype or qw.dtype)
+
+
+def wo_matmul_reference(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
+    """x @ dequantize(qw).T with the weight dequantized to x's dtype (float64 x: exact truth)."""
+    return x @ dequantize(qw, x.dtype).T
+
+
+def sqnr_db(w: torch.Tensor, w_hat: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio 10·log10(Σw² / Σ(w - ŵ)²) in dB."""
+    w, w_hat = w.double(), w_hat.double()
+    return float(10 * torch.log10(w.pow(2).sum() / (w - w_hat).pow(2).sum().clamp(min=1e-300)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost formulas
+# ---------------------------------------------------------------------------------------------
+def flops(M: int, N: int, K: int) -> float:
+    """One multiply-add per weight per row of x (dequantization ALU work not counted)."""
+    return 2 * M * N * K
+
+
+def bytes_moved(M: int, N: int, K: int, qw: QuantizedWeight | None = None, x_bytes: int = 2, w_bytes: float | None = None) -> float:
+    """Weights (codes + scales + zero-points, or w_bytes per element for a float weight) once, x
+    and y once each."""
+    weight = qw.nbytes if qw is not None else N * K * (w_bytes if w_bytes is not None else x_bytes)
+    return weight + M * K * x_bytes + M * N * x_bytes

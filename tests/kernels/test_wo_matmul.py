@@ -1,0 +1,172 @@
+"""kernels.wo_matmul: int8 / int4 weight-only GEMV against x @ dequantize(qw).T, and the
+quantizers against the float weight by SQNR.
+
+Two separate claims: the kernel computes exactly the matmul with the dequantized weight
+(allclose against float64), and the quantization loses no more than its format must (SQNR in dB
+on Gaussian weights). On CPU the kernel runs under TRITON_INTERPRET=1 (float32/float16).
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
+
+import pytest
+
+from kernels.wo_matmul import (
+    QuantizedWeight,
+    WoConfig,
+    bytes_moved,
+    dequantize,
+    flops,
+    quantize_int4,
+    quantize_int8,
+    sqnr_db,
+    unpack_int4,
+    wo_matmul,
+    wo_matmul_reference,
+)
+
+GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = "cuda" if GPU else "cpu"
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if GPU else [])
+# max |y - truth| / max |truth|: float32 accumulation; 16-bit x and the weight rounded to x's
+# dtype for tl.dot (M > 1), the output rounded once
+TOL = {torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+
+
+def seeded(*parts) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(repr(parts).encode()))
+
+
+SCHEMES = {
+    "int8": lambda w: quantize_int8(w),
+    "int4-g32-sym": lambda w: quantize_int4(w, 32, True),
+    "int4-g64-asym": lambda w: quantize_int4(w, 64, False),
+    "int4-g128-sym": lambda w: quantize_int4(w, 128, True),
+    "int4-g128-asym": lambda w: quantize_int4(w, 128, False),
+}
+
+
+def check(x, qw, config=None):
+    y = wo_matmul(x, qw, config)
+    assert y.shape == (x.shape[0], qw.shape[0]) and y.dtype == x.dtype
+    truth = x.double() @ dequantize(qw, torch.float64).T
+    err = ((y.double() - truth).abs().max() / truth.abs().max()).item()
+    assert err < TOL[x.dtype], f"relative error {err:.2e}"
+    same = wo_matmul_reference(x, qw)  # the reference in x's own dtype agrees to rounding
+    torch.testing.assert_close(y.float(), same.float(), atol=4 * TOL[x.dtype] * truth.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("M", [1, 3, 16])
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_matches_dequantized_reference(scheme, M, dtype):
+    N, K = 37, 384  # N not a multiple of BLOCK_N, K three groups of 128 (six of 64 …)
+    g = seeded(scheme, M, dtype)
+    qw = SCHEMES[scheme](torch.randn(N, K, generator=g)).to(DEVICE)
+    check(torch.randn(M, K, generator=g).to(DEVICE, dtype), qw)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4-g64-asym", "int4-g128-sym"])
+@pytest.mark.parametrize("M", [1, 5])
+def test_split_k_and_ragged_k(scheme, M):
+    """split_k > 1 (float32 atomics) and a K that is not a multiple of block_k."""
+    g = seeded("split", scheme, M)
+    N, K = 50, 640  # block_k 256 -> 2.5 steps; 3 splits of 256 (the last one ragged)
+    qw = SCHEMES[scheme](torch.randn(N, K, generator=g)).to(DEVICE)
+    x = torch.randn(M, K, generator=g).to(DEVICE)
+    check(x, qw, WoConfig(block_n=16, block_k=256, split_k=3, num_warps=4, num_stages=2))
+    check(x, qw, WoConfig(block_n=32, block_k=32 if qw.bits == 4 and qw.group_size > 32 else 64, split_k=1))
+
+
+def test_strided_x():
+    g = seeded("strided")
+    qw = quantize_int4(torch.randn(20, 256, generator=g), 32, False).to(DEVICE)
+    x = torch.randn(4, 300, generator=g).to(DEVICE)[:, :256]  # rows 300 apart
+    check(x, qw)
+
+
+# ---- the formats ----------------------------------------------------------------------------
+def test_int4_packing_layout():
+    """Byte j of a row holds k = 2j in the low nibble and k = 2j + 1 in the high nibble."""
+    w = torch.zeros(1, 32)
+    w[0, 0], w[0, 1], w[0, 5] = -8.0, 7.0, 3.0  # signed max -8 -> scale 1: codes = w + 8
+    qw = quantize_int4(w, 32, True)
+    assert qw.scale.item() == 1.0
+    assert qw.qweight.shape == (1, 16) and qw.qweight.dtype == torch.uint8
+    assert qw.qweight[0, 0].item() == (8 + 7) << 4 | (8 - 8)  # k=0 low, k=1 high
+    assert qw.qweight[0, 2].item() == (8 + 3) << 4 | 8  # k=4 low (0 -> 8), k=5 high
+    codes = unpack_int4(qw.qweight)
+    assert codes[0, :6].tolist() == [0, 15, 8, 8, 8, 11]
+    torch.testing.assert_close(dequantize(qw, torch.float32), w, atol=0, rtol=0)
+
+
+def test_asymmetric_round_trip_and_zero_points():
+    g = seeded("asym")
+    w = torch.rand(8, 128, generator=g) * 3 - 0.5  # mostly positive: the zero-point matters
+    qw = quantize_int4(w, 64, symmetric=False)
+    assert qw.zero is not None and qw.zero.dtype == torch.uint8 and int(qw.zero.max()) <= 15
+    step = qw.scale.float().repeat_interleave(64, dim=1)
+    assert ((dequantize(qw, torch.float32) - w).abs() <= 0.5 * step + 1e-6).all()  # round to nearest
+
+
+# SQNR on Gaussian weights, measured (N=512, K=2048, seeds 0-4, spread < 0.2 dB): int8 per-channel
+# 41.5-41.7 dB; int4 sym g32 21.3 / g64 20.45 / g128 19.7 dB; asym g32 21.85 / g64 20.8 / g128
+# 19.95 dB. Thresholds sit 0.5 dB under. A wrong scale breaks them: amax/7 with codes -7..7
+# instead of the signed-max/8 trick gives 18.6 dB at g128, truncating instead of rounding 14 dB.
+SQNR_MIN = {
+    ("int8", 0, True): 41.0,
+    ("int4", 32, True): 20.8, ("int4", 64, True): 19.9, ("int4", 128, True): 19.2,
+    ("int4", 32, False): 21.3, ("int4", 64, False): 20.3, ("int4", 128, False): 19.4,
+}
+
+
+@pytest.mark.parametrize("key", list(SQNR_MIN), ids=lambda k: f"{k[0]}-g{k[1]}-{'sym' if k[2] else 'asym'}")
+def test_sqnr_on_gaussian_weights(key):
+    bits, group, symmetric = key
+    w = torch.randn(512, 2048, generator=seeded("sqnr", key))
+    qw = quantize_int8(w) if bits == "int8" else quantize_int4(w, group, symmetric)
+    db = sqnr_db(w, dequantize(qw, torch.float32))
+    assert db >= SQNR_MIN[key], f"{key}: {db:.2f} dB"
+
+
+def test_dequantize_returns_original_dtype_and_bytes():
+    w = torch.randn(64, 256).to(torch.float16)
+    qw = quantize_int4(w, 128, False)
+    assert dequantize(qw).dtype == torch.float16
+    assert qw.nbytes == 64 * 128 + 64 * 2 * 2 + 64 * 2  # codes + fp16 scales + uint8 zeros
+    assert bytes_moved(1, 64, 256, qw, x_bytes=2) == qw.nbytes + 256 * 2 + 64 * 2
+    assert bytes_moved(1, 64, 256) == 64 * 256 * 2 + 256 * 2 + 64 * 2
+    assert flops(2, 64, 256) == 2 * 2 * 64 * 256
+
+
+# ---- errors ---------------------------------------------------------------------------------
+def test_launcher_errors():
+    qw = quantize_int8(torch.randn(16, 64)).to(DEVICE)
+    with pytest.raises(ValueError, match=r"x must be \[M, K\] = \[M, 64\]"):
+        wo_matmul(torch.randn(2, 63, device=DEVICE), qw)
+    with pytest.raises(ValueError, match=r"M=17 rows; this GEMV kernel handles 1..16"):
+        wo_matmul(torch.randn(17, 64, device=DEVICE), qw)
+    with pytest.raises(ValueError, match=r"x has dtype torch.int64"):
+        wo_matmul(torch.ones(2, 64, dtype=torch.long, device=DEVICE), qw)
+    with pytest.raises(ValueError, match=r"x must be contiguous along K"):
+        wo_matmul(torch.randn(64, 2, device=DEVICE).t(), qw)
+    with pytest.raises(ValueError, match=r"qw must be a QuantizedWeight"):
+        wo_matmul(torch.randn(2, 64, device=DEVICE), torch.randn(16, 64))
+    q4 = quantize_int4(torch.randn(16, 256), 128).to(DEVICE)
+    with pytest.raises(ValueError, match=r"block_k=96 must divide or be a multiple of group_size=128"):
+        wo_matmul(torch.randn(1, 256, device=DEVICE), q4, WoConfig(16, 96))
+
+
+def test_quantizer_errors():
+    with pytest.raises(ValueError, match=r"group_size must be one of"):
+        quantize_int4(torch.randn(4, 96), 48)
+    with pytest.raises(ValueError, match=r"K=96 must be a multiple of group_size=64"):
+        quantize_int4(torch.randn(4, 96), 64)
+    with pytest.raises(ValueError, match=r"w must be a 2-d float tensor"):
+        quantize_int8(torch.randn(4, 4, 4))
