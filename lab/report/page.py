@@ -147,7 +147,8 @@ def _summary_table(t: pd.DataFrame, metrics: list[str]) -> str:
             if len(vals) > 1 and len(set(vals)) > 1:
                 best[(m, g)] = max(vals) if d else min(vals)
     head = "".join(f"<th>{e(c)}</th>" for c in keys) or "<th></th>"
-    head += "".join(f'<th class="num">{e(m)}<br><span class="unit">{e(units[m])}</span></th>' for m in metrics)
+    # <wbr> after underscores lets long metric names wrap instead of widening the table
+    head += "".join(f'<th class="num">{e(m).replace("_", "_<wbr>")}<br><span class="unit">{e(units[m])}</span></th>' for m in metrics)
     body = []
     for k, cells in rows.items():
         tds = "".join(f"<td>{e(v)}</td>" for v in k) or "<td>all</td>"
@@ -435,7 +436,8 @@ figcaption { color:var(--muted); font-size:12px; padding:4px 6px 0; }
 table { border-collapse:collapse; width:100%; font-size:13px; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
 thead th { background:#f9fafb; font-weight:600; position:sticky; top:0; }
-td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
+td.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
+th.num { text-align:right; min-width:90px; }
 td.best { background:var(--good); font-weight:600; }
 td.na { color:#aaa; }
 .unit { color:var(--muted); font-weight:400; font-size:11px; }
