@@ -115,12 +115,15 @@ def fmt_value(v: Any) -> str:
 
 
 def label_of(row: pd.Series | dict, series: list[str]) -> str:
-    """'mla' when one dimension names the series, 'attention=mla, kv=int8' when several,
-    'all' when none varies."""
+    """'mla' when one dimension with text values names the series, 'batch=4' when its values are
+    numbers (a bare '4' says nothing), 'attention=mla, kv=int8' when several, 'all' when none."""
     if not series:
         return "all"
     if len(series) == 1:
-        return fmt_value(row[series[0]])
+        v = row[series[0]]
+        text = fmt_value(v)
+        numeric = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        return f"{series[0]}={text}" if numeric or text in ("True", "False", "∅", "–") else text
     return ", ".join(f"{c}={fmt_value(row[c])}" for c in series)
 
 

@@ -131,7 +131,8 @@ def metric_chart(df: pd.DataFrame, metric: str, unit: str, colors: Colors, title
             fig.update_xaxes(type="log")
         if len(xv) <= 12:  # tick exactly the swept values (16, 64, 256 …), not plotly's 2-5-10 grid
             fig.update_xaxes(tickvals=xv, ticktext=[fmt_value(v) for v in xv])
-        fig.update_layout(showlegend=bool(lay.series))
+        named = any("=" in str(t.name) for t in fig.data)  # 'batch=1' names itself; 'mla' needs 'attention'
+        fig.update_layout(showlegend=bool(lay.series), legend_title_text="" if named else esc(", ".join(lay.series)))
     else:
         df = sort_rows(df, lay.series)
         labels = [label_of(r, lay.series) for _, r in df.iterrows()]
@@ -201,9 +202,10 @@ def roofline_chart(points: pd.DataFrame, ceilings: list[dict], colors: Colors) -
             hovertemplate="attainable %{y:.3g} TFLOP/s at %{x:.3g} FLOP/B<extra></extra>",
         ))
     for series, g in points.groupby("series", sort=False):
-        # One label per series, at its highest intensity: labels on every point of a sweep pile up.
+        # Few points: each labelled. Many: one label per series, at its highest intensity, since
+        # labels on every point of a sweep pile up (hover still names each).
         last = g.intensity.to_numpy().argmax()
-        text = [esc(t) if i == last else "" for i, t in enumerate(short(list(g.label), 24))]
+        text = [esc(t) if len(points) <= 10 or i == last else "" for i, t in enumerate(short(list(g.label), 28))]
         fig.add_trace(go.Scatter(
             x=g.intensity, y=g.tflops, mode="markers+text", name=esc(series), text=text,
             textposition="top center", cliponaxis=False, textfont={"size": 10}, marker={"size": 10, "color": colors(series), "line": {"width": 1, "color": "#fff"}},

@@ -223,8 +223,11 @@ def roofline_section(page: Page, ok: pd.DataFrame, provenance: list[dict]) -> st
     cat = [c for c in A.varying(p.drop(columns=["intensity", "tflops"])) if c not in ("prefix", "scenario_") and not (A.is_numeric(p[c]) and p[c].notna().all())]
     num = [c for c in A.varying(p.drop(columns=["intensity", "tflops"])) if c not in cat and c not in ("prefix", "scenario_")]
     multi = p.prefix.nunique() > 1 or p.scenario_.nunique() > 1
-    p["series"] = [(f"{r.prefix}: " if multi else "") + A.label_of(r, cat) for _, r in p.iterrows()]
-    p["label"] = [A.label_of(r, cat) for _, r in p.iterrows()]
+    # Colour by what is compared (variant/impl); with nothing categorical varying, by the timed call.
+    p["series"] = [A.label_of(r, cat) if not cat else (f"{r.prefix}: " if multi else "") + A.label_of(r, cat) for _, r in p.iterrows()]
+    if not cat:
+        p["series"] = list(p.prefix) if not multi else [f"{r.scenario_} · {r.prefix}" for _, r in p.iterrows()]
+    p["label"] = [A.label_of(r, cat + num) if len(p) <= 10 else A.label_of(r, cat) for _, r in p.iterrows()]
     p["hover"] = [
         "<br>".join([C.esc(f"{r.prefix}: {A.label_of(r, cat + num)}"), f"{r.intensity:.3g} FLOP/B", f"{r.tflops:.3g} TFLOP/s"]) for _, r in p.iterrows()
     ]
