@@ -1,0 +1,248 @@
+"""kernels.sampling: the sort-free sampler against the sort-based reference distribution.
+
+Two kinds of checks:
+  * exact: the kernel's kept set (kept_mask) equals the support of reference_probs, for many
+    random rows, parameters (also per row), dtypes and -inf logits;
+  * statistical: 20k draws per setting (sample_many: one Gumbel-max pass per draw, the same code
+    as sample) against reference_probs by a chi-square test at a fixed seed. The same counts
+    must REJECT plausible wrong distributions (top-k off by one, top-p without renormalizing
+    after top-k, no filtering), so a broken kernel fails.
+On CPU the kernel runs under TRITON_INTERPRET=1.
+"""
+from __future__ import annotations
+
+import math
+import os
+import zlib
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
+
+import pytest
+
+from kernels.sampling import bytes_moved, flops, kept_mask, reference_probs, sample, sample_many, sample_sorted
+
+GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = "cuda" if GPU else "cpu"
+N_DRAWS = 20_000
+ALPHA = 1e-3  # the right distribution must pass at this level; the wrong ones fail far below it
+
+
+def seeded(*parts) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(repr(parts).encode()))
+
+
+def logits_for(B, V, *parts, scale=1.5, dtype=torch.float32):
+    return (torch.randn(B, V, generator=seeded(*parts)) * scale).to(DEVICE, dtype)
+
+
+def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """Pearson's chi-square goodness of fit: bins with expected count < 5 are pooled into one;
+    p-value = Q(dof/2, stat/2) (torch.special.gammaincc, the chi-square survival function).
+    A draw from a token of probability 0 gives p = 0."""
+    counts, probs = counts.double().cpu(), probs.double().cpu()
+    n = counts.sum()
+    if (counts[probs == 0] > 0).any():
+        return 0.0
+    expected = probs * n
+    big = expected >= 5
+    obs = torch.cat([counts[big], counts[~big & (probs > 0)].sum()[None]])
+    exp = torch.cat([expected[big], expected[~big & (probs > 0)].sum()[None]])
+    keep = exp > 0
+    obs, exp = obs[keep], exp[keep]
+    stat = ((obs - exp) ** 2 / exp).sum()
+    dof = obs.numel() - 1
+    if dof < 1:
+        return 1.0
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), stat / 2))
+
+
+def test_chi_square_helper_is_calibrated():
+    """Sanity of the test itself: multinomial draws from p pass, draws from a nearby q fail."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(80, generator=g, dtype=torch.float64), 0)
+    draws = torch.multinomial(p, N_DRAWS, replacement=True, generator=g)
+    counts = torch.bincount(draws, minlength=80)
+    assert chi_square_pvalue(counts, p) > ALPHA
+    q = p.clone()
+    q[p.argmax()] *= 1.3  # 5.4% -> 6.8% of the mass: ~7 sigma over 20k draws
+    assert chi_square_pvalue(counts, q / q.sum()) < 1e-6
+
+
+def test_reference_probs_by_hand():
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]], dtype=torch.float64)
+    lg = p.log()
+    torch.testing.assert_close(reference_probs(lg), p)
+    torch.testing.assert_close(reference_probs(lg, top_k=2), torch.tensor([[0.625, 0.375, 0, 0]], dtype=torch.float64))
+    torch.testing.assert_close(reference_probs(lg, top_p=0.7), torch.tensor([[0.625, 0.375, 0, 0]], dtype=torch.float64))
+    torch.testing.assert_close(reference_probs(lg, top_p=0.79), torch.tensor([[0.625, 0.375, 0, 0]], dtype=torch.float64))
+    torch.testing.assert_close(reference_probs(lg, top_p=0.81), torch.tensor([[0.5, 0.3, 0.15, 0]], dtype=torch.float64) / 0.95)
+    # top-p after top-k, renormalized: top-3 mass 0.95; top_p=0.8 of it = 0.76 -> the first two
+    torch.testing.assert_close(reference_probs(lg, top_k=3, top_p=0.8), torch.tensor([[0.625, 0.375, 0, 0]], dtype=torch.float64))
+    torch.testing.assert_close(reference_probs(lg, min_p=0.5), torch.tensor([[0.625, 0.375, 0, 0]], dtype=torch.float64))
+    torch.testing.assert_close(reference_probs(lg, top_p=0.0), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64))
+    torch.testing.assert_close(reference_probs(lg, temperature=0.0), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64))
+    sharp = torch.softmax(lg / 0.5, -1)
+    torch.testing.assert_close(reference_probs(lg, temperature=0.5), sharp)
+
+
+# ---- exact: the kept set --------------------------------------------------------------------
+SETS = [  # temperature, top_k, top_p, min_p
+    (1.0, 1, 1.0, 0.0),
+    (0.8, 17, 1.0, 0.0),
+    (1.0, 0, 0.5, 0.0),
+    (1.2, 0, 0.95, 0.0),
+    (0.7, 40, 0.9, 0.0),
+    (1.0, 0, 1.0, 0.1),
+    (1.0, 60, 1.0, 0.02),  # min-p decides below the top-k cut on some rows
+    (0.9, 0, 0.97, 0.3),  # min-p cut above the top-p cut on some rows
+    (1.5, 200, 0.6, 0.01),
+    (0.0, 5, 0.5, 0.0),  # greedy ignores the rest
+]
+
+
+@pytest.mark.parametrize("params", SETS, ids=lambda p: "T{}-k{}-p{}-minp{}".format(*p))
+def test_kept_set_equals_reference_support(params):
+    T, k, p, mp = params
+    lg = logits_for(6, 333, "kept", params, scale=2.0)
+    mask = kept_mask(lg, T, k, p, mp)
+    ref = reference_probs(lg, T, k, p, mp) > 0
+    assert torch.equal(mask, ref), f"rows differ: {(mask != ref).sum(-1).tolist()}, kept {ref.sum(-1).tolist()}"
+
+
+def test_kept_set_per_row_parameters_and_neg_inf():
+    B, V = 8, 1000
+    lg = logits_for(B, V, "rows", scale=3.0)
+    lg[0, :900] = float("-inf")  # a masked vocabulary: 100 finite logits
+    lg[1, 5::7] = float("-inf")
+    g = seeded("row-params")
+    T = (torch.rand(B, generator=g) * 1.5 + 0.3).to(DEVICE)
+    k = torch.tensor([0, 1, 5, 50, 999, 1000, 0, 300], dtype=torch.int32).to(DEVICE)
+    p = torch.tensor([0.9, 1.0, 0.5, 0.99, 0.3, 0.8, 1.0, 0.7]).to(DEVICE)
+    mp = torch.tensor([0.0, 0.0, 0.1, 0.0, 0.0, 0.05, 0.2, 0.0]).to(DEVICE)
+    mask = kept_mask(lg, T, k, p, mp)
+    ref = reference_probs(lg, T, k, p, mp) > 0
+    assert torch.equal(mask, ref), f"rows differ: {(mask != ref).sum(-1).tolist()}"
+    assert not mask[0, :900].any()
+
+
+def test_kept_set_half_logits():
+    lg = logits_for(3, 129, "half", dtype=torch.float16)
+    mask = kept_mask(lg, 0.9, 10, 0.8, 0.0)
+    assert torch.equal(mask, reference_probs(lg.float(), 0.9, 10, 0.8, 0.0) > 0)
+
+
+# ---- statistical ----------------------------------------------------------------------------
+STAT_SETS = [  # V, temperature, top_k, top_p, min_p
+    (100, 0.8, 20, 1.0, 0.0),
+    (100, 1.0, 0, 0.8, 0.0),
+    (64, 0.7, 30, 0.9, 0.0),
+    (64, 1.3, 0, 0.95, 0.05),
+]
+
+
+def wrong_distributions(lg, T, k, p, mp):
+    """What plausible bugs would sample from instead."""
+    out = {"unfiltered": reference_probs(lg, T)}
+    if k:
+        out["top_k - 1"] = reference_probs(lg, T, k - 1, p, mp)
+        out["top_k + 1"] = reference_probs(lg, T, k + 1, p, mp)
+    if p < 1:
+        if k:  # top-p measured against all the mass instead of the top-k survivors'
+            probs = torch.softmax(lg.double() / T, -1)
+            srt = probs.sort(-1, descending=True).values
+            n_keep = int((srt.cumsum(-1) < p).sum()) + 1
+            out["top-p not renormalized after top-k"] = reference_probs(lg, T, min(k, n_keep), 1.0, mp)
+        out["top_p - 0.05"] = reference_probs(lg, T, k, p - 0.05, mp)
+    if mp:
+        out["min-p ignored"] = reference_probs(lg, T, k, p, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("params", STAT_SETS, ids=lambda p: "V{}-T{}-k{}-p{}-minp{}".format(*p))
+def test_samples_follow_reference(params):
+    V, T, k, p, mp = params
+    lg = logits_for(1, V, "stat", params)
+    tokens = sample_many(lg, N_DRAWS, T, k, p, mp, seed=1234)[0]
+    probs = reference_probs(lg, T, k, p, mp)[0]
+    assert (probs[tokens] > 0).all(), "drew a token outside the reference support"
+    counts = torch.bincount(tokens.cpu(), minlength=V)
+    pval = chi_square_pvalue(counts, probs)
+    assert pval > ALPHA, f"chi-square p = {pval:.2e} against the reference"
+    for name, wrong in wrong_distributions(lg, T, k, p, mp).items():
+        if torch.allclose(wrong[0], probs, atol=1e-3):
+            continue  # this bug would not change this distribution
+        assert chi_square_pvalue(counts, wrong[0]) < 1e-6, f"a sampler drawing from '{name}' would pass"
+
+
+def test_per_row_parameters_statistically():
+    V, n = 80, 6000
+    lg = logits_for(3, V, "stat-rows")
+    T = torch.tensor([0.6, 1.0, 1.4]).to(DEVICE)
+    k = torch.tensor([10, 0, 40], dtype=torch.int32).to(DEVICE)
+    p = torch.tensor([1.0, 0.7, 0.9]).to(DEVICE)
+    mp = torch.tensor([0.0, 0.0, 0.02]).to(DEVICE)
+    tokens = sample_many(lg, n, T, k, p, mp, seed=99)
+    probs = reference_probs(lg, T, k, p, mp)
+    for b in range(3):
+        assert (probs[b][tokens[b]] > 0).all()
+        pval = chi_square_pvalue(torch.bincount(tokens[b].cpu(), minlength=V), probs[b])
+        assert pval > ALPHA, f"row {b}: p = {pval:.2e}"
+    # the rows must not have been drawn with one another's parameters
+    assert chi_square_pvalue(torch.bincount(tokens[0].cpu(), minlength=V), probs[2]) < 1e-6
+
+
+def test_sample_one_per_row_in_support_and_reproducible():
+    B, V = 6, 150
+    lg = logits_for(B, V, "one")
+    a = sample(lg, 0.9, 25, 0.85, 0.0, seed=7)
+    assert a.shape == (B,) and a.dtype == torch.int64
+    probs = reference_probs(lg, 0.9, 25, 0.85, 0.0)
+    assert (probs.gather(1, a[:, None]) > 0).all()
+    assert torch.equal(a, sample(lg, 0.9, 25, 0.85, 0.0, seed=7))  # same seed, same tokens
+    assert torch.equal(a, sample_many(lg, 1, 0.9, 25, 0.85, 0.0, seed=7)[:, 0])
+    draws = torch.stack([sample(lg, 1.0, seed=s) for s in range(4)])  # no filter: a flat-ish row
+    assert (draws != draws[0]).any()  # other seeds, other tokens
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(sample(lg, 1.0, generator=g), sample(lg, 1.0, generator=torch.Generator().manual_seed(3)))
+
+
+def test_greedy_is_first_argmax():
+    lg = logits_for(4, 97, "greedy")
+    lg[2, 10] = lg[2, 50] = lg[2].max() + 1.0  # a tie: the first index wins
+    tokens = sample(lg, 0.0, 0, 1.0, 0.0, seed=0)
+    assert torch.equal(tokens, lg.argmax(-1))
+    assert tokens[2].item() == 10
+
+
+def test_sorted_peer_matches_reference():
+    """The benchmark's eager peer (sort + cumsum + multinomial) samples the same distribution."""
+    V = 64
+    lg = logits_for(1, V, "peer").expand(N_DRAWS, V).contiguous()
+    tokens = sample_sorted(lg, 0.7, 30, 0.9, 0.0, generator=torch.Generator(device=DEVICE).manual_seed(0))
+    probs = reference_probs(lg[:1], 0.7, 30, 0.9, 0.0)[0]
+    assert chi_square_pvalue(torch.bincount(tokens.cpu(), minlength=V), probs) > ALPHA
+
+
+def test_cost_formulas():
+    assert flops(2, 100) == 1000 and bytes_moved(2, 100, 4, 3) == 2 * 100 * 4 * 3 + 16
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda lg: sample(lg[0], seed=0), r"logits must be \[B, V\]"),
+        (lambda lg: sample(lg.long(), seed=0), r"logits has dtype torch.int64"),
+        (lambda lg: sample(lg.t().contiguous().t(), seed=0), r"logits must be contiguous along V"),
+        (lambda lg: sample(lg, top_k=2.5, seed=0), r"top_k must be an int"),
+        (lambda lg: sample(lg, top_p=torch.ones(3, device=lg.device), seed=0), r"top_p must be a number or a tensor of shape \(2,\)"),
+        (lambda lg: sample(lg, top_k=torch.ones(2, device=lg.device), seed=0), r"top_k must be an integer tensor"),
+        (lambda lg: sample(lg, temperature=float("nan"), seed=0), r"temperature must be finite"),
+        (lambda lg: sample_many(lg, 0, seed=0), r"num_samples must be an int >= 1"),
+    ],
+)
+def test_launcher_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(torch.randn(2, 10, device=DEVICE))
