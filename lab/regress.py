@@ -372,6 +372,30 @@ def format_table(table: pd.DataFrame, show_pass: bool = True, limit: int = 300) 
     return "\n".join(lines)
 
 
+def save_baseline(run_dir: str | Path, baseline_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Make a finished run the baseline: copy its combined results.parquet, samples.parquet and
+    provenance.json into baseline_dir (results/baselines/<device>/<experiment>), small enough to
+    commit. A tolerances.yaml already there is kept; an existing baseline is replaced only with
+    overwrite=True."""
+    import shutil
+
+    from lab.store import RunStore
+
+    run_dir, baseline_dir = Path(run_dir), Path(baseline_dir)
+    store = RunStore(run_dir)
+    if store.points():
+        store.combine()
+    if not (run_dir / "results.parquet").is_file():
+        raise LabError(f"{run_dir}: not a finished run (no results.parquet, no points/)")
+    if (baseline_dir / "results.parquet").exists() and not overwrite:
+        raise LabError(f"{baseline_dir} already holds a baseline; pass overwrite=True to replace it")
+    baseline_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("results.parquet", "samples.parquet", "provenance.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, baseline_dir / name)
+    return baseline_dir
+
+
 def check_main(baseline_dir: str | Path, candidate_dir: str | Path | None) -> int:
     """`python -m lab check`: compare a finished run with the baseline; print the table; return 1
     when anything regressed, failed or went missing, else 0."""

@@ -8,7 +8,7 @@ import pytest
 
 from lab.measure.timing import Timing
 from lab.records import Recorder
-from lab.regress import DEFAULTS, check_main, compare, load_tolerances
+from lab.regress import DEFAULTS, check_main, compare, load_tolerances, save_baseline
 from lab.store import RunStore, load_results
 
 VARIANTS = ("mha", "gqa", "mla", "sliding", "sinks", "alibi")
@@ -140,3 +140,14 @@ def test_check_main_end_to_end(tmp_path, capsys):
         check_main(base, bad)
     results, samples, provs = load_results(base)
     assert len(samples) == len(VARIANTS) * 30 and provs[0]["device"]["name"] == "cpu-A"
+
+
+def test_save_baseline_copies_the_combined_run(tmp_path):
+    from lab.errors import LabError
+
+    run = _store(tmp_path / "results" / "demo" / "r1", fabricate(0))
+    base = save_baseline(run, tmp_path / "baselines" / "cpu" / "demo")
+    assert sorted(p.name for p in base.iterdir()) == ["provenance.json", "results.parquet", "samples.parquet"]
+    with pytest.raises(LabError, match="already holds"):
+        save_baseline(run, base)
+    assert check_main(base, run) == 0
