@@ -136,7 +136,7 @@ def test_ceilings_measured_then_cached(tmp_path, monkeypatch):
     assert cached_ceilings("cpu") is None
     t0 = time.perf_counter()
     c = ceilings("cpu")
-    assert time.perf_counter() - t0 < 2.5
+    assert time.perf_counter() - t0 < 8  # ~1 s by design (max_time_s 0.6 per measurement); slack for a loaded CI
     assert 1e-4 < c.peak_tflops < 100 and 0.1 < c.peak_gbps < 10_000
     assert "measured" in c.method and "threads" in c.device
     (path,) = (tmp_path / "ceilings").glob("*.json")
