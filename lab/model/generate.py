@@ -42,6 +42,22 @@ def decode_step(model, tokens: torch.Tensor, cache, start: int, *, key_mask: tor
     return model(tokens, cache=cache, start=start, key_mask=key_mask, pos=pos, last_only=True)[:, -1]
 
 
+@torch.inference_mode()
+def prefill_chunked(model, tokens: torch.Tensor, cache, *, chunk: int, key_mask: torch.Tensor | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+    """prefill() in chunks of `chunk` tokens (each attends to the cache so far): the same result,
+    with attention scores of B·H·chunk·S instead of B·H·T·S. -> logits of the last token [B, V]"""
+    T = tokens.shape[1]
+    for s in range(0, T, chunk):
+        e = min(s + chunk, T)
+        logits = model(tokens[:, s:e], cache=cache, start=s, key_mask=key_mask, pos=None if pos is None else pos[:, s:e], last_only=True)
+    return logits[:, -1]
+
+
+def chunk_for(batch: int, n_heads: int, seq_len: int, budget_bytes: float = 2**31) -> int:
+    """A prefill chunk whose float32 score matrix B·H·chunk·S stays under `budget_bytes` (2 GiB)."""
+    return int(max(16, min(seq_len, budget_bytes // (batch * n_heads * max(seq_len, 1) * 4))))
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, total_len: int, device) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """tokens [B, L], key_mask [B, total_len] (None when no row is padded), pos [B, L]."""
     L = max(len(p) for p in prompts)

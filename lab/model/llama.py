@@ -139,7 +139,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()  # normalize in float32: bf16 sums of squares lose digits
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 at least: bf16 sums of squares lose digits
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 

@@ -1,0 +1,52 @@
+"""prefill: time to first token over prompt lengths × batches.
+
+One timed call runs B prompts of T random tokens through the model into an empty KV cache and
+returns the last position's logits — what a server does before the first token can be sampled.
+FLOPs = B·Σ_{t<T} flops_per_token(t+1) (matmuls plus causal attention), bytes = weights read once
+plus the K/V written; long prompts are compute-bound, so TFLOP/s is against the matmul peak.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lab.context import RunContext
+from lab.model.generate import prefill, prefill_cost
+from lab.model.weights import weight_bytes
+from lab.registry import VariantConfig, register
+
+
+@dataclass(frozen=True)
+class PrefillConfig(VariantConfig):
+    seq_lens: tuple[int, ...] = ()  # () = by size: small (16, 64), full (128, 512, 2048, 8192)
+    batches: tuple[int, ...] = ()  # () = by size: small (1, 2), full (1, 8)
+    memory: bool = True  # record memory by component
+
+
+@register("scenario", "prefill", config=PrefillConfig)
+def run(ctx: RunContext, cfg: PrefillConfig) -> None:
+    """time to first token (prefill) over prompt lengths and batches"""
+    full = ctx.size == "full"
+    seq_lens = tuple(cfg.seq_lens) or ((128, 512, 2048, 8192) if full else (16, 64))
+    batches = tuple(cfg.batches) or ((1, 8) if full else (1, 2))
+    model = ctx.model()
+    args, rec = ctx.args, ctx.rec
+    wbytes = weight_bytes(model)
+    kv_tok = model.kv_bytes_per_token(torch.finfo(ctx.dtype).bits // 8)
+    gen = torch.Generator(ctx.device).manual_seed(ctx.seed)
+    for T in seq_lens:
+        for B in batches:
+            with rec.point(seq_len=T, batch=B, impl="lab"):
+                tokens = torch.randint(0, args.vocab_size, (B, T), device=ctx.device, generator=gen)
+                cache = ctx.make_cache(B, T)
+                fn = lambda: prefill(model, tokens, cache)  # start=0 each call: a fresh sequence
+                flops, nbytes = prefill_cost(args, batch=B, seq_len=T, weight_bytes=wbytes, kv_bytes_per_token=kv_tok)
+                if cfg.memory:
+                    from lab.measure.memory import measure_peak
+
+                    peak = measure_peak(fn, ctx.device)  # the first call also allocates the cache: not activations
+                    act = int(peak["peak_allocated_bytes"]) - int(peak["baseline_bytes"]) - int(cache.nbytes())
+                    rec.memory({"weights": wbytes, "kv_cache": int(cache.nbytes()), "activations": max(0, act)}, peak)
+                rec.time(fn, metric="ttft", flops=flops, bytes_moved=nbytes, tokens=B * T)
+                del cache
