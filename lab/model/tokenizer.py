@@ -92,7 +92,10 @@ class Tokenizer:
         alphabet = set(spelling.values())
         # Every real token is written in the byte alphabet; re-spell any that is not (as transformers does).
         vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))): i for i, t in enumerate(tokens)}
-        backend = Backend(models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False, byte_fallback=False))
+        try:
+            backend = Backend(models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False, byte_fallback=False))
+        except Exception as e:  # a merge naming a token that is not in the vocabulary
+            raise LabError(f"{source}: the GGUF's tokenizer is inconsistent ({e})") from None
         backend.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre"))
         backend.decoder = decoders.ByteLevel()
         types = meta.get("tokenizer.ggml.token_type")
