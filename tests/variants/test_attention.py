@@ -215,6 +215,20 @@ def test_cached_decode_equals_full_recompute(name, cfg):
         torch.testing.assert_close(cached_logits(m, tok, chunks=(1, 2, 3, 17)), full, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("name,cfg", [("sliding_window", dict(window=4, sinks=1)), ("performer", dict(features=16)), ("linformer", dict(block=3)), ("mla", dict(rank=8, rope="full"))])
+def test_replaying_the_last_step_gives_the_same_output(name, cfg):
+    """Benchmarks time one decode step at the same slot repeatedly; state must not drift."""
+    m = converted(_BASE, name, **cfg)
+    tok = tokens(6, n=12)
+    cache = ContiguousKVCache(ARGS.n_layers, 2, 12)
+    with torch.no_grad():
+        m(tok[:, :9], cache=cache, start=0)  # 9: a Linformer block (3) just completed
+        first = m(tok[:, 9:10], cache=cache, start=9)
+        for _ in range(3):
+            torch.testing.assert_close(m(tok[:, 9:10], cache=cache, start=9), first, **F64)
+        torch.testing.assert_close(m(tok[:, 10:11], cache=cache, start=10), m(tok[:, :11])[:, 10:], **F64)
+
+
 def test_restarting_a_sequence_resets_compact_state_and_a_gap_raises():
     m = converted(_BASE, "sliding_window", window=4, sinks=1)
     tok = tokens(6, n=12)
