@@ -57,14 +57,19 @@ class RunContext:
 
     # ---- model ---------------------------------------------------------------------------------
     def loaded(self, dtype: torch.dtype | None = None):
-        """The model as loaded, before any variant transform (cached per dtype)."""
+        """The model as loaded, before any variant transform. The last one loaded is kept across
+        the points of a run (a sweep over variants loads and dequantizes the weights once);
+        `model()` deep-copies it before transforming, so no point sees another's changes."""
         dtype = dtype or self.dtype
-        key = f"loaded:{dtype}"
-        if key not in self._cache:
-            entry, cfg = self.variant("model")
+        entry, cfg = self.variant("model")
+        key = (repr(cfg), str(self.device), str(dtype), self.seed)
+        if _LAST_LOADED.get("key") != key:
+            _LAST_LOADED.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
             torch.manual_seed(self.seed)  # random-weight presets are reproducible
-            self._cache[key] = entry.fn(cfg, device=self.device, dtype=dtype)
-        return self._cache[key]
+            _LAST_LOADED.update(key=key, value=entry.fn(cfg, device=self.device, dtype=dtype))
+        return _LAST_LOADED["value"]
 
     def model(self, *, reference: bool = False, dtype: torch.dtype | None = None) -> torch.nn.Module:
         """A fresh model with the chosen position/attention/quant variants applied (or none of them
@@ -123,6 +128,14 @@ class RunContext:
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+_LAST_LOADED: dict[str, Any] = {}
+
+
+def forget_loaded() -> None:
+    """Drop the kept model (its memory goes back) — e.g. before loading a different one."""
+    _LAST_LOADED.clear()
 
 
 @functools.lru_cache(maxsize=1)
