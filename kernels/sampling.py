@@ -16,20 +16,23 @@ kept too (a sort would keep an arbitrary subset of them). In the kernel, values 
 float32 ulps of the threshold count as ties (the search stops when its interval cannot be split).
 
 Every kept set is {s >= t} for some threshold t, and the kernel finds t without a sort. One
-program owns one row and makes a few passes over it (logits stay in L2 between passes):
-  1. max m, min, count of finite logits and Z = Σ exp(s - m)              (online softmax)
-  2. top-k: bisection on the value of s with NP pivots per pass: count(s >= P_j) for NP pivots
-     in [lo, hi); keep the largest pivot with count >= k as lo and the smallest with count < k
-     as hi, until count(s >= lo) == k. Only tiles holding a value in [lo, hi) do the [tile, NP]
-     comparisons; the rest are one compare per element, so later passes are nearly free.
-  3. top-p: the same search on mass(s >= P_j) = Σ exp(s - m) against top_p · mass(top-k set),
-     until exactly one token lies in [lo, hi). It starts at lo = max(t_k, m + log((1 - top_p) ·
-     M_k / n)): below that, even n tokens could not hold the missing 1 - top_p of the mass.
-     With min-p on, lo also starts at the min-p cut (a lower threshold would not matter).
-  4. sample: Gumbel-max over the survivors, argmax(s - log E) with E ~ Exp(1) from Philox
-     (tl.randint, keyed by seed + row, counter = sample · V + token). E is computed as
-     -log(1 - u) with a series for small u, so the winners (small E) keep full float32
-     precision. Tiles without a survivor draw no random numbers.
+program owns one row (logits stay in L2 between its passes at small B):
+  1. pass 1: max m, min, count of finite logits, Z = Σ exp(s - m) (online softmax), and the max
+     of every sub-tile of BLOCK_V / R logits.
+  2. a lower bound lo of t: top-k: the k-th largest sub-tile max (k sub-tiles reach it, so at
+     least k logits do); top-p alone: m + log((1 - top_p) · Z / n) (below it even n tokens hold
+     less than the missing 1 - top_p of the mass); min-p alone: its own cut.
+  3. pass 2: gather the candidates s >= lo into a per-row scratch of CAP slots.
+  4. fast path (at most CAP candidates, the usual case with top-k or a peaked distribution):
+     thresholds by bisection on the candidates in registers, then the draw; no further pass.
+     General path (more candidates): the same bisection streaming the row, NP pivots a pass:
+     count(s >= P_j) for top-k (until count(s >= lo) == k), mass(s >= P_j) = Σ exp(s - m) for
+     top-p against top_p · mass(top-k set) (until one token lies in [lo, hi)). Only tiles holding
+     a value in [lo, hi) do the [tile, NP] compares, so passes after the first are nearly free.
+  5. draw: Gumbel-max over the kept tokens, argmax(s - log E), E ~ Exp(1) from Philox
+     (tl.randint4x keyed by seed + row; token v of sample j uses counter j·ceil(V/4) + v // 4,
+     word v % 4, on either path). E = -log(1 - u), with a series for small u, so the winners
+     (small E) keep full float32 precision. Tiles without a kept token draw nothing.
 Exactness: the kept set equals the reference's (up to float32 rounding of masses right at the
 top-p boundary), and argmax(log p - log E) over a set is distributed as p renormalized on it.
 """
@@ -55,16 +58,39 @@ def _load_s(base, idx, V, inv_t):
 
 
 @triton.jit
+def _advance(j, piv, cnt, mass, pred, lo, hi, cnt_hi, mass_hi, k, it, dominated, USE_MASS: tl.constexpr):
+    """One bisection step from the counts/masses at NP pivots (piv[0] = lo) and the predicate
+    there (count >= k, or mass >= target). Keeps the invariant: the answer is in [lo, hi)."""
+    ok0 = tl.max(tl.where(j == 0, pred.to(tl.int32), 0), axis=0) > 0
+    any_fail = tl.max((pred == 0).to(tl.int32), axis=0) > 0
+    new_lo = tl.max(tl.where(pred, piv, float("-inf")), axis=0)
+    cnt_lo = tl.min(tl.where(pred, cnt, 2147483647), axis=0)
+    new_hi = tl.where(any_fail, tl.min(tl.where(pred, float("inf"), piv), axis=0), hi)
+    cnt_hi = tl.where(any_fail, tl.max(tl.where(pred, -1, cnt), axis=0), cnt_hi)
+    mass_hi = tl.where(any_fail, tl.max(tl.where(pred, float("-inf"), mass), axis=0), mass_hi)
+    progress = (new_lo != lo) | (new_hi != hi)
+    if USE_MASS:
+        found = cnt_lo - cnt_hi <= 1  # one token in [lo, hi): it is the last one kept
+    else:
+        found = cnt_lo == k
+    dominated = tl.where((~ok0) & (it == 0), 1, dominated)
+    lo = tl.where(ok0, new_lo, lo)  # (a later failure at lo is float noise: keep lo)
+    hi = tl.where(ok0, new_hi, hi)
+    done = tl.where((~ok0) | found | (~progress), 1, 0)
+    return lo, hi, cnt_hi, mass_hi, dominated, done
+
+
+@triton.jit
 def _search(
     base, V, inv_t, m, lo, hi, k, top_p, target, mk_base,
     USE_MASS: tl.constexpr, BLOCK_V: tl.constexpr, NP: tl.constexpr, MAX_ITERS: tl.constexpr,
 ):
-    """Bisection with NP pivots a pass. Top-k (USE_MASS off): the largest lo with
-    count(s >= lo) >= k. Top-p (on): the largest lo with mass(s >= lo) >= target, where
-    target < 0 means top_p · mass(s >= mk_base), summed during the first pass.
-    Invariant: the answer lies in [lo, hi) and nothing lies at or above hi at entry (hi > max).
-    Returns (lo, dominated): dominated when the predicate already fails at the entry lo, i.e.
-    the threshold lies below it and the caller's lower bound (e.g. min-p's cut) decides."""
+    """Threshold search streaming the row from memory, NP pivots a pass. Top-k (USE_MASS off):
+    the largest lo with count(s >= lo) >= k. Top-p (on): the largest lo with
+    mass(s >= lo) >= target, where target < 0 means top_p · mass(s >= mk_base), summed during
+    the first pass. Needs: the answer in [lo, hi), nothing at or above hi (hi > max).
+    Returns (lo, dominated): dominated when the predicate already fails at the entry lo (the
+    threshold lies below it, and the caller's lower bound, e.g. min-p's cut, decides)."""
     offs = tl.arange(0, BLOCK_V)
     j = tl.arange(0, NP)
     zero = tl.program_id(0) * 0  # an int32 scalar tensor: loop-carried values must be tensors
@@ -88,47 +114,76 @@ def _search(
             if first_mk:  # mass of the top-k set, the base of top-p (tiles under t_k skip the exp)
                 if tl.max(s, axis=0) >= mk_base:
                     mk += tl.sum(tl.where(s >= mk_base, tl.exp(s - m), 0.0), axis=0)
-            if tl.max(inr.to(tl.int32), axis=0) > 0:  # after pass 1 most tiles hold no candidate
+            if tl.max(inr.to(tl.int32), axis=0) > 0:  # after one pass most tiles hold no candidate
                 ge = (s[:, None] >= piv[None, :]) & inr[:, None]  # [BLOCK_V, NP]
                 cnt += tl.sum(ge.to(tl.int32), axis=0)
                 if USE_MASS:
                     e = tl.exp(s - m)
                     mass += tl.sum(tl.where(ge, e[:, None], 0.0), axis=0)
-        cnt += cnt_hi
+        cnt += cnt_hi  # everything at or above hi is above every pivot
         mass += mass_hi
         if USE_MASS:
             target = tl.where(first_mk, top_p * mk, target)
             pred = mass >= target
         else:
             pred = cnt >= k
-        ok0 = tl.max(tl.where(j == 0, pred.to(tl.int32), 0), axis=0) > 0
-        any_fail = tl.max((pred == 0).to(tl.int32), axis=0) > 0
-        new_lo = tl.max(tl.where(pred, piv, float("-inf")), axis=0)
-        cnt_lo = tl.min(tl.where(pred, cnt, 2147483647), axis=0)
-        new_hi = tl.where(any_fail, tl.min(tl.where(pred, float("inf"), piv), axis=0), hi)
-        cnt_hi = tl.where(any_fail, tl.max(tl.where(pred, -1, cnt), axis=0), cnt_hi)
-        mass_hi = tl.where(any_fail, tl.max(tl.where(pred, float("-inf"), mass), axis=0), mass_hi)
-        progress = (new_lo != lo) | (new_hi != hi)
-        if USE_MASS:
-            found = cnt_lo - cnt_hi <= 1  # one token in [lo, hi): it is the last one kept
-        else:
-            found = cnt_lo == k
-        dominated = tl.where((~ok0) & (it == 0), 1, dominated)
-        lo = tl.where(ok0, new_lo, lo)  # (a later failure at lo is float noise: keep lo)
-        hi = tl.where(ok0, new_hi, hi)
-        done = tl.where((~ok0) | found | (~progress), 1, 0)
+        lo, hi, cnt_hi, mass_hi, dominated, done = _advance(
+            j, piv, cnt, mass, pred, lo, hi, cnt_hi, mass_hi, k, it, dominated, USE_MASS)
         it += 1
     return lo, dominated
 
 
 @triton.jit
+def _search_regs(vals, w, lo, hi, k, target, USE_MASS: tl.constexpr, NP: tl.constexpr, MAX_ITERS: tl.constexpr):
+    """The same search over values held in registers (vals [N], weights w [N]; padding -inf)."""
+    j = tl.arange(0, NP)
+    zero = tl.program_id(0) * 0
+    cnt_hi = zero
+    mass_hi = zero.to(tl.float32)
+    dominated = zero
+    done = zero
+    it = zero
+    while (it < MAX_ITERS) & (done == 0):
+        piv = lo + j.to(tl.float32) * ((hi - lo) / NP)
+        ge = vals[:, None] >= piv[None, :]  # [N, NP]
+        cnt = tl.sum(ge.to(tl.int32), axis=0)
+        if USE_MASS:
+            mass = tl.sum(tl.where(ge, w[:, None], 0.0), axis=0)
+            pred = mass >= target
+        else:
+            mass = cnt.to(tl.float32)
+            pred = cnt >= k
+        lo, hi, cnt_hi, mass_hi, dominated, done = _advance(
+            j, piv, cnt, mass, pred, lo, hi, cnt_hi, mass_hi, k, it, dominated, USE_MASS)
+        it += 1
+    return lo, dominated
+
+
+@triton.jit
+def _exp1(r):
+    """Exp(1) variates from uint32 randoms: E = -log(1 - u), u in (0, 1); for small u (where the
+    Gumbel-max winners come from) the series u + u²/2 + u³/3 keeps full float32 precision."""
+    u = (r.to(tl.float32) + 0.5) * 2.3283064365386963e-10
+    u = tl.minimum(u, 0.99999994)
+    return tl.where(u < 0.0078125, u * (1.0 + u * (0.5 + u * 0.3333333333)), -tl.log(1.0 - u))
+
+
+@triton.jit
+def _rand4(seed, counter, comp):
+    """Component comp (0..3) of Philox4x32 at counter: token v of sample j uses counter
+    j·ceil(V/4) + v // 4 and component v % 4, whichever code path draws it."""
+    r0, r1, r2, r3 = tl.randint4x(seed, counter)
+    return tl.where(comp == 0, r0, tl.where(comp == 1, r1, tl.where(comp == 2, r2, r3)))
+
+
+@triton.jit
 def _sample_kernel(
-    L, TOK, MASK, TEMP, TOPK, TOPP, MINP,
+    L, TOK, MASK, CAND_S, CAND_I, TEMP, TOPK, TOPP, MINP,
     temp_val, topk_val, topp_val, minp_val,
     V, stride_l, seed, n_samples,
     T_ROW: tl.constexpr, K_ROW: tl.constexpr, P_ROW: tl.constexpr, MINP_ROW: tl.constexpr,
-    BLOCK_V: tl.constexpr, NP: tl.constexpr, NS: tl.constexpr, MAX_ITERS: tl.constexpr,
-    WRITE_MASK: tl.constexpr,
+    BLOCK_V: tl.constexpr, R: tl.constexpr, MAXT: tl.constexpr, CAP: tl.constexpr,
+    NP: tl.constexpr, NS: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
 ):
     row = tl.program_id(0)
     base = L + row.to(tl.int64) * stride_l
@@ -151,13 +206,17 @@ def _sample_kernel(
     greedy = temp <= 0.0
     inv_t = 1.0 / tl.where(greedy, 1.0, temp)
     offs = tl.arange(0, BLOCK_V)
+    V4 = (V + 3) // 4  # Philox counters per sample (4 random words each)
 
-    # ---- pass 1: max, min, finite count and Z = Σ exp(s - m), online ----
+    # ---- pass 1: max, min, finite count, Z = Σ exp(s - m) online, and the max of every
+    #      sub-tile of BLOCK_V / R logits (a cheap lower bound for the k-th largest) ----
     zero = row * 0
     m = zero.to(tl.float32) + float("-inf")
     mn = zero.to(tl.float32) + float("inf")
     z = zero.to(tl.float32)
     nf = zero
+    sub_rows = tl.arange(0, MAXT // R)[:, None]  # [MAXT/R, 1]: one row of R maxima per tile
+    sub_max = tl.full([MAXT // R, R], float("-inf"), tl.float32)
     for v0 in range(0, V, BLOCK_V):
         s = _load_s(base, v0 + offs, V, inv_t)
         fin = s > float("-inf")
@@ -167,6 +226,8 @@ def _sample_kernel(
         m = m_new
         mn = tl.minimum(mn, tl.min(tl.where(fin, s, float("inf")), axis=0))
         nf += tl.sum(fin.to(tl.int32), axis=0)
+        tile_sub = tl.max(tl.reshape(s, [R, BLOCK_V // R]), axis=1)  # [R]
+        sub_max = tl.where(sub_rows == v0 // BLOCK_V, tile_sub[None, :], sub_max)
 
     k_on = (k > 0) & (k < nf) & (~greedy)
     p_on = (top_p < 1.0) & (~greedy)
@@ -176,56 +237,111 @@ def _sample_kernel(
     log_mp = tl.log(tl.maximum(min_p, 1e-30))
     lo_mp = tl.where(mp_on, m + log_mp - 1e-5 * (1.0 + tl.abs(m) + tl.abs(log_mp)), float("-inf"))
 
-    # ---- pass 2+: thresholds ----
-    t = zero.to(tl.float32) + float("-inf")  # keep s >= t (and min-p), finite s only
-    if k_on:
-        lo_k = mn
+    # ---- a lower bound lo of the final threshold: every kept token has s >= lo ----
+    lo = mn
+    if k_on:  # k sub-tiles have a max >= their k-th largest max: at least k logits are >= it
+        flat_sub = tl.reshape(sub_max, [MAXT])
+        lo, dom_sub = _search_regs(flat_sub, flat_sub, mn, m_up, k, 0.0, False, NP, MAX_ITERS)
         if mp_on & (~p_on):  # min-p alone decides below its cut
-            lo_k = tl.maximum(mn, lo_mp)
-        t, dom_k = _search(base, V, inv_t, m, lo_k, m_up, k, 0.0, 0.0, 0.0,
-                           False, BLOCK_V, NP, MAX_ITERS)
-    if p_on:
-        if k_on:
-            lo_p = t
-            target = zero.to(tl.float32) - 1.0  # top_p · mass of the top-k set, summed in pass 1
-        else:
-            # below m + log((1 - p) Z / n) even n tokens hold less than the missing 1 - p of the mass
+            lo = tl.maximum(lo, lo_mp)
+    else:
+        if p_on:  # below m + log((1 - p) Z / n), even n tokens hold less than the missing 1 - p
             bound = m + tl.log(tl.maximum((1.0 - top_p) * z / nf.to(tl.float32), 1e-30)) - 1e-3
-            lo_p = tl.maximum(mn, bound)
-            target = top_p * z
-        lo_p = tl.maximum(lo_p, lo_mp)
-        t, dom_p = _search(base, V, inv_t, m, lo_p, m_up, k, top_p, target, t,
-                           True, BLOCK_V, NP, MAX_ITERS)
+            lo = tl.maximum(mn, bound)
+        lo = tl.maximum(lo, lo_mp)
 
-    # ---- last pass: Gumbel-max over the survivors, NS samples at a time ----
-    seed_row = seed + row
-    for j0 in range(0, n_samples, NS):
-        js = j0 + tl.arange(0, NS)  # [NS]
-        best = tl.full([NS], float("-inf"), tl.float32)
-        best_i = tl.zeros([NS], dtype=tl.int32)
-        for v0 in range(0, V, BLOCK_V):
-            idx = v0 + offs
-            s = _load_s(base, idx, V, inv_t)
-            surv = (s >= t) & (s > float("-inf"))
-            if mp_on:
-                surv = surv & (tl.exp(s - m) >= min_p)
-            surv = tl.where(greedy, s == m, surv)
-            if tl.max(surv.to(tl.int32), axis=0) > 0:
-                r = tl.randint(seed_row, js[:, None] * V + idx[None, :])  # [NS, BLOCK_V] uint32
-                u = (r.to(tl.float32) + 0.5) * 2.3283064365386963e-10  # (0, 1)
-                u = tl.minimum(u, 0.99999994)
-                # E = -log(1 - u) ~ Exp(1); small E (the winners) from the series, full precision
-                e1 = tl.where(u < 0.0078125, u * (1.0 + u * (0.5 + u * 0.3333333333)), -tl.log(1.0 - u))
-                key = tl.where(greedy, 0.0, s[None, :] - tl.log(e1))  # greedy: first max index
-                key = tl.where(surv[None, :], key, float("-inf"))
-                tile_best = tl.max(key, axis=1)
-                tile_arg = tl.argmax(key, axis=1)
-                upd = tile_best > best
-                best = tl.where(upd, tile_best, best)
-                best_i = tl.where(upd, v0 + tile_arg, best_i)
-        tl.store(TOK + row.to(tl.int64) * n_samples + js, best_i.to(tl.int64), mask=js < n_samples)
+    # ---- pass 2: gather the candidates s >= lo into a per-row scratch of CAP slots ----
+    nc = zero
+    for v0 in range(0, V, BLOCK_V):
+        idx = v0 + offs
+        s = _load_s(base, idx, V, inv_t)
+        sel = (s >= lo) & (s > float("-inf"))
+        n_tile = tl.sum(sel.to(tl.int32), axis=0)
+        if (n_tile > 0) & (nc < CAP):
+            pos = nc + tl.cumsum(sel.to(tl.int32), axis=0) - 1
+            ok = sel & (pos < CAP)
+            tl.store(CAND_S + row * CAP + pos, s, mask=ok)
+            tl.store(CAND_I + row * CAP + pos, idx, mask=ok)
+        nc += n_tile
 
-    if WRITE_MASK:  # the kept set, for tests and for reference_probs' twin
+    t = zero.to(tl.float32) + float("-inf")  # keep s >= t (and min-p), finite s only
+    slot = tl.arange(0, CAP)
+    if nc <= CAP:
+        # ---- fast path: every token that can be kept is in registers; no more passes ----
+        cs = tl.load(CAND_S + row * CAP + slot, mask=slot < nc, other=float("-inf"))  # [CAP]
+        ci = tl.load(CAND_I + row * CAP + slot, mask=slot < nc, other=0)
+        e_c = tl.where(cs > float("-inf"), tl.exp(cs - m), 0.0)
+        t_k = zero.to(tl.float32) + float("-inf")
+        if k_on:
+            t_k, dom_k = _search_regs(cs, e_c, lo, m_up, k, 0.0, False, NP, MAX_ITERS)
+        if p_on:
+            if k_on:  # top-p is relative to the mass of the top-k set
+                mass_k = tl.sum(tl.where(cs >= t_k, e_c, 0.0), axis=0)
+                lo_p = tl.maximum(t_k, lo_mp)
+            else:
+                mass_k = z
+                lo_p = lo
+            t, dom_p = _search_regs(cs, e_c, lo_p, m_up, k, top_p * mass_k, True, NP, MAX_ITERS)
+        else:
+            t = tl.maximum(t_k, lo)
+        surv_c = (cs >= t) & (slot < nc)
+        if mp_on:
+            surv_c = surv_c & (tl.exp(cs - m) >= min_p)
+        surv_c = tl.where(greedy, (cs == m) & (slot < nc), surv_c)
+        for j0 in range(0, n_samples, NS):
+            js = j0 + tl.arange(0, NS)  # [NS]
+            r = _rand4(seed + row, js[:, None] * V4 + (ci // 4)[None, :], (ci % 4)[None, :])  # [NS, CAP]
+            key = tl.where(greedy, 0.0, cs[None, :] - tl.log(_exp1(r)))
+            key = tl.where(surv_c[None, :], key, float("-inf"))
+            best = tl.max(key, axis=1)
+            pick = tl.min(tl.where(key == best[:, None], ci[None, :], 2147483647), axis=1)  # ties: first index
+            tl.store(TOK + row.to(tl.int64) * n_samples + js, pick.to(tl.int64), mask=js < n_samples)
+    else:
+        # ---- general path: bisection searches over the row, then a Gumbel-max pass ----
+        if k_on:
+            t, dom_k = _search(base, V, inv_t, m, lo, m_up, k, 0.0, 0.0, 0.0,
+                               False, BLOCK_V, NP, MAX_ITERS)
+        if p_on:
+            if k_on:
+                lo_p = tl.maximum(t, lo_mp)
+                target = zero.to(tl.float32) - 1.0  # top_p · mass of the top-k set, summed in pass 1
+            else:
+                lo_p = lo
+                target = top_p * z
+            t, dom_p = _search(base, V, inv_t, m, lo_p, m_up, k, top_p, target, t,
+                               True, BLOCK_V, NP, MAX_ITERS)
+        if (~k_on) & (~p_on):
+            t = lo
+        Q: tl.constexpr = BLOCK_V // 4
+        qq = tl.arange(0, Q)
+        comp = tl.arange(0, 4)[None, None, :]  # [1, 1, 4]
+        flat = qq[:, None] * 4 + tl.arange(0, 4)[None, :]  # [Q, 4]: token v0 + 4q + c
+        for j0 in range(0, n_samples, NS):
+            js = j0 + tl.arange(0, NS)  # [NS]
+            best = tl.full([NS], float("-inf"), tl.float32)
+            best_i = tl.zeros([NS], dtype=tl.int32)
+            for v0 in range(0, V, BLOCK_V):
+                idx = v0 + flat  # [Q, 4]
+                s = _load_s(base, idx, V, inv_t)
+                surv = (s >= t) & (s > float("-inf"))
+                if mp_on:
+                    surv = surv & (tl.exp(s - m) >= min_p)
+                surv = tl.where(greedy, s == m, surv)
+                if tl.max(tl.max(surv.to(tl.int32), axis=1), axis=0) > 0:  # tiles without a survivor draw nothing
+                    r0, r1, r2, r3 = tl.randint4x(seed + row, js[:, None] * V4 + (v0 // 4 + qq)[None, :])  # [NS, Q]
+                    r = tl.where(comp == 0, r0[:, :, None], tl.where(comp == 1, r1[:, :, None],
+                                 tl.where(comp == 2, r2[:, :, None], r3[:, :, None])))  # [NS, Q, 4]
+                    key = tl.where(greedy, 0.0, s[None, :, :] - tl.log(_exp1(r)))
+                    key = tl.where(surv[None, :, :], key, float("-inf"))
+                    tile_best = tl.max(tl.max(key, axis=2), axis=1)  # [NS]
+                    hit = key == tile_best[:, None, None]
+                    tile_arg = tl.min(tl.min(tl.where(hit, idx[None, :, :], 2147483647), axis=2), axis=1)
+                    upd = tile_best > best
+                    best = tl.where(upd, tile_best, best)
+                    best_i = tl.where(upd, tile_arg, best_i)
+            tl.store(TOK + row.to(tl.int64) * n_samples + js, best_i.to(tl.int64), mask=js < n_samples)
+
+    if WRITE_MASK:  # the kept set, for tests
         for v0 in range(0, V, BLOCK_V):
             idx = v0 + offs
             s = _load_s(base, idx, V, inv_t)
@@ -238,18 +354,27 @@ def _sample_kernel(
 
 # ---------------------------------------------------------------------------------------------
 # Configs: a heuristic table. One program per row streams BLOCK_V logits a step; NP pivots per
-# search pass trade the passes needed (≈ log_NP(range / gap)) against [BLOCK_V, NP] compares.
+# search pass trade the passes needed (≈ log_NP(range / gap)) against [BLOCK_V, NP] compares;
+# CAP candidate slots decide when the fast path applies (CAP values searched in registers).
 # ---------------------------------------------------------------------------------------------
 MAX_ITERS = 48  # a search never needs more: each pass shrinks the interval NP-fold or stops
 
 
-def _config(V: int, n_samples: int) -> dict:
+def _config(V: int, n_samples: int, override: dict | None = None) -> dict:
     if _interpreting():
-        block_v = min(512, triton.next_power_of_2(V))
-        return dict(BLOCK_V=block_v, NP=8, NS=max(1, min(triton.next_power_of_2(max(n_samples, 1)), 16384 // block_v)), num_warps=4)
-    block_v = min(1024, triton.next_power_of_2(V))
-    ns = max(1, min(triton.next_power_of_2(max(n_samples, 1)), 4096 // block_v))
-    return dict(BLOCK_V=block_v, NP=16, NS=ns, num_warps=8)
+        cfg = dict(BLOCK_V=min(512, max(16, triton.next_power_of_2(V))), NP=8, CAP=256, num_warps=4, ns_elems=16384)
+    else:
+        cfg = dict(BLOCK_V=min(1024, max(64, triton.next_power_of_2(V))), NP=16, CAP=1024, num_warps=8, ns_elems=4096)
+    cfg["CAP"] = min(cfg["CAP"], triton.next_power_of_2(V))  # a short row needs no more slots
+    cfg.update(override or {})
+    n_tiles = triton.cdiv(V, cfg["BLOCK_V"])
+    # R sub-tile maxima per tile, at most ~2048 in all (searched once per row for top-k's bound)
+    R = cfg.get("R") or max(1, min(8, cfg["BLOCK_V"] // 4, triton.next_power_of_2(max(1, 2048 // n_tiles)) // 2))
+    cfg["R"] = R
+    cfg["MAXT"] = max(triton.next_power_of_2(n_tiles * R), R)
+    width = max(cfg["BLOCK_V"], cfg["CAP"])
+    cfg["NS"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), cfg.pop("ns_elems") // width))
+    return cfg
 
 
 def _interpreting() -> bool:
@@ -282,7 +407,7 @@ def _param(fn: str, name: str, v, B: int, device, dtype, integer: bool):
     return None, v
 
 
-def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: int, write_mask: bool):
+def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: int, write_mask: bool, config: dict | None = None):
     if not isinstance(logits, torch.Tensor):
         _fail(fn, "logits", f"must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dtype not in SUPPORTED_DTYPES:
@@ -307,16 +432,19 @@ def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: 
     mask = torch.empty((B, V), dtype=torch.int8, device=dev) if write_mask else tokens
     if B == 0:
         return tokens, mask
-    cfg = _config(V, n_samples)
+    cfg = _config(V, n_samples, config)
+    cand_s = torch.empty((B, cfg["CAP"]), dtype=torch.float32, device=dev)  # candidate scratch
+    cand_i = torch.empty((B, cfg["CAP"]), dtype=torch.int32, device=dev)
     dummy = logits
     _sample_kernel[(B,)](
-        logits, tokens, mask,
+        logits, tokens, mask, cand_s, cand_i,
         t_ptr if t_ptr is not None else dummy, k_ptr if k_ptr is not None else dummy,
         p_ptr if p_ptr is not None else dummy, mp_ptr if mp_ptr is not None else dummy,
         float(t_val), int(k_val), float(p_val), float(mp_val),
         V, logits.stride(0), seed & 0x3FFFFFFF, n_samples,
         T_ROW=t_ptr is not None, K_ROW=k_ptr is not None, P_ROW=p_ptr is not None, MINP_ROW=mp_ptr is not None,
-        BLOCK_V=cfg["BLOCK_V"], NP=cfg["NP"], NS=cfg["NS"], MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
+        BLOCK_V=cfg["BLOCK_V"], R=cfg["R"], MAXT=cfg["MAXT"], CAP=cfg["CAP"],
+        NP=cfg["NP"], NS=cfg["NS"], MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
         num_warps=cfg["num_warps"],
     )
     return tokens, mask
@@ -339,11 +467,12 @@ def sample(
     *,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    config: dict | None = None,
 ) -> torch.Tensor:
     """One token per row of ``logits`` ``(B, V)`` -> ``(B,)`` int64, drawn from
     ``reference_probs(...)``. Same ``seed`` and inputs, same tokens; without a seed one is drawn
     from ``generator`` (or torch's default generator)."""
-    tokens, _ = _launch("sample", logits, temperature, top_k, top_p, min_p, _seed(seed, generator), 1, False)
+    tokens, _ = _launch("sample", logits, temperature, top_k, top_p, min_p, _seed(seed, generator), 1, False, config)
     return tokens[:, 0]
 
 
@@ -357,12 +486,13 @@ def sample_many(
     *,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    config: dict | None = None,
 ) -> torch.Tensor:
     """``num_samples`` independent tokens per row -> ``(B, num_samples)``: the thresholds are
     found once per row, then each sample is one Gumbel-max pass (n-best / parallel sampling)."""
     if not isinstance(num_samples, int) or num_samples < 1:
         _fail("sample_many", "num_samples", f"must be an int >= 1, got {num_samples!r}")
-    tokens, _ = _launch("sample_many", logits, temperature, top_k, top_p, min_p, _seed(seed, generator), num_samples, False)
+    tokens, _ = _launch("sample_many", logits, temperature, top_k, top_p, min_p, _seed(seed, generator), num_samples, False, config)
     return tokens
 
 
@@ -372,9 +502,10 @@ def kept_mask(
     top_k: int | torch.Tensor = 0,
     top_p: float | torch.Tensor = 1.0,
     min_p: float | torch.Tensor = 0.0,
+    config: dict | None = None,
 ) -> torch.Tensor:
     """The kernel's kept set as bool ``(B, V)`` (the support of the distribution it samples)."""
-    _, mask = _launch("kept_mask", logits, temperature, top_k, top_p, min_p, 0, 0, True)
+    _, mask = _launch("kept_mask", logits, temperature, top_k, top_p, min_p, 0, 0, True, config)
     return mask.bool()
 
 
@@ -453,6 +584,27 @@ def sample_sorted(
     if min_p > 0.0:
         probs = probs.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), 0.0)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """Pearson's chi-square goodness of fit of token counts [V] to probabilities [V]: bins with
+    an expected count < 5 are pooled into one; p-value = Q(dof/2, stat/2) (the regularized upper
+    incomplete gamma, i.e. the chi-square survival function; no scipy needed). A token drawn
+    where the probability is 0 gives p = 0."""
+    counts, probs = counts.double().cpu(), probs.double().cpu()
+    if (counts[probs == 0] > 0).any():
+        return 0.0
+    expected = probs * counts.sum()
+    big = expected >= 5
+    small = ~big & (probs > 0)
+    obs = torch.cat([counts[big], counts[small].sum()[None]])
+    exp = torch.cat([expected[big], expected[small].sum()[None]])
+    obs, exp = obs[exp > 0], exp[exp > 0]
+    dof = obs.numel() - 1
+    if dof < 1:
+        return 1.0
+    stat = ((obs - exp) ** 2 / exp).sum()
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), stat / 2))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ Two kinds of checks:
     as sample) against reference_probs by a chi-square test at a fixed seed. The same counts
     must REJECT plausible wrong distributions (top-k off by one, top-p without renormalizing
     after top-k, no filtering), so a broken kernel fails.
-On CPU the kernel runs under TRITON_INTERPRET=1.
+Both code paths are checked: the fast one (the candidates above a cheap lower bound fit in CAP
+slots: thresholds searched in registers) and the general one (forced here with CAP = 1: the
+searches stream the row). On CPU the kernel runs under TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
-import math
 import os
 import zlib
 
@@ -22,12 +23,22 @@ if not torch.cuda.is_available():
 
 import pytest
 
-from kernels.sampling import bytes_moved, flops, kept_mask, reference_probs, sample, sample_many, sample_sorted
+from kernels.sampling import (
+    bytes_moved,
+    chi_square_pvalue,
+    flops,
+    kept_mask,
+    reference_probs,
+    sample,
+    sample_many,
+    sample_sorted,
+)
 
 GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = "cuda" if GPU else "cpu"
 N_DRAWS = 20_000
 ALPHA = 1e-3  # the right distribution must pass at this level; the wrong ones fail far below it
+PATHS = {"fast": None, "general": {"CAP": 1}}  # CAP = 1: only single-candidate rows stay fast
 
 
 def seeded(*parts) -> torch.Generator:
@@ -36,27 +47,6 @@ def seeded(*parts) -> torch.Generator:
 
 def logits_for(B, V, *parts, scale=1.5, dtype=torch.float32):
     return (torch.randn(B, V, generator=seeded(*parts)) * scale).to(DEVICE, dtype)
-
-
-def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
-    """Pearson's chi-square goodness of fit: bins with expected count < 5 are pooled into one;
-    p-value = Q(dof/2, stat/2) (torch.special.gammaincc, the chi-square survival function).
-    A draw from a token of probability 0 gives p = 0."""
-    counts, probs = counts.double().cpu(), probs.double().cpu()
-    n = counts.sum()
-    if (counts[probs == 0] > 0).any():
-        return 0.0
-    expected = probs * n
-    big = expected >= 5
-    obs = torch.cat([counts[big], counts[~big & (probs > 0)].sum()[None]])
-    exp = torch.cat([expected[big], expected[~big & (probs > 0)].sum()[None]])
-    keep = exp > 0
-    obs, exp = obs[keep], exp[keep]
-    stat = ((obs - exp) ** 2 / exp).sum()
-    dof = obs.numel() - 1
-    if dof < 1:
-        return 1.0
-    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), stat / 2))
 
 
 def test_chi_square_helper_is_calibrated():
@@ -103,16 +93,18 @@ SETS = [  # temperature, top_k, top_p, min_p
 ]
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("params", SETS, ids=lambda p: "T{}-k{}-p{}-minp{}".format(*p))
-def test_kept_set_equals_reference_support(params):
+def test_kept_set_equals_reference_support(params, path):
     T, k, p, mp = params
     lg = logits_for(6, 333, "kept", params, scale=2.0)
-    mask = kept_mask(lg, T, k, p, mp)
+    mask = kept_mask(lg, T, k, p, mp, config=PATHS[path])
     ref = reference_probs(lg, T, k, p, mp) > 0
     assert torch.equal(mask, ref), f"rows differ: {(mask != ref).sum(-1).tolist()}, kept {ref.sum(-1).tolist()}"
 
 
-def test_kept_set_per_row_parameters_and_neg_inf():
+@pytest.mark.parametrize("path", list(PATHS))
+def test_kept_set_per_row_parameters_and_neg_inf(path):
     B, V = 8, 1000
     lg = logits_for(B, V, "rows", scale=3.0)
     lg[0, :900] = float("-inf")  # a masked vocabulary: 100 finite logits
@@ -122,7 +114,7 @@ def test_kept_set_per_row_parameters_and_neg_inf():
     k = torch.tensor([0, 1, 5, 50, 999, 1000, 0, 300], dtype=torch.int32).to(DEVICE)
     p = torch.tensor([0.9, 1.0, 0.5, 0.99, 0.3, 0.8, 1.0, 0.7]).to(DEVICE)
     mp = torch.tensor([0.0, 0.0, 0.1, 0.0, 0.0, 0.05, 0.2, 0.0]).to(DEVICE)
-    mask = kept_mask(lg, T, k, p, mp)
+    mask = kept_mask(lg, T, k, p, mp, config=PATHS[path])
     ref = reference_probs(lg, T, k, p, mp) > 0
     assert torch.equal(mask, ref), f"rows differ: {(mask != ref).sum(-1).tolist()}"
     assert not mask[0, :900].any()
@@ -135,11 +127,13 @@ def test_kept_set_half_logits():
 
 
 # ---- statistical ----------------------------------------------------------------------------
-STAT_SETS = [  # V, temperature, top_k, top_p, min_p
-    (100, 0.8, 20, 1.0, 0.0),
-    (100, 1.0, 0, 0.8, 0.0),
-    (64, 0.7, 30, 0.9, 0.0),
-    (64, 1.3, 0, 0.95, 0.05),
+STAT_SETS = [  # V, temperature, top_k, top_p, min_p, path
+    (100, 0.8, 20, 1.0, 0.0, "fast"),
+    (100, 1.0, 0, 0.8, 0.0, "fast"),
+    (64, 0.7, 30, 0.9, 0.0, "fast"),
+    (64, 1.3, 0, 0.95, 0.05, "fast"),
+    (100, 0.8, 20, 1.0, 0.0, "general"),
+    (64, 0.7, 30, 0.9, 0.0, "general"),
 ]
 
 
@@ -161,11 +155,11 @@ def wrong_distributions(lg, T, k, p, mp):
     return out
 
 
-@pytest.mark.parametrize("params", STAT_SETS, ids=lambda p: "V{}-T{}-k{}-p{}-minp{}".format(*p))
+@pytest.mark.parametrize("params", STAT_SETS, ids=lambda p: "V{}-T{}-k{}-p{}-minp{}-{}".format(*p))
 def test_samples_follow_reference(params):
-    V, T, k, p, mp = params
-    lg = logits_for(1, V, "stat", params)
-    tokens = sample_many(lg, N_DRAWS, T, k, p, mp, seed=1234)[0]
+    V, T, k, p, mp, path = params
+    lg = logits_for(1, V, "stat", params[:5])
+    tokens = sample_many(lg, N_DRAWS, T, k, p, mp, seed=1234, config=PATHS[path])[0]
     probs = reference_probs(lg, T, k, p, mp)[0]
     assert (probs[tokens] > 0).all(), "drew a token outside the reference support"
     counts = torch.bincount(tokens.cpu(), minlength=V)
@@ -178,7 +172,7 @@ def test_samples_follow_reference(params):
 
 
 def test_per_row_parameters_statistically():
-    V, n = 80, 6000
+    V, n = 80, 5000
     lg = logits_for(3, V, "stat-rows")
     T = torch.tensor([0.6, 1.0, 1.4]).to(DEVICE)
     k = torch.tensor([10, 0, 40], dtype=torch.int32).to(DEVICE)
@@ -195,7 +189,7 @@ def test_per_row_parameters_statistically():
 
 
 def test_sample_one_per_row_in_support_and_reproducible():
-    B, V = 6, 150
+    B, V = 4, 150
     lg = logits_for(B, V, "one")
     a = sample(lg, 0.9, 25, 0.85, 0.0, seed=7)
     assert a.shape == (B,) and a.dtype == torch.int64
@@ -203,16 +197,19 @@ def test_sample_one_per_row_in_support_and_reproducible():
     assert (probs.gather(1, a[:, None]) > 0).all()
     assert torch.equal(a, sample(lg, 0.9, 25, 0.85, 0.0, seed=7))  # same seed, same tokens
     assert torch.equal(a, sample_many(lg, 1, 0.9, 25, 0.85, 0.0, seed=7)[:, 0])
+    # the two paths draw the same token: same kept set, same Philox word per token
+    assert torch.equal(a, sample(lg, 0.9, 25, 0.85, 0.0, seed=7, config=PATHS["general"]))
     draws = torch.stack([sample(lg, 1.0, seed=s) for s in range(4)])  # no filter: a flat-ish row
     assert (draws != draws[0]).any()  # other seeds, other tokens
     g = torch.Generator().manual_seed(3)
     assert torch.equal(sample(lg, 1.0, generator=g), sample(lg, 1.0, generator=torch.Generator().manual_seed(3)))
 
 
-def test_greedy_is_first_argmax():
+@pytest.mark.parametrize("path", list(PATHS))
+def test_greedy_is_first_argmax(path):
     lg = logits_for(4, 97, "greedy")
     lg[2, 10] = lg[2, 50] = lg[2].max() + 1.0  # a tie: the first index wins
-    tokens = sample(lg, 0.0, 0, 1.0, 0.0, seed=0)
+    tokens = sample(lg, 0.0, 0, 1.0, 0.0, seed=0, config=PATHS[path])
     assert torch.equal(tokens, lg.argmax(-1))
     assert tokens[2].item() == 10
 

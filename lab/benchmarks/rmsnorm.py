@@ -1,0 +1,99 @@
+"""Benchmark suite: RMSNorm fused with the residual add (h = x + r; y = rmsnorm(h)·w, returns y, h).
+
+Implementations, on the same bf16 inputs:
+  impl=triton          kernels.rmsnorm.rmsnorm (one pass: read x, r; write h, y)
+  impl=eager           the model's eager math (`x + r`, then lab.model.llama.RMSNorm's ops)
+  impl=torch-compile   the eager function through torch.compile (dynamic shapes, compiled once);
+                       recorded as not run on CPU, on failure, or once compiling took > 30 s
+Bytes: x, r read, h, y written, w read once (kernels.rmsnorm.bytes_moved): achieved GB/s against
+the measured copy bandwidth is the figure of merit. Error: max|y - y64| / max|y64| against the
+reference computed in float64 from the same bf16 inputs.
+Full (GPU): decode rows (1, 64 tokens) and prefill rows (4K-16K tokens) at C = 576 (SmolLM2),
+4096 and 8192. Small (CPU, interpreter): two tiny float32 shapes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from kernels.rmsnorm import bytes_moved, flops, rmsnorm, rmsnorm_reference
+from lab.records import Recorder
+
+EPS = 1e-5
+COMPILE_BUDGET_S = 30.0
+
+
+def shapes(size: str) -> list[tuple[int, int]]:
+    """(N rows, C)."""
+    if size == "small":
+        return [(3, 77), (8, 256)]
+    return [(1, 4096), (64, 4096), (4096, 4096), (16384, 4096), (4096, 8192), (16384, 576), (1, 576)]
+
+
+class CompiledPeer:
+    """torch.compile(fn) once for every shape (dynamic=True). Gives up, with the reason, when a
+    compile fails or the compiles together took longer than the budget."""
+
+    def __init__(self, fn, device: torch.device, budget_s: float = COMPILE_BUDGET_S):
+        self.fn, self.budget_s, self.spent = fn, budget_s, 0.0
+        self.reason = None if device.type == "cuda" else "torch.compile peer is run on CUDA only (the CPU suite times the interpreter)"
+        self.compiled = None
+
+    def ready(self, *args) -> bool:
+        """Compile (if needed) and run once on args; False (see .reason) when it cannot be used."""
+        if self.reason:
+            return False
+        t0 = time.perf_counter()
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.fn, dynamic=True)
+            self.compiled(*args)
+            torch.cuda.synchronize()
+        except Exception as e:  # inductor errors come in many types
+            self.reason = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            return False
+        self.spent += time.perf_counter() - t0
+        if self.spent > self.budget_s:
+            self.reason = f"torch.compile took {self.spent:.0f} s in total, over the {self.budget_s:.0f} s budget"
+            return False
+        return True
+
+
+def eager(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return rmsnorm_reference(x, w, EPS, residual=r)
+
+
+def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y.double() - ref).abs().max() / ref.abs().max())
+
+
+def run(rec: Recorder, device: torch.device, size: str) -> None:
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
+    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    peer = CompiledPeer(eager, device)
+    for N, C in shapes(size):
+        cols = dict(kernel="rmsnorm", N=N, C=C, residual=True, dtype=str(dtype).removeprefix("torch."))
+        with rec.point(**cols):
+            x = torch.randn(N, C, device=device, dtype=dtype, generator=gen)
+            r = torch.randn(N, C, device=device, dtype=dtype, generator=gen)
+            w = torch.randn(C, device=device, dtype=dtype, generator=gen)
+            ref, _ = rmsnorm_reference(x.double(), w.double(), EPS, residual=r.double())
+            cost = dict(flops=flops(N, C, residual=True), bytes_moved=bytes_moved(N, C, x.element_size(), residual=True))
+            method = "max|y-y64|/max|y64| vs float64 reference on the benchmark inputs"
+            impls = {"triton": lambda: rmsnorm(x, w, EPS, residual=r), "eager": lambda: eager(x, w, r)}
+            for name, fn in impls.items():
+                with rec.point(impl=name):
+                    rec.metric("max_rel_err", _rel_err(fn()[0], ref), "", method=method)
+                    rec.time(fn, measure=measure, **cost)
+            with rec.point(impl="torch-compile"):
+                if not peer.ready(x, w, r):
+                    rec.skipped(peer.reason)
+                else:
+                    fn = lambda: peer.compiled(x, w, r)
+                    rec.metric("max_rel_err", _rel_err(fn()[0], ref), "", method=method)
+                    rec.time(fn, measure=measure, **cost)
+            del x, r, w, ref

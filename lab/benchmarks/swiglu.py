@@ -1,0 +1,71 @@
+"""Benchmark suite: SwiGLU's elementwise half, silu(gate) · up.
+
+Implementations, on the same bf16 inputs:
+  impl=triton          kernels.swiglu.swiglu (gate, up separate tensors)
+  impl=triton-packed   kernels.swiglu.swiglu_packed on one [N, 2F] gate_up tensor
+  impl=eager           F.silu(gate) * up (two kernels, an intermediate [N, F] round trip)
+  impl=torch-compile   the eager function through torch.compile (dynamic shapes, compiled once);
+                       not run on CPU, on failure, or past a 30 s compile budget
+Bytes: gate, up read, y written (kernels.swiglu.bytes_moved); GB/s against the copy bandwidth is
+the figure of merit. Error: max|y - y64| / max|y64| against float64 on the same bf16 inputs.
+Full (GPU): F = 14336 (Llama-3-8B) at 1, 64, 4096 tokens and F = 1536 (SmolLM2) at 1 and 16384.
+Small (CPU, interpreter): two tiny float32 shapes.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from kernels.swiglu import bytes_moved, flops, swiglu, swiglu_packed, swiglu_reference
+from lab.benchmarks.rmsnorm import CompiledPeer
+from lab.records import Recorder
+
+
+def shapes(size: str) -> list[tuple[int, int]]:
+    """(N rows, F)."""
+    if size == "small":
+        return [(3, 77), (4, 600)]
+    return [(1, 14336), (64, 14336), (4096, 14336), (1, 1536), (16384, 1536)]
+
+
+def eager(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return F.silu(gate) * up
+
+
+def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y.double() - ref).abs().max() / ref.abs().max())
+
+
+def run(rec: Recorder, device: torch.device, size: str) -> None:
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
+    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    peer = CompiledPeer(eager, device)
+    for N, Fd in shapes(size):
+        cols = dict(kernel="swiglu", N=N, F=Fd, dtype=str(dtype).removeprefix("torch."))
+        with rec.point(**cols):
+            gate_up = torch.randn(N, 2 * Fd, device=device, dtype=dtype, generator=gen) * 2
+            gate, up = gate_up[:, :Fd].contiguous(), gate_up[:, Fd:].contiguous()
+            ref = swiglu_reference(gate.double(), up.double())
+            cost = dict(flops=flops(N, Fd), bytes_moved=bytes_moved(N, Fd, gate.element_size()))
+            method = "max|y-y64|/max|y64| vs float64 reference on the benchmark inputs"
+            impls = {
+                "triton": lambda: swiglu(gate, up),
+                "triton-packed": lambda: swiglu_packed(gate_up),
+                "eager": lambda: eager(gate, up),
+            }
+            for name, fn in impls.items():
+                with rec.point(impl=name):
+                    rec.metric("max_rel_err", _rel_err(fn(), ref), "", method=method)
+                    rec.time(fn, measure=measure, **cost)
+            with rec.point(impl="torch-compile"):
+                if not peer.ready(gate, up):
+                    rec.skipped(peer.reason)
+                else:
+                    fn = lambda: peer.compiled(gate, up)
+                    rec.metric("max_rel_err", _rel_err(fn(), ref), "", method=method)
+                    rec.time(fn, measure=measure, **cost)
+            del gate_up, gate, up, ref

@@ -1,0 +1,227 @@
+"""Benchmark suite: weight-only quantized GEMV/GEMM at decode batch sizes (M = 1, 4, 16).
+
+Implementations, on the same bf16 x [M, K] and weight W [N, K] (nn.Linear layout):
+  impl=triton-int4     kernels.wo_matmul, int4 group 128, symmetric (quant=int4-g128-sym)
+                       and asymmetric with zero-points (quant=int4-g128-asym)
+  impl=triton-int8     kernels.wo_matmul, int8 per output channel
+  impl=cublas-bf16     F.linear(x, W) in bf16: the dense baseline (cuBLAS)
+  impl=tinygemm-int4   torch._weight_int4pack_mm (gpt-fast / torchao's int4 kernel) on the same
+                       int4 g128 codes and scales, when this torch has it on CUDA
+  impl=torch-int8      torch._weight_int8pack_mm on the same int8 codes, when available
+Bytes: the weight as stored (codes + scales + zero-points, or bf16) plus x and y
+(kernels.wo_matmul.bytes_moved): at M <= 16 the weight dominates, so GB/s against the copy
+bandwidth is the figure of merit and `speedup_vs_cublas` (median latency ratio) the headline; the
+goal is >= 3x for int4 at M = 1. Errors: max|y - y64| / max|y64| against x @ dequantize(qw).T in
+float64 (the kernel's exact task), and separately against x @ W.T (what quantization costs).
+Full (GPU): (N, K) = 4096×4096, 14336×4096, 4096×14336 (Llama-3-8B) and 1536×576, 576×1536,
+49152×576 (SmolLM2: up/gate, down, lm_head). Small (CPU, interpreter): one tiny shape.
+
+`tune(...)` sweeps tile configs with CUDA-graph replays over enough weight copies to defeat L2,
+and prints the best per shape: how kernels.wo_matmul.pick_config's table was set.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from kernels.wo_matmul import (
+    QuantizedWeight,
+    WoConfig,
+    bytes_moved,
+    dequantize,
+    flops,
+    quantize_int4,
+    quantize_int8,
+    unpack_int4,
+    wo_matmul,
+)
+from lab.records import PointFailed, Recorder
+
+GROUP = 128
+
+
+def shapes(size: str) -> list[tuple[int, int]]:
+    """(N, K)."""
+    if size == "small":
+        return [(40, 256)]
+    return [(4096, 4096), (14336, 4096), (4096, 14336), (1536, 576), (576, 1536), (49152, 576)]
+
+
+def batches(size: str) -> list[int]:
+    return [1, 3] if size == "small" else [1, 4, 16]
+
+
+# ---- peers from torch (private ops: present or not depending on the build) --------------------
+def tinygemm_pack(qw: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Our int4 codes in tinygemm's layout: uint8 with the EVEN k in the high nibble, packed by
+    torch._convert_weight_to_int4pack; scales_and_zeros [K/G, N, 2] bf16 with
+    w = (code - 8)·scale + zero, so zero = (8 - zero_point)·scale (0 when symmetric)."""
+    N, K = qw.shape
+    codes = unpack_int4(qw.qweight)  # [N, K] 0..15
+    w_uint8 = (codes[:, 0::2] << 4 | codes[:, 1::2]).to(torch.uint8)
+    inner = next(t for t in (8, 4, 2) if K % (t * 32) == 0)
+    packed = torch._convert_weight_to_int4pack(w_uint8, inner)
+    scale = qw.scale.float()
+    zp = qw.zero.float() if qw.zero is not None else torch.full_like(scale, 8.0)
+    sz = torch.stack([scale, (8.0 - zp) * scale], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    return packed, sz, qw.group_size
+
+
+def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y.double() - ref).abs().max() / ref.abs().max())
+
+
+def run(rec: Recorder, device: torch.device, size: str) -> None:
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
+    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    for N, K in shapes(size):
+        w = (torch.randn(N, K, device=device, generator=gen) * 0.02).to(dtype)
+        schemes = {
+            ("triton-int4", "int4-g128-sym"): quantize_int4(w, GROUP, symmetric=True),
+            ("triton-int4", "int4-g128-asym"): quantize_int4(w, GROUP, symmetric=False),
+            ("triton-int8", "int8"): quantize_int8(w),
+        }
+        for M in batches(size):
+            cols = dict(kernel="wo_matmul", M=M, N=N, K=K, dtype=str(dtype).removeprefix("torch."))
+            with rec.point(**cols):
+                x = torch.randn(M, K, device=device, dtype=dtype, generator=gen)
+                truth = x.double() @ w.double().T  # unquantized
+                method = "max|y-y64|/max|y64| vs x @ dequantize(qw).T in float64 on the benchmark inputs"
+                method_w = "max|y-y64|/max|y64| vs x @ W.T in float64 (the unquantized weight)"
+                latency = {}
+
+                with rec.point(impl="cublas-bf16", quant="none"):
+                    fn = lambda: F.linear(x, w)
+                    rec.metric("max_rel_err", _rel_err(fn(), truth), "", method=method_w)
+                    latency["cublas"] = rec.time(fn, measure=measure, flops=flops(M, N, K),
+                                                 bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())).median_ms
+
+                for (impl, quant), qw in schemes.items():
+                    with rec.point(impl=impl, quant=quant, group_size=qw.group_size):
+                        fn = lambda: wo_matmul(x, qw)
+                        y = fn()
+                        rec.metric("max_rel_err", _rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method)
+                        rec.metric("max_rel_err_vs_unquantized", _rel_err(y, truth), "", method=method_w)
+                        t = rec.time(fn, measure=measure, flops=flops(M, N, K),
+                                     bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())).median_ms
+                        rec.metric("speedup_vs_cublas", latency["cublas"] / t, "x", method="median latency, cublas-bf16 / this")
+
+                for quant in ("int4-g128-sym", "int4-g128-asym"):
+                    with rec.point(impl="tinygemm-int4", quant=quant, group_size=GROUP):
+                        if device.type != "cuda" or not hasattr(torch, "_weight_int4pack_mm"):
+                            rec.skipped("torch._weight_int4pack_mm needs CUDA and a torch that has it")
+                            continue
+                        qw = schemes[("triton-int4", quant)]
+                        try:
+                            packed, sz, g = tinygemm_pack(qw)
+                            fn = lambda: torch._weight_int4pack_mm(x, packed, g, sz)
+                            y = fn()
+                        except (RuntimeError, TypeError, StopIteration) as e:
+                            rec.skipped(f"torch._weight_int4pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                            continue
+                        err = _rel_err(y, x.double() @ dequantize(qw, torch.float64).T)
+                        rec.metric("max_rel_err", err, "", method=method + " (scales rounded to bf16)")
+                        if err > 5e-2:
+                            raise PointFailed(f"tinygemm output does not match the dequantized weight (rel err {err:.2g}): layout mismatch")
+                        t = rec.time(fn, measure=measure, flops=flops(M, N, K),
+                                     bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())).median_ms
+                        rec.metric("speedup_vs_cublas", latency["cublas"] / t, "x", method="median latency, cublas-bf16 / this")
+
+                with rec.point(impl="torch-int8", quant="int8"):
+                    qw = schemes[("triton-int8", "int8")]
+                    if device.type != "cuda" or not hasattr(torch, "_weight_int8pack_mm"):
+                        rec.skipped("torch._weight_int8pack_mm needs CUDA and a torch that has it")
+                    else:
+                        scales = qw.scale.to(dtype)
+                        fn = lambda: torch._weight_int8pack_mm(x, qw.qweight, scales)
+                        try:
+                            y = fn()
+                        except (RuntimeError, NotImplementedError) as e:
+                            rec.skipped(f"torch._weight_int8pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                        else:
+                            rec.metric("max_rel_err", _rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method + " (scales rounded to bf16)")
+                            t = rec.time(fn, measure=measure, flops=flops(M, N, K),
+                                         bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())).median_ms
+                            rec.metric("speedup_vs_cublas", latency["cublas"] / t, "x", method="median latency, cublas-bf16 / this")
+                del x, truth
+        del w, schemes
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# ---- tuning -----------------------------------------------------------------------------------
+def _graph_time_us(make_fn, copies: int, reps: int = 3) -> float:
+    """GPU time of one call, from CUDA-graph replays cycling over `copies` weight copies (more
+    bytes than L2 holds, so every call reads its weight from DRAM as a decode step does)."""
+    fns = [make_fn(i) for i in range(copies)]
+    for f in fns[:2]:
+        f()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for f in fns:
+            f()
+    best = math.inf
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        best = min(best, a.elapsed_time(b) * 1e3 / copies)
+    return best
+
+
+def tune_configs(M: int, bits: int) -> list[WoConfig]:
+    if M == 1:
+        tiles = [(16, 256, 4), (16, 512, 4), (32, 256, 4), (32, 512, 8), (64, 256, 8), (8, 512, 4), (16, 1024, 8)]
+    else:
+        tiles = [(32, 128, 4), (32, 256, 4), (64, 128, 4), (64, 256, 8), (16, 256, 4), (128, 128, 8), (16, 512, 4)]
+    if bits == 8:
+        tiles = [(n, max(64, k // 2), w) for n, k, w in tiles]
+    return [WoConfig(n, k, s, w, 3) for (n, k, w), s in itertools.product(tiles, (1, 2, 4, 8))]
+
+
+def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: float = 100e6, top: int = 3) -> list[dict]:
+    """Sweep tune_configs on the current GPU; returns one row per (N, K, M, scheme, config)."""
+    dev = torch.device("cuda")
+    rows = []
+    for N, K in shape_list or shapes("full"):
+        w = torch.randn(N, K, device=dev) * 0.02
+        for scheme in schemes:
+            qw = quantize_int4(w, GROUP, True) if scheme == "int4" else quantize_int8(w)
+            copies = int(min(64, max(2, math.ceil(l2_bytes / qw.nbytes))))
+            qws = [QuantizedWeight(qw.qweight.clone(), qw.scale.clone(), None, qw.bits, qw.group_size, qw.shape, qw.dtype) for _ in range(copies)]
+            for M in Ms:
+                x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+                dense = [w.to(torch.bfloat16).clone() for _ in range(min(copies, max(2, math.ceil(l2_bytes / (N * K * 2)))))]
+                base = _graph_time_us(lambda i: (lambda: F.linear(x, dense[i])), len(dense))
+                results = []
+                for cfg in tune_configs(M, qw.bits):
+                    if qw.bits == 4 and cfg.block_k % GROUP and GROUP % cfg.block_k:
+                        continue
+                    try:
+                        us = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i], cfg)), copies)
+                    except Exception as e:  # a config that does not compile or fit: skip it
+                        print(f"  skip {cfg}: {type(e).__name__}")
+                        continue
+                    results.append((us, cfg))
+                    rows.append(dict(N=N, K=K, M=M, scheme=scheme, cfg=cfg, us=us, cublas_us=base))
+                results.sort(key=lambda r: r[0])
+                heur = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i])), copies)
+                best = " | ".join(f"{us:.1f}us n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps}" for us, c in results[:top])
+                print(f"N={N} K={K} M={M} {scheme}: cublas {base:.1f}us heuristic {heur:.1f}us best {best}", flush=True)
+            del qws
+        del w
+        torch.cuda.empty_cache()
+    return rows
+
+
+if __name__ == "__main__":
+    tune()
