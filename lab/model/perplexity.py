@@ -65,13 +65,13 @@ def perplexity(
     for begin, end, first in progress(spans):
         x = ids[begin:end][None]  # [1, T]
         lo = first - begin  # first scored position inside the window (>= 1)
-        logits = model(x)[0, lo - 1 : -1].float()  # [n, V] predict positions lo..T-1
+        logits = _f32(model(x)[0, lo - 1 : -1])  # [n, V] predict positions lo..T-1
         target = x[0, lo:]  # [n]
         logp = F.log_softmax(logits, dim=-1)
         nll_sum += float(-logp.gather(1, target[:, None]).double().sum())
         count += len(target)
         if reference is not None:
-            ref_logp = F.log_softmax(reference(x)[0, lo - 1 : -1].float(), dim=-1)
+            ref_logp = F.log_softmax(_f32(reference(x)[0, lo - 1 : -1]), dim=-1)
             kl_sum += float(F.kl_div(logp, ref_logp, log_target=True, reduction="sum").double())  # Σ p_ref (log p_ref - log p)
             agree += int((ref_logp.argmax(-1) == logp.argmax(-1)).sum())
     nll = nll_sum / max(count, 1)
@@ -79,6 +79,10 @@ def perplexity(
     if reference is not None:
         q.kl, q.top1_agree = kl_sum / max(count, 1), agree / max(count, 1)
     return q
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))  # float32 at least; float64 stays
 
 
 def kl_divergence(reference, model, ids: torch.Tensor, *, window: int, stride: int) -> float:
