@@ -15,7 +15,9 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     kernel merges them: o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the
     merge is skipped and the first kernel writes o.
   * quantized caches are dequantized in registers: fp8 e4m3 and int8 values convert exactly to
-    bf16/fp16, and the scale is applied outside the dot products (per-tensor/per-head scales are
+    bf16/fp16 (with an fp8 cache the dot products run in fp16 whatever q's dtype: e4m3 -> fp16 is
+    one instruction, -> bf16 three; q beyond fp16's ±65504 would overflow, which post-RoPE queries
+    never approach), and the scale is applied outside the dot products (per-tensor/per-head scales are
     one scalar per program, folded into the softmax scale for K and into the output for V;
     per-token scales multiply the score columns for K and the probabilities for V).
 
@@ -30,6 +32,7 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -82,10 +85,11 @@ def _decode_split(
     stride_ksn, stride_ksh, stride_ksp,
     stride_vsn, stride_vsh, stride_vsp,
     stride_ob, stride_oh,
-    stride_pob, stride_poh, stride_pos,
-    G, P, capacity, qk_scale, num_splits, work_bucket,  # work_bucket only keys the autotuner
-    HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, K_SCALE: tl.constexpr, V_SCALE: tl.constexpr,
-    SINGLE_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+    stride_pob, stride_poh, stride_pos, pm_off, pl_off,
+    G, capacity, qk_scale, num_splits, work_bucket,  # work_bucket only keys the autotuner
+    PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
+    K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, SINGLE_SPLIT: tl.constexpr, DOT_F16: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
     h_kv = tl.program_id(1)
@@ -100,6 +104,8 @@ def _decode_split(
     heads = h_kv * G + g  # [G_PAD] the query heads of this KV head's group
     b64 = b.to(tl.int64)
     q = tl.load(Q + b64 * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=g[:, None] < G, other=0.0)
+    if DOT_F16:  # fp8 e4m3 -> fp16 is one native conversion; -> bf16 takes three
+        q = q.to(tl.float16)
     if K_SCALE == 1:  # per tensor / per head: fold into the softmax scale
         qk_scale = qk_scale * tl.load(KS + h_kv * stride_ksh).to(tl.float32)
 
@@ -108,17 +114,27 @@ def _decode_split(
     acc = tl.zeros([G_PAD, HEAD_DIM], tl.float32)
     bt_row = BT + b64 * stride_btb
     offs_n = tl.arange(0, BLOCK_N)
+    h64 = h_kv.to(tl.int64)
+    if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
+        blk0 = tl.load(bt_row).to(tl.int64)
     for n0 in range(start, end, BLOCK_N):
         tok = n0 + offs_n  # [BN] logical token index
         valid = tok < end
-        blk = tl.load(bt_row + tok // P, mask=valid, other=0).to(tl.int64)  # physical block per token
-        off = tok % P
-        k_row = blk * stride_kn + h_kv * stride_kh + off * stride_kp  # [BN]
-        v_row = blk * stride_vn + h_kv * stride_vh + off * stride_vp
+        if ONE_BLOCK:
+            blk = blk0
+            off = tok
+        elif PAGE % BLOCK_N == 0:  # the tile lies inside one block (tiles start at multiples of BLOCK_N)
+            blk = tl.load(bt_row + n0 // PAGE).to(tl.int64)
+            off = n0 % PAGE + offs_n
+        else:  # the tile spans blocks: one table entry per token
+            blk = tl.load(bt_row + tok // PAGE, mask=valid, other=0).to(tl.int64)
+            off = tok % PAGE
+        k_row = blk * stride_kn + h64 * stride_kh + off * stride_kp  # [BN]
+        v_row = blk * stride_vn + h64 * stride_vh + off * stride_vp
         k = tl.load(K + k_row[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)  # [BN, D]
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [G_PAD, BN], log2 domain
         if K_SCALE == 2:
-            ks = tl.load(KS + blk * stride_ksn + h_kv * stride_ksh + off * stride_ksp, mask=valid, other=0.0)
+            ks = tl.load(KS + blk * stride_ksn + h64 * stride_ksh + off * stride_ksp, mask=valid, other=0.0)
             s = s * ks.to(tl.float32)[None, :]
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every tile in [start, end) has a valid token
@@ -127,7 +143,7 @@ def _decode_split(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + v_row[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)  # [BN, D]
         if V_SCALE == 2:
-            vs = tl.load(VS + blk * stride_vsn + h_kv * stride_vsh + off * stride_vsp, mask=valid, other=0.0)
+            vs = tl.load(VS + blk * stride_vsn + h64 * stride_vsh + off * stride_vsp, mask=valid, other=0.0)
             p = p * vs.to(tl.float32)[None, :]
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(q.dtype), v, acc, input_precision=DOT_PRECISION)
@@ -142,13 +158,13 @@ def _decode_split(
     else:
         part = b64 * stride_pob + heads * stride_poh + split * stride_pos  # [G_PAD]
         tl.store(PO + part[:, None] * HEAD_DIM + d[None, :], acc, mask=rows)
-        tl.store(PM + part, m_i, mask=g < G)
-        tl.store(PL + part, l_i, mask=g < G)
+        tl.store(PM + pm_off + part, m_i, mask=g < G)
+        tl.store(PL + pl_off + part, l_i, mask=g < G)
 
 
 @triton.jit
 def _decode_merge(
-    PO, PM, PL, O, stride_pob, stride_poh, stride_pos, stride_ob, stride_oh, H, num_splits,
+    PO, PM, PL, O, stride_pob, stride_poh, stride_pos, pm_off, pl_off, stride_ob, stride_oh, H, num_splits,
     HEAD_DIM: tl.constexpr, SPLITS_PAD: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
@@ -156,8 +172,8 @@ def _decode_merge(
     s = tl.arange(0, SPLITS_PAD)
     d = tl.arange(0, HEAD_DIM)
     part = b * stride_pob + h * stride_poh + s * stride_pos  # [SPLITS_PAD]
-    m = tl.load(PM + part, mask=s < num_splits, other=float("-inf"))
-    l = tl.load(PL + part, mask=s < num_splits, other=0.0)
+    m = tl.load(PM + pm_off + part, mask=s < num_splits, other=float("-inf"))
+    l = tl.load(PL + pl_off + part, mask=s < num_splits, other=0.0)
     m_max = tl.max(m, 0)
     w = tl.math.exp2(m - tl.where(m_max == float("-inf"), 0.0, m_max))  # empty splits weigh 0
     acc = tl.load(PO + part[:, None] * HEAD_DIM + d[None, :], mask=(s < num_splits)[:, None], other=0.0)
@@ -171,11 +187,13 @@ def _decode_merge(
 # ---------------------------------------------------------------------------------------------
 def _gpu_configs() -> list[triton.Config]:
     # memory-bound: enough tokens per tile and stages in flight to cover HBM latency
-    shapes = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3), (128, 8, 3), (32, 4, 4), (256, 8, 2)]
+    # (measured on an H200: 128×4w×2 and 64×4w×2 won every shape; 8 warps and 32-token tiles never did)
+    shapes = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3)]
     return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n, w, s in shapes]
 
 
 INTERPRET_CONFIG = {"BLOCK_N": 16}
+DEFAULT_CONFIG = triton.Config({"BLOCK_N": 64}, num_warps=4, num_stages=3)  # LAB_AUTOTUNE=0
 _tuned = None
 
 
@@ -187,18 +205,34 @@ def _launch_split(grid, *args, **meta):
     global _tuned
     if _interpreting():
         _decode_split[grid](*args, **meta, **INTERPRET_CONFIG)
-        return
-    if _tuned is None:
-        _tuned = triton.autotune(_gpu_configs(), key=["HEAD_DIM", "G_PAD", "K_SCALE", "V_SCALE", "SINGLE_SPLIT", "work_bucket"])(_decode_split)
-    _tuned[grid](*args, **meta)
+    elif os.environ.get("LAB_AUTOTUNE", "1") == "0":
+        c = DEFAULT_CONFIG
+        _decode_split[grid](*args, **meta, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+    else:
+        if _tuned is None:
+            _tuned = triton.autotune(_gpu_configs(), key=["HEAD_DIM", "G_PAD", "K_SCALE", "V_SCALE", "SINGLE_SPLIT", "work_bucket"])(_decode_split)
+        _tuned[grid](*args, **meta)
 
 
-def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, min_split: int = 256, max_splits: int = 64) -> int:
-    """Enough splits for about two programs per SM, each split at least `min_split` tokens.
-    Uses the block table's capacity, not seq_lens, so choosing costs no device-to-host sync."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    want = triton.cdiv(2 * sms, max(B * H_kv, 1))
-    return max(1, min(want, triton.cdiv(capacity, min_split), max_splits))
+def _cdiv(a: int, b: int) -> int:  # plain Python: triton's helpers cost microseconds per call
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, min_split: int = 256, max_splits: int = 128) -> int:
+    """Enough splits for about four programs per SM (a ragged last wave then costs at most a
+    quarter), each split at least `min_split` tokens. Uses the block table's capacity, not
+    seq_lens, so choosing costs no device-to-host sync."""
+    want = _cdiv(4 * _sm_count(device), max(B * H_kv, 1))
+    return max(1, min(want, _cdiv(capacity, min_split), max_splits))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,33 +334,37 @@ def paged_decode_attention(
 
     G = H // H_kv
     capacity = block_table.shape[1] * P
+    one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
     splits = num_splits or default_num_splits(B, H_kv, capacity, q.device)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     single = splits == 1
     if single:
-        po = pm = pl = out  # unused
-        p_strides = (0, 0, 0)
+        part = out  # unused
+        p_strides = (0, 0, 0, 0, 0)
     else:
-        po = torch.empty(B, H, splits, D, dtype=torch.float32, device=q.device)  # unnormalized outputs
-        pm = torch.empty(B, H, splits, dtype=torch.float32, device=q.device)  # running max (log2 domain)
-        pl = torch.empty(B, H, splits, dtype=torch.float32, device=q.device)  # running sum
-        p_strides = (H * splits, splits, 1)  # in units of partial rows; PO rows are D wide
+        # one allocation, three arrays: [B, H, splits, D] unnormalized outputs, then [B, H, splits]
+        # running max (log2 domain) at offset n·D, running sum at n·(D+1); strides in partial rows
+        n = B * H * splits
+        part = torch.empty(n * (D + 2), dtype=torch.float32, device=q.device)
+        p_strides = (H * splits, splits, 1, n * D, n * (D + 1))
     ks = q if ks is None else ks
     vs = q if vs is None else vs
     _launch_split(
         (B, H_kv, splits),
-        q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, po, pm, pl,
+        q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, part, part, part,
         q.stride(0), q.stride(1),
         *layout.strides(k_cache), *layout.strides(v_cache),
         block_table.stride(0), *ks_strides, *vs_strides,
         out.stride(0), out.stride(1), *p_strides,
-        G, P, capacity, scale * LOG2E, splits, (B * H_kv * capacity).bit_length(),
-        HEAD_DIM=D, G_PAD=max(16, triton.next_power_of_2(G)), K_SCALE=k_kind, V_SCALE=v_kind,
-        SINGLE_SPLIT=single, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        G, capacity, scale * LOG2E, splits, (B * H_kv * capacity).bit_length(),
+        PAGE=1 if one_block else P, ONE_BLOCK=one_block, HEAD_DIM=D, G_PAD=max(16, _pow2(G)),
+        K_SCALE=k_kind, V_SCALE=v_kind, SINGLE_SPLIT=single,
+        DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )
     if not single:
-        _decode_merge[(B, H)](po, pm, pl, out, *p_strides, out.stride(0), out.stride(1), H, splits,
-                              HEAD_DIM=D, SPLITS_PAD=triton.next_power_of_2(splits))
+        _decode_merge[(B, H)](part, part, part, out, *p_strides, out.stride(0), out.stride(1), H, splits,
+                              HEAD_DIM=D, SPLITS_PAD=_pow2(splits))
     return out
 
 
@@ -382,7 +420,7 @@ def paged_from_contiguous(
     P = int(block_size)
     if P < 1:
         raise ValueError(f"paged_from_contiguous: block_size must be >= 1, got {block_size}")
-    nb = triton.cdiv(S, P)
+    nb = _cdiv(S, P)
     pad = nb * P - S
 
     def to_blocks(x):  # [B, H_kv, S, D] -> [B·nb, H_kv, P, D] or [B·nb, P, H_kv, D]

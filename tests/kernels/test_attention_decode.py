@@ -1,7 +1,8 @@
 """kernels.attention_decode: paged_decode_attention against gather + float64 softmax.
 
-On CPU the kernel runs under TRITON_INTERPRET=1 with 16-token tiles, so block sizes 8, 16 and
-48 put tiles inside a block, across blocks and across a partially filled last block.
+On CPU the kernel runs under TRITON_INTERPRET=1 with 16-token tiles, so the three ways a tile
+meets the table are all exercised: one block per sequence (the contiguous view), tiles inside a
+block (P = 16, 32, 48) and tiles across blocks (P = 8, 40), with partially filled last blocks.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ CASES = [  # B, H, H_kv, S, D, block_size (None: contiguous view), layout, seq_l
     (3, 4, 4, 70, 64, None, KVLayout.HND, [70, 1, 33]),  # MHA (G = 1), one block per sequence
     (2, 9, 3, 61, 64, 16, KVLayout.HND, [61, 40]),  # G = 3 (SmolLM2), partial last blocks
     (2, 8, 2, 61, 64, 8, KVLayout.NHD, [17, 61]),  # G = 4, P < tile: a tile spans blocks
-    (2, 8, 1, 100, 64, 48, KVLayout.HND, [100, 49]),  # MQA, P not a power of two
+    (2, 8, 1, 100, 64, 40, KVLayout.HND, [100, 49]),  # MQA, P = 40: tiles straddle blocks, not a power of two
     (1, 8, 2, 129, 128, 32, KVLayout.NHD, [129]),  # D = 128, odd length
 ]
 
@@ -91,7 +92,7 @@ def test_splits_more_than_tiles_and_empty_sequence():
 
 def test_default_splits_and_custom_scale():
     q, k, v = make(1, 4, 2, 300, 64, torch.float16, seed=7)
-    paged = paged_from_contiguous(k, v, block_size=16, shuffle=True)
+    paged = paged_from_contiguous(k, v, block_size=48, shuffle=True)  # 3 tiles per block
     assert default_num_splits(1, 2, 304, torch.device("cpu")) > 1  # short batch: split the length
     check(q, paged, scale=0.05)
 
