@@ -1,0 +1,148 @@
+"""prefill / decode / perplexity / generate on the tiny model: the rows each records, and that
+their analytic FLOPs and bytes are the formulas' (so the roofline points are right)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lab import registry
+from lab.context import RunContext
+from lab.errors import LabError
+from lab.measure.timing import MeasureConfig
+from lab.model.generate import decode_cost, prefill_cost
+from lab.records import Recorder
+from lab.registry import AXES
+
+QUICK = MeasureConfig(reps=3, min_reps=2, warmup_ms=0.0, max_time_s=2.0, bootstrap=100)
+
+
+def make_ctx(scenario: str, model: str = "tiny", **cfg) -> tuple[RunContext, object]:
+    choices = {g: registry.reference(g).default_config() for g in AXES if registry.reference(g)}
+    choices["model"] = registry.get("model", model).default_config()
+    entry = registry.get("scenario", scenario)
+    choices["scenario"] = entry.make_config(cfg)
+    rec = Recorder({"run_id": "t", "experiment": "t", "scenario": scenario}, "cpu", QUICK)
+    ctx = RunContext(choices=choices, device=torch.device("cpu"), dtype=torch.float32, rec=rec, show_progress=False)
+    return ctx, entry
+
+
+def rows(ctx, metric, **where):
+    return [r for r in ctx.rec.rows if r["metric"] == metric and all(r.get(k) == v for k, v in where.items())]
+
+
+def value(ctx, metric, **where) -> float:
+    (r,) = rows(ctx, metric, **where)
+    assert r["status"] == "ok", r
+    return r["value"]
+
+
+def test_prefill_rows_and_costs():
+    ctx, e = make_ctx("prefill", seq_lens=[8, 24], batches=[1, 3])
+    e.fn(ctx, ctx.choices["scenario"])
+    assert not [r for r in ctx.rec.rows if r["status"] != "ok"]
+    args, model = ctx.args, ctx.loaded().model
+    wbytes = args.n_params() * 4
+    for T in (8, 24):
+        for B in (1, 3):
+            flops, nbytes = prefill_cost(args, batch=B, seq_len=T, weight_bytes=wbytes, kv_bytes_per_token=args.kv_bytes_per_token(4))
+            assert value(ctx, "ttft_flops", seq_len=T, batch=B) == flops
+            assert value(ctx, "ttft_bytes", seq_len=T, batch=B) == nbytes
+            assert value(ctx, "ttft_ms", seq_len=T, batch=B) > 0
+            ms = value(ctx, "ttft_ms", seq_len=T, batch=B)
+            assert value(ctx, "ttft_tokens_per_s", seq_len=T, batch=B) == pytest.approx(B * T / ms * 1e3)
+            assert value(ctx, "mem_kv_cache_bytes", seq_len=T, batch=B) == B * T * args.kv_bytes_per_token(4)
+            assert value(ctx, "mem_weights_bytes", seq_len=T, batch=B) == wbytes
+
+
+def test_decode_rows_costs_and_transformers_peer():
+    ctx, e = make_ctx("decode", contexts=[16], batches=[1, 2], peers=["transformers"], peer_new_tokens=4)
+    e.fn(ctx, ctx.choices["scenario"])
+    args = ctx.args
+    for B in (1, 2):
+        r = rows(ctx, "decode_flops", batch=B, impl="lab")[0]
+        mean_ctx = r["context_timed"]
+        assert 16 < mean_ctx < 16 + 4 + QUICK.reps + 2  # steps advance from the prefilled context
+        flops, nbytes = decode_cost(args, batch=B, context=round(mean_ctx), weight_bytes=args.n_params() * 4,
+                                    kv_bytes_per_token=args.kv_bytes_per_token(4))
+        assert r["value"] == flops and value(ctx, "decode_bytes", batch=B, impl="lab") == nbytes
+        assert value(ctx, "decode_tokens_per_s", batch=B, impl="lab") > 0
+        assert value(ctx, "mem_kv_cache_bytes", batch=B, impl="lab") > 0
+    assert not rows(ctx, "decode_ms", impl="lab-cudagraph")  # CUDA only
+    from lab.model.peers import HAS_TRANSFORMERS
+
+    if HAS_TRANSFORMERS:
+        for impl in ("transformers-static", "transformers-dynamic"):
+            assert value(ctx, "decode_tokens_per_s", impl=impl, batch=1) > 0
+    else:
+        assert rows(ctx, "decode_ms", impl="transformers-static")[0]["status"] == "skipped"
+
+
+def test_decode_rejects_unknown_peer():
+    ctx, e = make_ctx("decode", contexts=[8], batches=[1], peers=["vllm"])
+    with pytest.raises(LabError, match="unknown peer"):
+        e.fn(ctx, ctx.choices["scenario"])
+
+
+def test_decode_with_a_failing_point_goes_on(monkeypatch):
+    ctx, e = make_ctx("decode", contexts=[8, 2000], batches=[1])  # the 2000-token point is made to fail
+    calls = {"n": 0}
+    orig = ctx.make_cache
+
+    def flaky(batch, max_len, dtype=None):
+        calls["n"] += 1
+        if max_len > 1000:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return orig(batch, max_len, dtype)
+
+    monkeypatch.setattr(ctx, "make_cache", flaky)
+    e.fn(ctx, ctx.choices["scenario"])
+    assert value(ctx, "decode_ms", context=8, batch=1, impl="lab") > 0
+    (bad,) = [r for r in ctx.rec.rows if r["status"] == "failed"]
+    assert bad["context"] == 2000 and "out of memory" in bad["error"]
+
+
+def test_perplexity_rows_and_kl_when_transformed(monkeypatch):
+    from lab.scenarios import perplexity as ppl_scenario
+
+    ctx, e = make_ctx("perplexity", window=32, stride=16, max_tokens=100)
+    assert not ppl_scenario.transformed(ctx)
+    e.fn(ctx, ctx.choices["scenario"])
+    assert value(ctx, "tokens_scored") == 99
+    assert value(ctx, "perplexity") == pytest.approx(math.exp(value(ctx, "nll")))
+    assert not rows(ctx, "kl_to_reference")
+    assert value(ctx, "window_flops") == prefill_cost(ctx.args, batch=1, seq_len=32, weight_bytes=0, kv_bytes_per_token=0)[0]
+    ctx2, _ = make_ctx("perplexity", window=32, stride=16, max_tokens=100)
+    monkeypatch.setattr(ppl_scenario, "transformed", lambda c: True)
+    e.fn(ctx2, ctx2.choices["scenario"])
+    assert abs(value(ctx2, "kl_to_reference")) < 1e-6 and value(ctx2, "top1_agreement") == 1.0  # same weights
+
+
+def test_generate_rows_text_and_costs():
+    ctx, e = make_ctx("generate", max_new_tokens=5, prompts=["hello", "a longer prompt here"])
+    e.fn(ctx, ctx.choices["scenario"])
+    texts = rows(ctx, "new_tokens")
+    assert [r["prompt"] for r in texts] == ["hello", "a longer prompt here"] and all(r["value"] == 5 for r in texts)
+    assert all(isinstance(r["text"], str) for r in texts)
+    assert value(ctx, "generate_tokens_per_s") > 0
+    L = len("a longer prompt here")
+    args, w, kv = ctx.args, ctx.args.n_params() * 4, ctx.args.kv_bytes_per_token(4)
+    f, b = prefill_cost(args, batch=2, seq_len=L, weight_bytes=w, kv_bytes_per_token=kv)
+    for i in range(4):
+        df, db = decode_cost(args, batch=2, context=L + i, weight_bytes=w, kv_bytes_per_token=kv)
+        f, b = f + df, b + db
+    assert value(ctx, "generate_flops") == f and value(ctx, "generate_bytes") == b
+
+
+def test_every_shipped_model_preset_validates_cheaply():
+    for name, entry in registry.entries("model").items():
+        cfg = entry.default_config()
+        if name == "hf":
+            with pytest.raises(LabError, match="model.path"):
+                cfg.validate(None)
+            continue
+        args = cfg.model_args()
+        assert args.n_heads % args.n_kv_heads == 0 and args.dim > 0
+    with pytest.raises(LabError, match="model.source='onnx'"):
+        registry.get("model", "tiny").make_config({"source": "onnx"}).model_args()
