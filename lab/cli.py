@@ -18,6 +18,8 @@ USAGE = """python -m lab <command> …
   check --baseline results/baselines/<device>/<experiment> [--run RUN_DIR] [overrides …]
         compare a run (or a fresh run of the baseline's experiment) with the committed baseline;
         exits 1 on a regression
+  baseline RUN_DIR --to results/baselines/<device>/<experiment> [--overwrite]
+        make a finished run the committed baseline (its tables, provenance and report)
 """
 
 
@@ -36,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(rest)
         if command == "check":
             return cmd_check(rest)
-        raise LabError(f"unknown command {command!r}; commands: run, list, report, check (python -m lab --help)")
+        if command == "baseline":
+            return cmd_baseline(rest)
+        raise LabError(f"unknown command {command!r}; commands: run, list, report, check, baseline (python -m lab --help)")
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -121,6 +125,27 @@ def cmd_check(args: list[str]) -> int:
     elif not run_dir.exists():
         raise LabError(f"--run {ns.run!r}: no such run directory")
     return check_main(baseline, run_dir)
+
+
+def cmd_baseline(args: list[str]) -> int:
+    from lab.regress import save_baseline
+    from lab.report import render
+    from lab.store import load_results
+
+    p = argparse.ArgumentParser(prog="python -m lab baseline")
+    p.add_argument("run")
+    p.add_argument("--to", required=True, help="results/baselines/<device>/<experiment>")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overrides", nargs="*", default=None, help="the overrides that reproduce the run (written to overrides.txt)")
+    ns = p.parse_args(args)
+    if not Path(ns.run).is_dir():
+        raise LabError(f"{ns.run!r}: no such run directory")
+    dest = save_baseline(ns.run, ns.to, overwrite=ns.overwrite)
+    if ns.overrides:
+        (dest / "overrides.txt").write_text("\n".join(ns.overrides) + "\n")
+    results, samples, provs = load_results([dest])
+    print(render(results, samples, provs, dest / "report.html", title=f"baseline · {dest.parent.name} · {dest.name}"))
+    return 0
 
 
 def baseline_overrides(baseline: Path) -> list[str]:

@@ -49,7 +49,8 @@ class CorpusConfig:
 
 MEASURE_PRESETS = {
     "default": MeasureConfig(),
-    "quick": MeasureConfig(reps=10, min_reps=3, warmup_ms=20.0, max_time_s=2.0, bootstrap=500),
+    # quick: enough samples (>= 5 a side) for the regression gate's rank test to reach p < 0.01
+    "quick": MeasureConfig(reps=10, min_reps=6, warmup_ms=20.0, max_time_s=2.0, bootstrap=500),
     "thorough": MeasureConfig(reps=200, min_reps=20, warmup_ms=1000.0, max_time_s=30.0),
 }
 DEVICE_PRESETS = {"auto": DeviceConfig(), "cpu": DeviceConfig(type="cpu"), "cuda": DeviceConfig(type="cuda")}

@@ -99,7 +99,7 @@ def test_sweep_without_multirun_flag(capsys):
 
 def test_unknown_command(capsys):
     code, _, err = run_cli(capsys, "frobnicate")
-    assert_clear_error(code, err, "frobnicate", "run, list, report, check")
+    assert_clear_error(code, err, "frobnicate", "run, list, report, check, baseline")
 
 
 def test_bad_input_does_no_work(capsys, tmp_path):

@@ -71,3 +71,33 @@ def test_resume_skips_finished_points_and_never_overwrites(tmp_path, capsys):
     for p, t in stamps.items():
         assert p.stat().st_mtime_ns == t
     assert len(list((run / "points").iterdir())) == 2
+
+
+def test_baseline_then_check_passes_against_itself_and_fails_on_a_planted_slowdown(tmp_path, capsys):
+    """`lab baseline` + `lab check --run`: the same run passes; one point made 3x slower fails."""
+    import numpy as np
+
+    assert main(["run", "model=tiny", "scenario=prefill", "measure=quick", "run_id=base"]) == 0
+    run = tmp_path / "results" / "adhoc" / "base"
+    assert main(["baseline", str(run), "--to", str(tmp_path / "bl" / "cpu" / "adhoc")]) == 0
+    assert (tmp_path / "bl" / "cpu" / "adhoc" / "report.html").is_file()
+    assert main(["check", "--baseline", str(tmp_path / "bl" / "cpu" / "adhoc"), "--run", str(run)]) == 0
+    # plant a slowdown on one point. Its samples are made tight on both sides (real timings on a
+    # loaded CPU are heavy-tailed; the gate's statistics are tested on controlled data elsewhere).
+    bl = tmp_path / "bl" / "cpu" / "adhoc"
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    res, smp = pd.read_parquet(run / "results.parquet"), pd.read_parquet(bl / "samples.parquet")
+    target = smp[smp.metric.str.endswith("_ms")].iloc[0]
+    same = (smp.metric == target.metric).to_numpy().copy()
+    for col in ("seq_len", "batch"):
+        if col in smp:
+            same &= (smp[col] == target[col]).to_numpy()
+    rng = np.random.default_rng(0)
+    smp.loc[same, "value"] = 1.0 + 0.05 * rng.random(same.sum())
+    smp.to_parquet(bl / "samples.parquet")
+    smp.loc[same, "value"] *= 3
+    res.to_parquet(slow / "results.parquet")
+    smp.to_parquet(slow / "samples.parquet")
+    assert main(["check", "--baseline", str(tmp_path / "bl" / "cpu" / "adhoc"), "--run", str(slow)]) == 1
+    assert "regression" in capsys.readouterr().out

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs the GPU baselines on a lent machine and packs what they wrote for results/baselines/<gpu>/.
+#
+#   bash experiments/gpu_baselines.sh PART      PART = kernels | model | attention | all
+#
+# Expects (see the device notes): wheels for hydra-core, omegaconf, antlr4, plotly and gguf in
+# .whl/, and the SmolLM2 GGUF at $LAB_MODEL_PATH (joined from two carried parts by the caller).
+# Everything it writes goes to $OUT: results.tgz (run directories) and log.txt.
+set -uo pipefail
+PART=${1:-all}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 LAB_CACHE_DIR=/tmp/lab-cache
+RES=/tmp/lab-results
+log() { echo "[gpu_baselines] $*" | tee -a "$OUT/log.txt"; }
+lab() { log "python -m lab $*"; timeout "${LAB_TIMEOUT:-540}" python3 -m lab run "$@" results_dir=$RES report=false progress=false 2>&1 | tee -a "$OUT/log.txt" | grep -v '^\s*$' | tail -n 8; }
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv | tee -a "$OUT/log.txt"
+case "$PART" in
+  kernels|all)
+    lab +experiment=kernels ;;&
+  model|all)
+    lab +experiment=quickstart
+    lab +experiment=decode
+    lab +experiment=decode model=llama3_8b 'scenario.peers=[]' 'scenario.batches=[1,8,32]' 'scenario.contexts=[512,2048,8192]'
+    lab +experiment=perplexity ;;&
+  attention|all)
+    lab -m +experiment=attention_kv_tradeoff
+    lab -m +experiment=attention_scaling ;;
+esac
+tar czf "$OUT/results.tgz" -C "$RES" . && log "packed $(du -sh "$OUT/results.tgz" | cut -f1)"
