@@ -115,18 +115,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttnContext, scale: float | None = None) -> torch.Tensor:
     """The plain reference: materialize the [B, H, T, S] scores, mask, softmax in float32.
-    q: [B, H, T, D], k/v: [B, H_kv, S, D] -> [B, H, T, D]. Memory: B·H·T·S·4 bytes of scores."""
+    q: [B, H, T, D], k/v: [B, H_kv, S, D] -> [B, H, T, D]. Memory: B·H·T·S·4 bytes of scores.
+    GQA/MQA without copying K/V per query head: the G = H / H_kv query heads that share a KV
+    head (heads kv·G .. kv·G+G-1, as repeat_interleave would pair them) are stacked along T."""
     B, H, T, D = q.shape
     S, H_kv = k.shape[2], k.shape[1]
-    if H != H_kv:  # GQA/MQA: each KV head serves H / H_kv query heads
-        k = k.repeat_interleave(H // H_kv, dim=1)
-        v = v.repeat_interleave(H // H_kv, dim=1)
+    G = H // H_kv
     acc = torch.promote_types(q.dtype, torch.float32)  # float32 at least; float64 stays float64
-    scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * (scale or 1.0 / math.sqrt(D))  # [B, H, T, S]
-    allowed = ctx.mask(T, S, q.device)
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no valid key (padding) -> 0
-    return (probs @ v.to(acc)).to(q.dtype)  # [B, H, T, D]
+    qg = q.reshape(B, H_kv, G * T, D).to(acc)  # [B, H_kv, G·T, D]
+    scores = (qg @ k.to(acc).transpose(-1, -2)) * (scale or 1.0 / math.sqrt(D))  # [B, H_kv, G·T, S]
+    allowed = ctx.mask(T, S, q.device)[:, :, None]  # [B|1, 1, 1, T, S]
+    scores = scores.view(B, H_kv, G, T, S).masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a row with no valid key -> 0
+    out = probs.view(B, H_kv, G * T, S) @ v.to(acc)  # [B, H_kv, G·T, D]
+    return out.view(B, H, T, D).to(q.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
