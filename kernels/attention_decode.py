@@ -210,7 +210,10 @@ def _launch_split(grid, *args, **meta):
         _decode_split[grid](*args, **meta, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
     else:
         if _tuned is None:
-            _tuned = triton.autotune(_gpu_configs(), key=["HEAD_DIM", "G_PAD", "K_SCALE", "V_SCALE", "SINGLE_SPLIT", "work_bucket"])(_decode_split)
+            # keyed on what changes the best tile: the table walk (PAGE, ONE_BLOCK), the dtypes, and
+            # the tokens one program streams (work_bucket = log2 of the split length)
+            _tuned = triton.autotune(_gpu_configs(), key=["HEAD_DIM", "G_PAD", "K_SCALE", "V_SCALE", "SINGLE_SPLIT",
+                                                          "PAGE", "ONE_BLOCK", "work_bucket"])(_decode_split)
         _tuned[grid](*args, **meta)
 
 
@@ -356,7 +359,7 @@ def paged_decode_attention(
         *layout.strides(k_cache), *layout.strides(v_cache),
         block_table.stride(0), *ks_strides, *vs_strides,
         out.stride(0), out.stride(1), *p_strides,
-        G, capacity, scale * LOG2E, splits, (B * H_kv * capacity).bit_length(),
+        G, capacity, scale * LOG2E, splits, _cdiv(capacity, splits).bit_length(),
         PAGE=1 if one_block else P, ONE_BLOCK=one_block, HEAD_DIM=D, G_PAD=max(16, _pow2(G)),
         K_SCALE=k_kind, V_SCALE=v_kind, SINGLE_SPLIT=single,
         DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
