@@ -15,26 +15,32 @@ Ties: a set is always "all tokens with s >= threshold", so tokens tied with the 
 kept too (a sort would keep an arbitrary subset of them). In the kernel, values within a few
 float32 ulps of the threshold count as ties (the search stops when its interval cannot be split).
 
-Every kept set is {s >= t} for some threshold t, and the kernel finds t without a sort. One
-program owns one row (logits stay in L2 between its passes at small B):
-  1. pass 1: max m, min, count of finite logits, Z = Σ exp(s - m) (online softmax), and the max
-     of every sub-tile of BLOCK_V / R logits.
-  2. a lower bound lo of t: top-k: the k-th largest sub-tile max (k sub-tiles reach it, so at
-     least k logits do); top-p alone: m + log((1 - top_p) · Z / n) (below it even n tokens hold
-     less than the missing 1 - top_p of the mass); min-p alone: its own cut.
-  3. pass 2: gather the candidates s >= lo into a per-row scratch of CAP slots.
-  4. fast path (at most CAP candidates, the usual case with top-k or a peaked distribution):
-     thresholds by bisection on the candidates in registers, then the draw; no further pass.
-     General path (more candidates): the same bisection streaming the row, NP pivots a pass:
-     count(s >= P_j) for top-k (until count(s >= lo) == k), mass(s >= P_j) = Σ exp(s - m) for
-     top-p against top_p · mass(top-k set) (until one token lies in [lo, hi)). Only tiles holding
-     a value in [lo, hi) do the [tile, NP] compares, so passes after the first are nearly free.
-  5. draw: Gumbel-max over the kept tokens, argmax(s - log E), E ~ Exp(1) from Philox
-     (tl.randint4x keyed by seed + row; token v of sample j uses counter j·ceil(V/4) + v // 4,
-     word v % 4, on either path). E = -log(1 - u), with a series for small u, so the winners
-     (small E) keep full float32 precision. Tiles without a kept token draw nothing.
+Every kept set is {s >= t} for some threshold t (with min-p's cut beside it), found without a
+sort. One program owns one row; every pass streams the row in [BLOCK_V/4, 4] tiles with per-lane
+accumulators, reduced once after the loop (no barrier inside a loop: the warps stream apart):
+  1. pass 1: per lane the max, min, finite count and Σ exp(s - max) (online softmax) -> m, Z.
+  2. a lower bound lo of t: top-k: the k-th largest of the BLOCK_V lane maxima (they are
+     distinct logits, so at least k logits reach it); top-p alone: m + log((1 - top_p) · Z / n)
+     (below it even n tokens hold less than the missing 1 - top_p of the mass); min-p alone: its
+     own cut.
+  3. pass 2: count the candidates s >= lo.
+  4. fast path (at most CAP candidates: top-k, or a peaked distribution): pass 3 gathers them
+     into a per-row scratch (lane i at the prefix sum of the lane counts), then the thresholds
+     come from a bisection with NP pivots on the candidates in registers (count(s >= P_j) for
+     top-k, mass(s >= P_j) = Σ exp(s - m) against top_p · mass(top-k set) for top-p) and the draw
+     is Gumbel-max over the kept candidates: argmax(s - log E), E ~ Exp(1).
+     General path (more candidates: a flat distribution, a large k): top-k by the same bisection
+     streaming the row; top-p by rejection: propose j by Gumbel-max over the tokens above a pivot,
+     accept if the mass above j is < top_p · mass(top-k set) (j is then in the top-p set, and an
+     accepted proposal is distributed as p on the kept set), else raise the pivot to s_j (no
+     token at or below it can be kept) and propose again: ~1-2 rounds of two passes.
+Random numbers: Philox4x32 (tl.randint4x) keyed by seed + row (+ round); token v of sample j uses
+counter j·ceil(V/4) + v // 4, word v % 4. E = -log(1 - u) with a series for small u, so the
+winners (small E) keep full float32 precision.
 Exactness: the kept set equals the reference's (up to float32 rounding of masses right at the
 top-p boundary), and argmax(log p - log E) over a set is distributed as p renormalized on it.
+kept_mask(...) returns the kernel's kept set (on the general path the top-p cut then comes from
+the streaming bisection, which sampling itself does not need).
 """
 from __future__ import annotations
 
@@ -182,8 +188,8 @@ def _sample_kernel(
     temp_val, topk_val, topp_val, minp_val,
     V, stride_l, seed, n_samples,
     T_ROW: tl.constexpr, K_ROW: tl.constexpr, P_ROW: tl.constexpr, MINP_ROW: tl.constexpr,
-    BLOCK_V: tl.constexpr, R: tl.constexpr, MAXT: tl.constexpr, CAP: tl.constexpr,
-    NP: tl.constexpr, NS: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
+    BLOCK_V: tl.constexpr, CAP: tl.constexpr, NP: tl.constexpr, NS: tl.constexpr,
+    MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
 ):
     row = tl.program_id(0)
     base = L + row.to(tl.int64) * stride_l
@@ -205,29 +211,34 @@ def _sample_kernel(
         min_p = minp_val
     greedy = temp <= 0.0
     inv_t = 1.0 / tl.where(greedy, 1.0, temp)
-    offs = tl.arange(0, BLOCK_V)
     V4 = (V + 3) // 4  # Philox counters per sample (4 random words each)
-
-    # ---- pass 1: max, min, finite count, Z = Σ exp(s - m) online, and the max of every
-    #      sub-tile of BLOCK_V / R logits (a cheap lower bound for the k-th largest) ----
     zero = row * 0
-    m = zero.to(tl.float32) + float("-inf")
-    mn = zero.to(tl.float32) + float("inf")
-    z = zero.to(tl.float32)
-    nf = zero
-    sub_rows = tl.arange(0, MAXT // R)[:, None]  # [MAXT/R, 1]: one row of R maxima per tile
-    sub_max = tl.full([MAXT // R, R], float("-inf"), tl.float32)
+    # Tiles are [Q, 4]: token v0 + 4q + c, so one Philox call (4 words) serves 4 tokens. Every
+    # pass keeps per-lane accumulators and reduces once after its loop: no barrier inside a
+    # loop, the warps stream independently and keep more loads in flight.
+    Q: tl.constexpr = BLOCK_V // 4
+    qq = tl.arange(0, Q)
+    flat = qq[:, None] * 4 + tl.arange(0, 4)[None, :]  # [Q, 4]
+
+    # ---- pass 1: per lane: max, min, finite count, Σ exp(s - max) (online softmax) ----
+    m_vec = tl.full([Q, 4], float("-inf"), tl.float32)
+    mn_vec = tl.full([Q, 4], float("inf"), tl.float32)
+    z_vec = tl.zeros([Q, 4], dtype=tl.float32)
+    nf_vec = tl.zeros([Q, 4], dtype=tl.int32)
     for v0 in range(0, V, BLOCK_V):
-        s = _load_s(base, v0 + offs, V, inv_t)
+        s = _load_s(base, v0 + flat, V, inv_t)
         fin = s > float("-inf")
-        m_new = tl.maximum(m, tl.max(s, axis=0))
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: exp gives 0, not NaN
-        z = z * tl.exp(m - m_sub) + tl.sum(tl.exp(s - m_sub), axis=0)
-        m = m_new
-        mn = tl.minimum(mn, tl.min(tl.where(fin, s, float("inf")), axis=0))
-        nf += tl.sum(fin.to(tl.int32), axis=0)
-        tile_sub = tl.max(tl.reshape(s, [R, BLOCK_V // R]), axis=1)  # [R]
-        sub_max = tl.where(sub_rows == v0 // BLOCK_V, tile_sub[None, :], sub_max)
+        m_new = tl.maximum(m_vec, s)
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # a lane with only -inf so far: 0, not NaN
+        z_vec = z_vec * tl.exp(m_vec - m_sub) + tl.exp(s - m_sub)
+        m_vec = m_new
+        mn_vec = tl.minimum(mn_vec, tl.where(fin, s, float("inf")))
+        nf_vec += fin.to(tl.int32)
+    m = tl.max(tl.max(m_vec, axis=1), axis=0)
+    m_sub = tl.where(m == float("-inf"), 0.0, m)
+    z = tl.sum(tl.sum(z_vec * tl.exp(m_vec - m_sub), axis=1), axis=0)  # Z = Σ exp(s - m)
+    mn = tl.min(tl.min(mn_vec, axis=1), axis=0)
+    nf = tl.sum(tl.sum(nf_vec, axis=1), axis=0)
 
     k_on = (k > 0) & (k < nf) & (~greedy)
     p_on = (top_p < 1.0) & (~greedy)
@@ -239,9 +250,10 @@ def _sample_kernel(
 
     # ---- a lower bound lo of the final threshold: every kept token has s >= lo ----
     lo = mn
-    if k_on:  # k sub-tiles have a max >= their k-th largest max: at least k logits are >= it
-        flat_sub = tl.reshape(sub_max, [MAXT])
-        lo, dom_sub = _search_regs(flat_sub, flat_sub, mn, m_up, k, 0.0, False, NP, MAX_ITERS)
+    if k_on:  # the BLOCK_V lane maxima are distinct logits: k of them reach their k-th largest
+        lane_max = tl.reshape(m_vec, [BLOCK_V])
+        lo, dom_b = _search_regs(lane_max, lane_max, mn, m_up, k, 0.0, False, NP, MAX_ITERS)
+        lo = tl.maximum(lo, mn)
         if mp_on & (~p_on):  # min-p alone decides below its cut
             lo = tl.maximum(lo, lo_mp)
     else:
@@ -250,24 +262,28 @@ def _sample_kernel(
             lo = tl.maximum(mn, bound)
         lo = tl.maximum(lo, lo_mp)
 
-    # ---- pass 2: gather the candidates s >= lo into a per-row scratch of CAP slots ----
-    nc = zero
+    # ---- pass 2: count the candidates s >= lo per lane ----
+    c_vec = tl.zeros([Q, 4], dtype=tl.int32)
     for v0 in range(0, V, BLOCK_V):
-        idx = v0 + offs
-        s = _load_s(base, idx, V, inv_t)
-        sel = (s >= lo) & (s > float("-inf"))
-        n_tile = tl.sum(sel.to(tl.int32), axis=0)
-        if (n_tile > 0) & (nc < CAP):
-            pos = nc + tl.cumsum(sel.to(tl.int32), axis=0) - 1
-            ok = sel & (pos < CAP)
-            tl.store(CAND_S + row * CAP + pos, s, mask=ok)
-            tl.store(CAND_I + row * CAP + pos, idx, mask=ok)
-        nc += n_tile
+        s = _load_s(base, v0 + flat, V, inv_t)
+        c_vec += ((s >= lo) & (s > float("-inf"))).to(tl.int32)
+    nc = tl.sum(tl.sum(c_vec, axis=1), axis=0)
 
-    t = zero.to(tl.float32) + float("-inf")  # keep s >= t (and min-p), finite s only
+    t = lo  # the kept set is {s >= t} (and min-p's condition), finite s only
     slot = tl.arange(0, CAP)
     if nc <= CAP:
-        # ---- fast path: every token that can be kept is in registers; no more passes ----
+        # ---- fast path. Pass 3 gathers the candidates into a per-row scratch, lane by lane
+        # (lane i writes at the exclusive prefix sum of the lane counts: no barrier) ----
+        c_flat = tl.reshape(c_vec, [BLOCK_V])
+        off = tl.reshape(tl.cumsum(c_flat, axis=0) - c_flat, [Q, 4])
+        for v0 in range(0, V, BLOCK_V):
+            idx = v0 + flat
+            s = _load_s(base, idx, V, inv_t)
+            sel = (s >= lo) & (s > float("-inf"))
+            tl.store(CAND_S + row * CAP + off, s, mask=sel)
+            tl.store(CAND_I + row * CAP + off, idx, mask=sel)
+            off += sel.to(tl.int32)
+        # thresholds by bisection on the candidates in registers; no further pass over the row
         cs = tl.load(CAND_S + row * CAP + slot, mask=slot < nc, other=float("-inf"))  # [CAP]
         ci = tl.load(CAND_I + row * CAP + slot, mask=slot < nc, other=0)
         e_c = tl.where(cs > float("-inf"), tl.exp(cs - m), 0.0)
@@ -286,7 +302,7 @@ def _sample_kernel(
             t = tl.maximum(t_k, lo)
         surv_c = (cs >= t) & (slot < nc)
         if mp_on:
-            surv_c = surv_c & (tl.exp(cs - m) >= min_p)
+            surv_c = surv_c & (e_c >= min_p)
         surv_c = tl.where(greedy, (cs == m) & (slot < nc), surv_c)
         for j0 in range(0, n_samples, NS):
             js = j0 + tl.arange(0, NS)  # [NS]
@@ -297,53 +313,80 @@ def _sample_kernel(
             pick = tl.min(tl.where(key == best[:, None], ci[None, :], 2147483647), axis=1)  # ties: first index
             tl.store(TOK + row.to(tl.int64) * n_samples + js, pick.to(tl.int64), mask=js < n_samples)
     else:
-        # ---- general path: bisection searches over the row, then a Gumbel-max pass ----
+        # ---- general path (many candidates: a flat distribution, a large k) ----
+        # top-k: bisection streaming the row. top-p: rejection sampling (exact): propose
+        # j ~ p on {s >= t_base, s > pivot, min-p}; keep it if the mass above it (within the
+        # top-k set) is < top_p · mass(top-k set), i.e. j is in the top-p set; otherwise no
+        # token with s <= s_j can be, so pivot = s_j and propose again. A proposal accepted is
+        # distributed as p on the kept set; a round costs two passes and accepts with
+        # probability >= top_p at the first, so ~1-2 rounds.
+        t_base = lo
         if k_on:
-            t, dom_k = _search(base, V, inv_t, m, lo, m_up, k, 0.0, 0.0, 0.0,
-                               False, BLOCK_V, NP, MAX_ITERS)
-        if p_on:
-            if k_on:
-                lo_p = tl.maximum(t, lo_mp)
-                target = zero.to(tl.float32) - 1.0  # top_p · mass of the top-k set, summed in pass 1
-            else:
-                lo_p = lo
-                target = top_p * z
-            t, dom_p = _search(base, V, inv_t, m, lo_p, m_up, k, top_p, target, t,
-                               True, BLOCK_V, NP, MAX_ITERS)
-        if (~k_on) & (~p_on):
-            t = lo
-        Q: tl.constexpr = BLOCK_V // 4
-        qq = tl.arange(0, Q)
-        comp = tl.arange(0, 4)[None, None, :]  # [1, 1, 4]
-        flat = qq[:, None] * 4 + tl.arange(0, 4)[None, :]  # [Q, 4]: token v0 + 4q + c
+            t_base, dom_k = _search(base, V, inv_t, m, lo, m_up, k, 0.0, 0.0, 0.0,
+                                    False, BLOCK_V, NP, MAX_ITERS)
+        t = t_base
+        if WRITE_MASK:  # the exact top-p cut, only for the kept mask
+            if p_on:
+                if k_on:
+                    lo_p = tl.maximum(t_base, lo_mp)
+                    target = zero.to(tl.float32) - 1.0  # top_p · mass of the top-k set, summed in pass 1
+                else:
+                    lo_p = lo
+                    target = top_p * z
+                t, dom_p = _search(base, V, inv_t, m, lo_p, m_up, k, top_p, target, t_base,
+                                   True, BLOCK_V, NP, MAX_ITERS)
+        ns_idx = tl.arange(0, NS)
         for j0 in range(0, n_samples, NS):
-            js = j0 + tl.arange(0, NS)  # [NS]
-            best = tl.full([NS], float("-inf"), tl.float32)
-            best_i = tl.zeros([NS], dtype=tl.int32)
-            for v0 in range(0, V, BLOCK_V):
-                idx = v0 + flat  # [Q, 4]
-                s = _load_s(base, idx, V, inv_t)
-                surv = (s >= t) & (s > float("-inf"))
-                if mp_on:
-                    surv = surv & (tl.exp(s - m) >= min_p)
-                surv = tl.where(greedy, s == m, surv)
-                if tl.max(tl.max(surv.to(tl.int32), axis=1), axis=0) > 0:  # tiles without a survivor draw nothing
-                    r0, r1, r2, r3 = tl.randint4x(seed + row, js[:, None] * V4 + (v0 // 4 + qq)[None, :])  # [NS, Q]
-                    r = tl.where(comp == 0, r0[:, :, None], tl.where(comp == 1, r1[:, :, None],
-                                 tl.where(comp == 2, r2[:, :, None], r3[:, :, None])))  # [NS, Q, 4]
+            js = j0 + ns_idx  # [NS]
+            pivot = tl.full([NS], float("-inf"), tl.float32)
+            done = (js >= n_samples).to(tl.int32)
+            tok = tl.zeros([NS], dtype=tl.int32)
+            rnd = zero
+            while (tl.min(done, axis=0) == 0) & (rnd <= V):
+                # proposal: Gumbel-max over the base set above each sample's pivot
+                bk = tl.full([NS, Q, 4], float("-inf"), tl.float32)
+                bi = tl.zeros([NS, Q, 4], dtype=tl.int32)
+                for v0 in range(0, V, BLOCK_V):
+                    idx = v0 + flat
+                    s = _load_s(base, idx, V, inv_t)
+                    ok = (s >= t_base) & (s > float("-inf"))
+                    if mp_on:
+                        ok = ok & (tl.exp(s - m) >= min_p)
+                    ok = tl.where(greedy, s == m, ok)
+                    r0, r1, r2, r3 = tl.randint4x(seed + row + rnd * 1000003, js[:, None] * V4 + (v0 // 4 + qq)[None, :])
+                    c4 = tl.arange(0, 4)[None, None, :]
+                    r = tl.where(c4 == 0, r0[:, :, None], tl.where(c4 == 1, r1[:, :, None],
+                                 tl.where(c4 == 2, r2[:, :, None], r3[:, :, None])))  # [NS, Q, 4]
                     key = tl.where(greedy, 0.0, s[None, :, :] - tl.log(_exp1(r)))
-                    key = tl.where(surv[None, :, :], key, float("-inf"))
-                    tile_best = tl.max(tl.max(key, axis=2), axis=1)  # [NS]
-                    hit = key == tile_best[:, None, None]
-                    tile_arg = tl.min(tl.min(tl.where(hit, idx[None, :, :], 2147483647), axis=2), axis=1)
-                    upd = tile_best > best
-                    best = tl.where(upd, tile_best, best)
-                    best_i = tl.where(upd, tile_arg, best_i)
-            tl.store(TOK + row.to(tl.int64) * n_samples + js, best_i.to(tl.int64), mask=js < n_samples)
+                    key = tl.where(ok[None, :, :] & (s[None, :, :] > pivot[:, None, None]), key, float("-inf"))
+                    upd = key > bk
+                    bk = tl.where(upd, key, bk)
+                    bi = tl.where(upd, idx[None, :, :], bi)
+                best = tl.max(tl.max(bk, axis=2), axis=1)  # [NS]
+                arg = tl.min(tl.min(tl.where(bk == best[:, None, None], bi, 2147483647), axis=2), axis=1)
+                s_j = _load_s(base, arg, V, inv_t)  # [NS] the proposals' values
+                accept = (done == 0)
+                if p_on:  # check: mass above each proposal, and the top-k set's mass
+                    gt = tl.zeros([NS, Q, 4], dtype=tl.float32)
+                    mk_vec = tl.zeros([Q, 4], dtype=tl.float32)
+                    for v0 in range(0, V, BLOCK_V):
+                        s = _load_s(base, v0 + flat, V, inv_t)
+                        e = tl.where(s > float("-inf"), tl.exp(s - m), 0.0)
+                        gt += tl.where(s[None, :, :] > s_j[:, None, None], e[None, :, :], 0.0)
+                        mk_vec += tl.where(s >= t_base, e, 0.0)
+                    mass_gt = tl.sum(tl.sum(gt, axis=2), axis=1)
+                    mass_k = tl.where(k_on, tl.sum(tl.sum(mk_vec, axis=1), axis=0), z)
+                    # the most probable token is always kept (top-p keeps at least one)
+                    accept = accept & ((mass_gt < top_p * mass_k) | (s_j >= m))
+                tok = tl.where(accept, arg, tok)
+                done = tl.where(accept, 1, done)
+                pivot = tl.where(done == 0, s_j, pivot)
+                rnd += 1
+            tl.store(TOK + row.to(tl.int64) * n_samples + js, tok.to(tl.int64), mask=js < n_samples)
 
     if WRITE_MASK:  # the kept set, for tests
         for v0 in range(0, V, BLOCK_V):
-            idx = v0 + offs
+            idx = v0 + flat
             s = _load_s(base, idx, V, inv_t)
             surv = (s >= t) & (s > float("-inf"))
             if mp_on:
@@ -364,14 +407,9 @@ def _config(V: int, n_samples: int, override: dict | None = None) -> dict:
     if _interpreting():
         cfg = dict(BLOCK_V=min(512, max(16, triton.next_power_of_2(V))), NP=8, CAP=256, num_warps=4, ns_elems=16384)
     else:
-        cfg = dict(BLOCK_V=min(1024, max(64, triton.next_power_of_2(V))), NP=16, CAP=1024, num_warps=8, ns_elems=4096)
+        cfg = dict(BLOCK_V=min(4096, max(64, triton.next_power_of_2(V))), NP=8, CAP=1024, num_warps=8, ns_elems=4096)
     cfg["CAP"] = min(cfg["CAP"], triton.next_power_of_2(V))  # a short row needs no more slots
     cfg.update(override or {})
-    n_tiles = triton.cdiv(V, cfg["BLOCK_V"])
-    # R sub-tile maxima per tile, at most ~2048 in all (searched once per row for top-k's bound)
-    R = cfg.get("R") or max(1, min(8, cfg["BLOCK_V"] // 4, triton.next_power_of_2(max(1, 2048 // n_tiles)) // 2))
-    cfg["R"] = R
-    cfg["MAXT"] = max(triton.next_power_of_2(n_tiles * R), R)
     width = max(cfg["BLOCK_V"], cfg["CAP"])
     cfg["NS"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), cfg.pop("ns_elems") // width))
     return cfg
@@ -443,8 +481,8 @@ def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: 
         float(t_val), int(k_val), float(p_val), float(mp_val),
         V, logits.stride(0), seed & 0x3FFFFFFF, n_samples,
         T_ROW=t_ptr is not None, K_ROW=k_ptr is not None, P_ROW=p_ptr is not None, MINP_ROW=mp_ptr is not None,
-        BLOCK_V=cfg["BLOCK_V"], R=cfg["R"], MAXT=cfg["MAXT"], CAP=cfg["CAP"],
-        NP=cfg["NP"], NS=cfg["NS"], MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
+        BLOCK_V=cfg["BLOCK_V"], CAP=cfg["CAP"], NP=cfg["NP"], NS=cfg["NS"],
+        MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
         num_warps=cfg["num_warps"],
     )
     return tokens, mask

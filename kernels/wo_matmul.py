@@ -20,17 +20,22 @@ Formats (QuantizedWeight):
                      group (widened to contain 0) is split into 15 steps, zero = round(-min/scale).
 
 Kernel: grid (N / BLOCK_N, SPLIT_K). Each program streams a [BLOCK_N, K / SPLIT_K] stripe of codes
-with wide loads, dequantizes (code - zero) · scale in float32 and either
-  * M = 1: multiplies by x in registers and accumulates a [BLOCK_N, BLOCK_K] tile, reduced once at
-    the end (no tensor cores: a GEMV has 1 FLOP per weight, the ALUs keep up), or
-  * M > 1: rounds the tile to x's dtype and runs tl.dot with x padded to 16 rows.
+and either
+  * M = 1: multiplies codes by x in registers (no tensor cores: a GEMV does 1 FLOP per weight,
+    the ALUs keep up). int8: a [BLOCK_N, BLOCK_K] float32 accumulator, reduced and scaled once at
+    the end. int4: tiles of whole groups viewed as [BLOCK_N, groups, GROUP/2 bytes] (so a
+    group's scale broadcasts without a reshape); per lane acc += scale·((lo - z)·x_even +
+    (hi - z)·x_odd), reduced across lanes once after the loop (no shuffles inside it).
+  * M > 1: dequantizes (code - zero)·scale one group at a time into x's dtype and runs tl.dot
+    with x padded to 16 rows.
 For int4 the even and odd k of x are loaded separately, so the nibbles are never interleaved.
-SPLIT_K > 1 (small N: too few programs to fill the GPU) adds partial sums with float32 atomics.
+SPLIT_K > 1 (small N: too few programs to fill the GPU) adds partial sums with float32 atomics
+into a zeroed buffer (then one cast to x's dtype).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -76,7 +81,7 @@ def _wo_matmul_kernel(
     stride_xm, stride_wn, stride_sn, stride_zn, stride_ym,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    USE_DOT: tl.constexpr, ATOMIC: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_K: tl.constexpr,
+    USE_DOT: tl.constexpr, ATOMIC: tl.constexpr, DOT_PRECISION: tl.constexpr, X_WORDS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -90,11 +95,12 @@ def _wo_matmul_kernel(
 
     if USE_DOT:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    else:
-        acc2 = tl.zeros([BLOCK_N, ACC_K], dtype=tl.float32)  # reduced over K once, at the end
 
     if BITS == 8:
+        if not USE_DOT:
+            acc2 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)  # reduced over K once, at the end
         for k0 in range(k_lo, k_hi, BLOCK_K):
+            k0 = tl.multiple_of(k0, BLOCK_K)  # (k_per_split is a multiple of BLOCK_K): wide loads
             kk = k0 + tl.arange(0, BLOCK_K)  # [BK]
             k_mask = kk < k_hi
             q = tl.load(w_rows + kk[None, :], mask=n_mask[:, None] & k_mask[None, :], other=0)  # int8 [BN, BK]
@@ -110,41 +116,71 @@ def _wo_matmul_kernel(
         else:
             acc = (tl.sum(acc2, axis=1) * s)[None, :]  # [1, BN]
     else:
-        HALF_K: tl.constexpr = BLOCK_K // 2  # bytes per row per tile
-        GPT: tl.constexpr = BLOCK_K // GROUP if BLOCK_K >= GROUP else 1  # groups per tile
-        BPG: tl.constexpr = HALF_K // GPT  # bytes per group inside the tile
-        jj = tl.arange(0, HALF_K)
-        for k0 in range(k_lo, k_hi, BLOCK_K):
-            k_even = k0 + 2 * jj  # [HALF_K] the k of each byte's low nibble
-            k_mask = k_even < k_hi
-            wmask = n_mask[:, None] & k_mask[None, :]
-            byte = tl.load(w_rows + (k0 // 2 + jj)[None, :], mask=wmask, other=0)  # uint8 [BN, HALF_K]
-            lo = (byte & 0xF).to(tl.float32)
-            hi = (byte >> 4).to(tl.float32)
-            g = k0 // GROUP + tl.arange(0, GPT)  # [GPT] the groups this tile touches
-            g_mask = n_mask[:, None] & (g * GROUP < k_hi)[None, :]
-            s = tl.load(S + offs_n[:, None] * stride_sn + g[None, :], mask=g_mask, other=0.0).to(tl.float32)  # [BN, GPT]
-            if HAS_ZERO:
-                z = tl.load(Z + offs_n[:, None] * stride_zn + g[None, :], mask=g_mask, other=0).to(tl.float32)
-            else:
-                z = tl.full([BLOCK_N, GPT], 8.0, tl.float32)
-            # (code - zero) · scale per group: view the tile as [BN, GPT, BPG] to broadcast
-            lo = tl.reshape((tl.reshape(lo, [BLOCK_N, GPT, BPG]) - z[:, :, None]) * s[:, :, None], [BLOCK_N, HALF_K])
-            hi = tl.reshape((tl.reshape(hi, [BLOCK_N, GPT, BPG]) - z[:, :, None]) * s[:, :, None], [BLOCK_N, HALF_K])
-            if USE_DOT:
-                xm = m_mask[:, None] & k_mask[None, :]
-                xe = tl.load(X + offs_m[:, None] * stride_xm + k_even[None, :], mask=xm, other=0.0)  # [BM, HALF_K]
-                xo = tl.load(X + offs_m[:, None] * stride_xm + k_even[None, :] + 1, mask=xm, other=0.0)
-                acc = tl.dot(xe, tl.trans(lo.to(xe.dtype)), acc, input_precision=DOT_PRECISION)
-                acc = tl.dot(xo, tl.trans(hi.to(xo.dtype)), acc, input_precision=DOT_PRECISION)
-            else:
-                xe = tl.load(X + k_even, mask=k_mask, other=0.0)  # [HALF_K]
-                xo = tl.load(X + k_even + 1, mask=k_mask, other=0.0)
-                acc2 += lo * xe.to(tl.float32)[None, :] + hi * xo.to(tl.float32)[None, :]
-        if not USE_DOT:
-            acc = tl.sum(acc2, axis=1)[None, :]  # [1, BN]
+        # int4: a tile is GPT whole groups of GROUP k (HB = GROUP/2 bytes a row each), so a
+        # group's scale and zero-point broadcast over its bytes without any reshape. Codes
+        # become floats with the 2^23 trick: (c | 0x4B000000) read as float32 is 2^23 + c,
+        # so one integer OR and one float subtract give c - zero exactly (no int->float op,
+        # which runs at a quarter of the FMA rate).
+        HB: tl.constexpr = GROUP // 2
+        GPT: tl.constexpr = BLOCK_K // GROUP
+        if USE_DOT:
+            jj = tl.arange(0, HB)
+            for k0 in range(k_lo, k_hi, BLOCK_K):
+                k0 = tl.multiple_of(k0, BLOCK_K)
+                for gg in tl.static_range(GPT):
+                    kg = k0 + gg * GROUP  # first k of this group
+                    ok = (kg + 2 * jj) < k_hi  # [HB]: the whole group, or none of it
+                    byte = tl.load(Wq + offs_n.to(tl.int64)[None, :] * stride_wn + (kg // 2 + jj)[:, None],
+                                   mask=n_mask[None, :] & ok[:, None], other=0).to(tl.int32)  # [HB, BN]: W^T
+                    g_ok = n_mask & (kg + tl.zeros_like(offs_n) < k_hi)  # (a vector: the interpreter wants one)
+                    s = tl.load(S + offs_n * stride_sn + kg // GROUP, mask=g_ok, other=0.0).to(tl.float32)  # [BN]
+                    if HAS_ZERO:
+                        z = tl.load(Z + offs_n * stride_zn + kg // GROUP, mask=g_ok, other=0).to(tl.float32)
+                    else:
+                        z = tl.full([BLOCK_N], 8.0, tl.float32)
+                    zb = (z + 8388608.0)[None, :]
+                    w_lo = ((((byte & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - zb) * s[None, :])
+                    w_hi = ((((byte >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - zb) * s[None, :])
+                    xm = m_mask[:, None] & ok[None, :]
+                    xe = tl.load(X + offs_m[:, None] * stride_xm + (kg + 2 * jj)[None, :], mask=xm, other=0.0)  # [BM, HB]
+                    xo = tl.load(X + offs_m[:, None] * stride_xm + (kg + 2 * jj + 1)[None, :], mask=xm, other=0.0)
+                    acc = tl.dot(xe, w_lo.to(xe.dtype), acc, input_precision=DOT_PRECISION)
+                    acc = tl.dot(xo, w_hi.to(xo.dtype), acc, input_precision=DOT_PRECISION)
+        else:
+            gi = tl.arange(0, GPT)[None, :, None]  # [1, GPT, 1]
+            bi = tl.arange(0, HB)[None, None, :]  # [1, 1, HB]
+            acc3 = tl.zeros([BLOCK_N, GPT, HB], dtype=tl.float32)  # reduced once, after the loop
+            for k0 in range(k_lo, k_hi, BLOCK_K):
+                k0 = tl.multiple_of(k0, BLOCK_K)  # tells the compiler the loads are aligned: 16 B wide
+                g = k0 // GROUP + tl.arange(0, GPT)  # [GPT]
+                g_ok = g * GROUP < k_hi
+                jb = k0 // 2 + gi * HB + bi  # [1, GPT, HB] byte index along the row
+                byte = tl.load(Wq + offs_n.to(tl.int64)[:, None, None] * stride_wn + jb,
+                               mask=n_mask[:, None, None] & g_ok[None, :, None], other=0).to(tl.int32)  # [BN, GPT, HB]
+                if X_WORDS == 1:  # bf16 x read as int32 words (k even, k odd): bf16 -> f32 is a shift
+                    xw = tl.load(X + jb, mask=g_ok[None, :, None], other=0)  # [1, GPT, HB]
+                    xe = (xw << 16).to(tl.float32, bitcast=True)
+                    xo = (xw & -65536).to(tl.float32, bitcast=True)
+                elif X_WORDS == 2:  # fp16 pairs as int32 words
+                    xw = tl.load(X + jb, mask=g_ok[None, :, None], other=0)
+                    xe = (xw & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                    xo = (xw >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                else:  # float32 x: two strided loads
+                    xe = tl.load(X + 2 * jb, mask=g_ok[None, :, None], other=0.0).to(tl.float32)  # [1, GPT, HB]
+                    xo = tl.load(X + 2 * jb + 1, mask=g_ok[None, :, None], other=0.0).to(tl.float32)
+                gmask = n_mask[:, None] & g_ok[None, :]
+                s = tl.load(S + offs_n[:, None] * stride_sn + g[None, :], mask=gmask, other=0.0).to(tl.float32)  # [BN, GPT]
+                if HAS_ZERO:
+                    z = tl.load(Z + offs_n[:, None] * stride_zn + g[None, :], mask=gmask, other=0).to(tl.float32)
+                else:
+                    z = tl.full([BLOCK_N, GPT], 8.0, tl.float32)
+                zb = (z + 8388608.0)[:, :, None]
+                c_lo = ((byte & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - zb  # code - zero, exact
+                c_hi = ((byte >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - zb
+                acc3 += s[:, :, None] * (c_lo * xe + c_hi * xo)  # per lane: no shuffles in the loop
+            acc = tl.sum(tl.sum(acc3, axis=2), axis=1)[None, :]  # [1, BN]
 
-    out_m = offs_m if USE_DOT else tl.arange(0, 1)
+    out_m = offs_m if USE_DOT else tl.arange(0, 1)  # (BLOCK_M rows of x on the tl.dot path)
     y_ptrs = Y + out_m[:, None] * stride_ym + offs_n[None, :]
     y_mask = (out_m[:, None] < M) & n_mask[None, :]
     if ATOMIC:
@@ -163,9 +199,18 @@ class WoConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
+    use_dot: bool | None = None  # None: tl.dot for M > 1, the FMA path for M = 1
 
 
-INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1)
+INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1)  # block_k >= group (int4)
+
+# (M == 1, bits) -> (block_n, block_k, num_warps, use_dot)
+_TILES = {
+    (True, 8): (16, 256, 4, False),
+    (True, 4): (16, 512, 4, False),
+    (False, 8): (64, 128, 8, True),
+    (False, 4): (64, 128, 4, True),
+}
 
 
 def _interpreting() -> bool:
@@ -173,18 +218,16 @@ def _interpreting() -> bool:
 
 
 def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 132) -> WoConfig:
-    """Enough programs to fill the GPU (≈ 2 per SM), tiles that read ≥ 128 B per row per step."""
-    if M == 1:
-        block_n, block_k, warps = 16, (512 if bits == 4 else 256), 4
-    else:
-        block_n, block_k, warps = 32, (256 if bits == 4 else 128), 4
-    block_k = min(block_k, max(triton.next_power_of_2(K), 32))
+    """The tile table above, then split K until there are ≈ 2 programs per SM (a GEMV with few
+    output rows per program needs many programs in flight to cover DRAM latency)."""
+    block_n, block_k, warps, use_dot = _TILES[(M == 1, bits)]
     if bits == 4:
-        block_k = max(block_k, group_size) if block_k >= group_size else block_k
+        block_k = max(group_size, block_k // group_size * group_size)
+    block_k = min(block_k, max(triton.next_power_of_2(K), group_size if bits == 4 else 32))
     programs_n = triton.cdiv(N, block_n)
     steps = triton.cdiv(K, block_k)
-    split_k = max(1, min(steps // 2, triton.cdiv(2 * n_sm, programs_n)))
-    return WoConfig(block_n, block_k, split_k, warps, 3)
+    split_k = max(1, min(steps // 2, 8, triton.cdiv(2 * n_sm, programs_n)))
+    return WoConfig(block_n, block_k, split_k, warps, 3, use_dot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,24 +269,36 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = No
     if qw.qweight.shape != want:
         _fail("qw.qweight", f"has shape {tuple(qw.qweight.shape)}; a {qw.bits}-bit [{N}, {K}] weight needs {want}")
 
-    cfg = config or (INTERPRET_CONFIG if _interpreting() else pick_config(M, N, K, qw.bits, qw.group_size, _n_sm(x.device)))
-    if qw.bits == 4 and cfg.block_k % qw.group_size and qw.group_size % cfg.block_k:
-        _fail("config", f"block_k={cfg.block_k} must divide or be a multiple of group_size={qw.group_size}")
-    use_dot = M > 1
+    if config is not None:
+        cfg = config
+    elif _interpreting():
+        cfg = replace(INTERPRET_CONFIG, block_k=max(INTERPRET_CONFIG.block_k, qw.group_size if qw.bits == 4 else 0))
+    else:
+        cfg = pick_config(M, N, K, qw.bits, qw.group_size, _n_sm(x.device))
+    if qw.bits == 4 and cfg.block_k % qw.group_size:
+        _fail("config", f"block_k={cfg.block_k} must be a multiple of group_size={qw.group_size} (a tile holds whole groups)")
+    use_dot = M > 1 if cfg.use_dot is None else bool(cfg.use_dot)
+    if use_dot and cfg.block_n < 16:
+        _fail("config", f"block_n={cfg.block_n} must be >= 16 on the tl.dot path")
     block_m = 16 if use_dot else 1
     k_per_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
     split_k = triton.cdiv(K, k_per_split)
     atomic = split_k > 1
     y = torch.zeros((M, N), dtype=torch.float32, device=x.device) if atomic else torch.empty((M, N), dtype=x.dtype, device=x.device)
     zero = qw.zero if qw.zero is not None else qw.scale  # never read when HAS_ZERO is off
+    # int4 GEMV: 16-bit x is read as int32 words, one (even k, odd k) pair per word
+    x_words = 0
+    xk, stride_xm = x, x.stride(0)
+    if qw.bits == 4 and not use_dot and x.dtype != torch.float32 and x.stride(0) % 2 == 0 and x.data_ptr() % 4 == 0:
+        x_words = 1 if x.dtype == torch.bfloat16 else 2
+        xk, stride_xm = x.view(torch.int32), x.stride(0) // 2
     _wo_matmul_kernel[(triton.cdiv(N, cfg.block_n), split_k)](
-        x, qw.qweight, qw.scale, zero, y,
+        xk, qw.qweight, qw.scale, zero, y,
         M, N, K, k_per_split,
-        x.stride(0), qw.qweight.stride(0), qw.scale.stride(0), zero.stride(0), y.stride(0),
+        stride_xm, qw.qweight.stride(0), qw.scale.stride(0), zero.stride(0), y.stride(0),
         BITS=qw.bits, GROUP=qw.group_size, HAS_ZERO=qw.zero is not None,
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        USE_DOT=use_dot, ATOMIC=atomic, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        ACC_K=cfg.block_k if qw.bits == 8 else cfg.block_k // 2,
+        USE_DOT=use_dot, ATOMIC=atomic, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", X_WORDS=x_words,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return y.to(x.dtype) if atomic else y

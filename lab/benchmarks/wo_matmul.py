@@ -1,12 +1,13 @@
 """Benchmark suite: weight-only quantized GEMV/GEMM at decode batch sizes (M = 1, 4, 16).
 
 Implementations, on the same bf16 x [M, K] and weight W [N, K] (nn.Linear layout):
-  impl=triton-int4     kernels.wo_matmul, int4 group 128, symmetric (quant=int4-g128-sym)
-                       and asymmetric with zero-points (quant=int4-g128-asym)
+  impl=triton-int4     kernels.wo_matmul, int4 group 128 (64 where K = 576 is no multiple of
+                       128), symmetric (quant=int4-gG-sym) and asymmetric with zero-points
+                       (quant=int4-gG-asym)
   impl=triton-int8     kernels.wo_matmul, int8 per output channel
   impl=cublas-bf16     F.linear(x, W) in bf16: the dense baseline (cuBLAS)
   impl=tinygemm-int4   torch._weight_int4pack_mm (gpt-fast / torchao's int4 kernel) on the same
-                       int4 g128 codes and scales, when this torch has it on CUDA
+                       int4 codes and scales, when this torch has it on CUDA
   impl=torch-int8      torch._weight_int8pack_mm on the same int8 codes, when available
 Bytes: the weight as stored (codes + scales + zero-points, or bf16) plus x and y
 (kernels.wo_matmul.bytes_moved): at M <= 16 the weight dominates, so GB/s against the copy
@@ -42,6 +43,11 @@ from kernels.wo_matmul import (
 from lab.records import PointFailed, Recorder
 
 GROUP = 128
+
+
+def group_for(K: int) -> int:
+    """128, or 64 where K is no multiple of 128 (SmolLM2's K = 576 = 9·64)."""
+    return GROUP if K % GROUP == 0 else 64
 
 
 def shapes(size: str) -> list[tuple[int, int]]:
@@ -82,11 +88,9 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
     gen = torch.Generator(device=device).manual_seed(0)
     for N, K in shapes(size):
         w = (torch.randn(N, K, device=device, generator=gen) * 0.02).to(dtype)
-        schemes = {
-            ("triton-int4", "int4-g128-sym"): quantize_int4(w, GROUP, symmetric=True),
-            ("triton-int4", "int4-g128-asym"): quantize_int4(w, GROUP, symmetric=False),
-            ("triton-int8", "int8"): quantize_int8(w),
-        }
+        G = group_for(K)
+        int4 = {f"int4-g{G}-sym": quantize_int4(w, G, symmetric=True), f"int4-g{G}-asym": quantize_int4(w, G, symmetric=False)}
+        schemes = {**{("triton-int4", q): qw for q, qw in int4.items()}, ("triton-int8", "int8"): quantize_int8(w)}
         for M in batches(size):
             cols = dict(kernel="wo_matmul", M=M, N=N, K=K, dtype=str(dtype).removeprefix("torch."))
             with rec.point(**cols):
@@ -112,12 +116,12 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                                      bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())).median_ms
                         rec.metric("speedup_vs_cublas", latency["cublas"] / t, "x", method="median latency, cublas-bf16 / this")
 
-                for quant in ("int4-g128-sym", "int4-g128-asym"):
-                    with rec.point(impl="tinygemm-int4", quant=quant, group_size=GROUP):
+                for quant in int4:
+                    with rec.point(impl="tinygemm-int4", quant=quant, group_size=G):
                         if device.type != "cuda" or not hasattr(torch, "_weight_int4pack_mm"):
                             rec.skipped("torch._weight_int4pack_mm needs CUDA and a torch that has it")
                             continue
-                        qw = schemes[("triton-int4", quant)]
+                        qw = int4[quant]
                         try:
                             packed, sz, g = tinygemm_pack(qw)
                             fn = lambda: torch._weight_int4pack_mm(x, packed, g, sz)
@@ -178,44 +182,55 @@ def _graph_time_us(make_fn, copies: int, reps: int = 3) -> float:
     return best
 
 
-def tune_configs(M: int, bits: int) -> list[WoConfig]:
-    if M == 1:
-        tiles = [(16, 256, 4), (16, 512, 4), (32, 256, 4), (32, 512, 8), (64, 256, 8), (8, 512, 4), (16, 1024, 8)]
-    else:
-        tiles = [(32, 128, 4), (32, 256, 4), (64, 128, 4), (64, 256, 8), (16, 256, 4), (128, 128, 8), (16, 512, 4)]
-    if bits == 8:
-        tiles = [(n, max(64, k // 2), w) for n, k, w in tiles]
-    return [WoConfig(n, k, s, w, 3) for (n, k, w), s in itertools.product(tiles, (1, 2, 4, 8))]
+FMA_TILES = [(8, 512, 4), (16, 256, 4), (16, 512, 4), (16, 1024, 8), (32, 512, 8)]  # (block_n, block_k, warps)
+DOT_TILES = [(16, 256, 4), (32, 128, 4), (64, 128, 4), (64, 256, 8), (128, 128, 8)]
+
+
+def tune_configs(M: int, bits: int, group: int) -> list[WoConfig]:
+    """At M = 1 both the FMA and the tl.dot path are tried; at M > 1 the tl.dot path."""
+    tiles = [(t, False) for t in FMA_TILES] * (M == 1) + [(t, True) for t in DOT_TILES]
+    out = []
+    for ((n, k, w), dot), s in itertools.product(tiles, (1, 2, 4, 8)):
+        if bits == 4:
+            k = max(group, k // group * group)
+        out.append(WoConfig(n, k, s, w, 3, dot))
+    return list(dict.fromkeys(out))
 
 
 def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: float = 100e6, top: int = 3) -> list[dict]:
-    """Sweep tune_configs on the current GPU; returns one row per (N, K, M, scheme, config)."""
+    """Sweep tune_configs on the current GPU (each config also checked against the dequantized
+    reference); prints the best per shape and returns one row per (N, K, M, scheme, config)."""
     dev = torch.device("cuda")
     rows = []
     for N, K in shape_list or shapes("full"):
         w = torch.randn(N, K, device=dev) * 0.02
+        G = group_for(K)
         for scheme in schemes:
-            qw = quantize_int4(w, GROUP, True) if scheme == "int4" else quantize_int8(w)
+            qw = quantize_int4(w, G, True) if scheme == "int4" else quantize_int8(w)
             copies = int(min(64, max(2, math.ceil(l2_bytes / qw.nbytes))))
             qws = [QuantizedWeight(qw.qweight.clone(), qw.scale.clone(), None, qw.bits, qw.group_size, qw.shape, qw.dtype) for _ in range(copies)]
+            wd = dequantize(qw, torch.float64)
             for M in Ms:
                 x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+                ref = x.double() @ wd.T
                 dense = [w.to(torch.bfloat16).clone() for _ in range(min(copies, max(2, math.ceil(l2_bytes / (N * K * 2)))))]
                 base = _graph_time_us(lambda i: (lambda: F.linear(x, dense[i])), len(dense))
                 results = []
-                for cfg in tune_configs(M, qw.bits):
-                    if qw.bits == 4 and cfg.block_k % GROUP and GROUP % cfg.block_k:
-                        continue
+                for cfg in tune_configs(M, qw.bits, G):
                     try:
+                        err = _rel_err(wo_matmul(x, qws[0], cfg), ref)
                         us = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i], cfg)), copies)
                     except Exception as e:  # a config that does not compile or fit: skip it
-                        print(f"  skip {cfg}: {type(e).__name__}")
+                        print(f"  skip {cfg}: {type(e).__name__}: {str(e)[:120]}")
+                        continue
+                    if err > 2e-2:
+                        print(f"  WRONG {cfg}: rel err {err:.3g}")
                         continue
                     results.append((us, cfg))
                     rows.append(dict(N=N, K=K, M=M, scheme=scheme, cfg=cfg, us=us, cublas_us=base))
                 results.sort(key=lambda r: r[0])
                 heur = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i])), copies)
-                best = " | ".join(f"{us:.1f}us n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps}" for us, c in results[:top])
+                best = " | ".join(f"{us:.1f}us {'dot' if c.use_dot else 'fma'} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps}" for us, c in results[:top])
                 print(f"N={N} K={K} M={M} {scheme}: cublas {base:.1f}us heuristic {heur:.1f}us best {best}", flush=True)
             del qws
         del w

@@ -77,11 +77,20 @@ def test_matches_dequantized_reference(scheme, M, dtype):
 def test_split_k_and_ragged_k(scheme, M):
     """split_k > 1 (float32 atomics) and a K that is not a multiple of block_k."""
     g = seeded("split", scheme, M)
-    N, K = 50, 640  # block_k 256 -> 2.5 steps; 3 splits of 256 (the last one ragged)
+    N, K = 50, 640  # block_k 256 -> 2.5 steps; 3 splits of 256 (the last one ragged: half a tile)
     qw = SCHEMES[scheme](torch.randn(N, K, generator=g)).to(DEVICE)
     x = torch.randn(M, K, generator=g).to(DEVICE)
     check(x, qw, WoConfig(block_n=16, block_k=256, split_k=3, num_warps=4, num_stages=2))
-    check(x, qw, WoConfig(block_n=32, block_k=32 if qw.bits == 4 and qw.group_size > 32 else 64, split_k=1))
+    check(x, qw, WoConfig(block_n=32, block_k=qw.group_size if qw.bits == 4 else 64, split_k=1))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4-g32-sym", "int4-g128-asym"])
+def test_m1_on_the_dot_path(scheme):
+    """The tuner may pick tl.dot (x padded to 16 rows) for M = 1: same answer."""
+    g = seeded("m1dot", scheme)
+    qw = SCHEMES[scheme](torch.randn(24, 256, generator=g)).to(DEVICE)
+    x = torch.randn(1, 256, generator=g).to(DEVICE, torch.float16)
+    check(x, qw, WoConfig(block_n=16, block_k=128, split_k=2, use_dot=True))
 
 
 def test_strided_x():
@@ -159,8 +168,10 @@ def test_launcher_errors():
     with pytest.raises(ValueError, match=r"qw must be a QuantizedWeight"):
         wo_matmul(torch.randn(2, 64, device=DEVICE), torch.randn(16, 64))
     q4 = quantize_int4(torch.randn(16, 256), 128).to(DEVICE)
-    with pytest.raises(ValueError, match=r"block_k=96 must divide or be a multiple of group_size=128"):
-        wo_matmul(torch.randn(1, 256, device=DEVICE), q4, WoConfig(16, 96))
+    with pytest.raises(ValueError, match=r"block_k=64 must be a multiple of group_size=128"):
+        wo_matmul(torch.randn(1, 256, device=DEVICE), q4, WoConfig(16, 64))
+    with pytest.raises(ValueError, match=r"block_n=8 must be >= 16 on the tl.dot path"):
+        wo_matmul(torch.randn(1, 256, device=DEVICE), q4, WoConfig(8, 128, use_dot=True))
 
 
 def test_quantizer_errors():
