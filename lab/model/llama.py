@@ -82,11 +82,15 @@ class AttnContext:
     key_mask: Optional[torch.Tensor] = None  # [B, S] True where a slot holds a real token
     layer: int = 0
     extra: dict = field(default_factory=dict)  # scratch for variants (e.g. per-layer state)
+    _memo: dict = field(default_factory=dict, repr=False)  # per-forward: the mask and cast tables are built once, not per layer
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """RoPE in the rotate-half convention on x: [B, H, T, D] (D may exceed the table's width:
         only the first cos.shape[-1] dims rotate)."""
-        return apply_rotary(x, self.cos, self.sin)
+        key = ("rot", x.dtype)
+        if key not in self._memo:
+            self._memo[key] = (self.cos[:, None].to(x.dtype), self.sin[:, None].to(x.dtype))  # [B, 1, T, R]
+        return _rotate_half(x, *self._memo[key])
 
     def mask(self, T: int, S: int, device=None) -> torch.Tensor:
         """[B|1, 1, T, S] bool, True where query t may attend to key slot s: causal in slot
@@ -94,23 +98,30 @@ class AttnContext:
         only to valid slots. A query always sees its own slot, so a padding query (whose own slot is
         invalid) attends to itself alone: no row is all -inf, and no kernel makes NaN there."""
         device = device or self.pos.device
-        q_slot = torch.arange(T, device=device)[:, None] + (S - T)
-        k_slot = torch.arange(S, device=device)[None, :]
-        allowed = (k_slot <= q_slot)[None, None]  # [1, 1, T, S]
-        if self.key_mask is not None:
-            allowed = allowed & (self.key_mask[:, None, None, :S] | (k_slot == q_slot))  # [B, 1, T, S]
-        return allowed
+        key = ("mask", T, S, str(device), id(self.key_mask))
+        if key not in self._memo:
+            q_slot = torch.arange(T, device=device)[:, None] + (S - T)
+            k_slot = torch.arange(S, device=device)[None, :]
+            allowed = (k_slot <= q_slot)[None, None]  # [1, 1, T, S]
+            if self.key_mask is not None:
+                allowed = allowed & (self.key_mask[:, None, None, :S] | (k_slot == q_slot))  # [B, 1, T, S]
+            self._memo[key] = allowed
+        return self._memo[key]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: [B, H, T, D]; cos, sin: [B, T, R] with R <= D and even. Rotate-half convention
     (pairs (i, i + R/2)), as in Hugging Face Llama."""
+    return _rotate_half(x, cos[:, None].to(x.dtype), sin[:, None].to(x.dtype))
+
+
+def _rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, T, D]; cos, sin: [B, 1, T, R] already in x's dtype."""
     R = cos.shape[-1]
-    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # [B, 1, T, R]
-    xr, xp = x[..., :R], x[..., R:]
+    xr = x[..., :R]
     x1, x2 = xr[..., : R // 2], xr[..., R // 2 :]
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return torch.cat((xr * cos + rotated * sin, xp), dim=-1)
+    out = xr * cos + torch.cat((-x2, x1), dim=-1) * sin
+    return out if R == x.shape[-1] else torch.cat((out, x[..., R:]), dim=-1)
 
 
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttnContext, scale: float | None = None) -> torch.Tensor:
