@@ -109,7 +109,10 @@ def _wo_matmul_kernel(
                 acc = tl.dot(x, tl.trans(q.to(x.dtype)), acc, input_precision=DOT_PRECISION)  # int8 is exact in bf16/fp16
             else:
                 x = tl.load(X + kk, mask=k_mask, other=0.0).to(tl.float32)  # [BK]
-                acc2 += q.to(tl.float32) * x[None, :]
+                # int8 -> float32 by the 2^23 trick (q + 128 in the mantissa): exact, and full-rate
+                # integer/float ops instead of a quarter-rate int->float conversion per weight
+                qf = (((q.to(tl.int32) + 128) | 0x4B000000).to(tl.float32, bitcast=True) - 8388736.0)
+                acc2 += qf * x[None, :]
         s = tl.load(S + offs_n * stride_sn, mask=n_mask, other=0.0).to(tl.float32)  # [BN] per channel
         if USE_DOT:
             acc = acc * s[None, :]
@@ -190,7 +193,7 @@ def _wo_matmul_kernel(
 
 
 # ---------------------------------------------------------------------------------------------
-# Configs: a heuristic table, measured on an H100 (see lab/benchmarks/wo_matmul.py: `tune`)
+# Configs: a heuristic table (re-measure with lab/benchmarks/wo_matmul.py: `tune`)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WoConfig:
@@ -205,9 +208,12 @@ class WoConfig:
 INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1)  # block_k >= group (int4)
 
 # (M == 1, bits) -> (block_n, block_k, num_warps, use_dot)
+# Set from PTX instruction counts (instructions per weight, barriers inside the K loop) and a
+# first H200 sweep of an earlier version of this kernel (int8 M = 1: 16×256, 4 warps; tl.dot at
+# M = 4/16: 64×128); `lab/benchmarks/wo_matmul.py: tune` re-measures them.
 _TILES = {
     (True, 8): (16, 256, 4, False),
-    (True, 4): (16, 512, 4, False),
+    (True, 4): (8, 1024, 4, False),
     (False, 8): (64, 128, 8, True),
     (False, 4): (64, 128, 4, True),
 }
@@ -219,15 +225,16 @@ def _interpreting() -> bool:
 
 def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 132) -> WoConfig:
     """The tile table above, then split K until there are ≈ 2 programs per SM (a GEMV with few
-    output rows per program needs many programs in flight to cover DRAM latency)."""
+    output rows per program needs many programs in flight to cover DRAM latency), shrinking
+    block_k (not below a group, or 64) so that every split still has a tile to stream."""
     block_n, block_k, warps, use_dot = _TILES[(M == 1, bits)]
-    if bits == 4:
-        block_k = max(group_size, block_k // group_size * group_size)
-    block_k = min(block_k, max(triton.next_power_of_2(K), group_size if bits == 4 else 32))
-    programs_n = triton.cdiv(N, block_n)
-    steps = triton.cdiv(K, block_k)
-    split_k = max(1, min(steps // 2, 8, triton.cdiv(2 * n_sm, programs_n)))
-    return WoConfig(block_n, block_k, split_k, warps, 3, use_dot)
+    min_k = group_size if bits == 4 else 64
+    block_k = max(block_k, min_k)
+    split = max(1, min(16, triton.cdiv(2 * n_sm, triton.cdiv(N, block_n))))
+    while block_k > min_k and block_k > triton.cdiv(K, split):
+        block_k //= 2
+    split = max(1, min(split, triton.cdiv(K, block_k)))
+    return WoConfig(block_n, block_k, split, warps, 3, use_dot)
 
 
 # ---------------------------------------------------------------------------------------------
