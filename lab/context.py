@@ -77,11 +77,12 @@ class RunContext:
         import copy
 
         base = self.loaded(dtype).model
-        model = copy.deepcopy(base) if not reference else base
-        if not reference:
-            for group in MODEL_TRANSFORMS:
-                entry, cfg = self.variant(group)
-                entry.fn(model, cfg)
+        transforms = [self.variant(g) for g in MODEL_TRANSFORMS]
+        if reference or all(e.reference and c == e.default_config() for e, c in transforms):
+            return base.eval()  # nothing to change: no copy (an 8B model's copy is 16 GB more)
+        model = copy.deepcopy(base)
+        for entry, cfg in transforms:
+            entry.fn(model, cfg)
         return model.eval()
 
     def tokenizer(self):
