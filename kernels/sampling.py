@@ -283,6 +283,7 @@ def _sample_kernel(
             tl.store(CAND_S + row * CAP + off, s, mask=sel)
             tl.store(CAND_I + row * CAP + off, idx, mask=sel)
             off += sel.to(tl.int32)
+        tl.debug_barrier()  # other warps' scratch writes must be visible before the reads below
         # thresholds by bisection on the candidates in registers; no further pass over the row
         cs = tl.load(CAND_S + row * CAP + slot, mask=slot < nc, other=float("-inf"))  # [CAP]
         ci = tl.load(CAND_I + row * CAP + slot, mask=slot < nc, other=0)
@@ -396,9 +397,11 @@ def _sample_kernel(
 
 
 # ---------------------------------------------------------------------------------------------
-# Configs: a heuristic table. One program per row streams BLOCK_V logits a step; NP pivots per
-# search pass trade the passes needed (≈ log_NP(range / gap)) against [BLOCK_V, NP] compares;
-# CAP candidate slots decide when the fast path applies (CAP values searched in registers).
+# Configs: a heuristic table. One program per row streams BLOCK_V logits a step: at small B a
+# row's passes are latency-bound, so a step should keep ~16 KB in flight (BLOCK_V = 4096 float32,
+# 8 warps). NP pivots per bisection pass trade passes (≈ log_NP(range / gap)) against
+# [tile, NP] compares; in a first H200 sweep (an earlier version of this kernel) NP = 8 beat 16
+# and 32, and 2048-wide tiles beat 1024. CAP candidate slots decide when the fast path applies.
 # ---------------------------------------------------------------------------------------------
 MAX_ITERS = 48  # a search never needs more: each pass shrinks the interval NP-fold or stops
 
@@ -648,10 +651,13 @@ def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------------
 # Cost formulas
 # ---------------------------------------------------------------------------------------------
-def passes(top_k_on: bool = True, top_p_on: bool = True) -> int:
-    """Typical full passes over a row: stats, ~3 per active search (the first is the only heavy
-    one), the sampling pass. An estimate for the roofline, not a bound."""
-    return 2 + 3 * int(top_k_on) + 3 * int(top_p_on)
+def passes(fast: bool = True, top_k_search: bool = False, rounds: float = 1.2) -> float:
+    """Full passes over a row, for the roofline (an estimate, not a bound): the fast path makes 3
+    (statistics, count, gather); the general path 2, plus ~3 for a streaming top-k search, plus
+    2 per rejection round (top-p: ~1-2 rounds at top_p >= 0.5)."""
+    if fast:
+        return 3.0
+    return 2.0 + 3.0 * top_k_search + 2.0 * rounds
 
 
 def flops(B: int, V: int) -> float:

@@ -3,7 +3,7 @@
 Two kinds of checks:
   * exact: the kernel's kept set (kept_mask) equals the support of reference_probs, for many
     random rows, parameters (also per row), dtypes and -inf logits;
-  * statistical: 20k draws per setting (sample_many: one Gumbel-max pass per draw, the same code
+  * statistical: 20k draws per setting, 10k on the general path (sample_many: the same code
     as sample) against reference_probs by a chi-square test at a fixed seed. The same counts
     must REJECT plausible wrong distributions (top-k off by one, top-p without renormalizing
     after top-k, no filtering), so a broken kernel fails.
@@ -159,7 +159,8 @@ def wrong_distributions(lg, T, k, p, mp):
 def test_samples_follow_reference(params):
     V, T, k, p, mp, path = params
     lg = logits_for(1, V, "stat", params[:5])
-    tokens = sample_many(lg, N_DRAWS, T, k, p, mp, seed=1234, config=PATHS[path])[0]
+    n = N_DRAWS if path == "fast" else N_DRAWS // 2  # rejection rounds are slow in the interpreter
+    tokens = sample_many(lg, n, T, k, p, mp, seed=1234, config=PATHS[path])[0]
     probs = reference_probs(lg, T, k, p, mp)[0]
     assert (probs[tokens] > 0).all(), "drew a token outside the reference support"
     counts = torch.bincount(tokens.cpu(), minlength=V)
