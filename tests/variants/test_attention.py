@@ -99,6 +99,7 @@ def test_every_variant_is_registered_and_reference_is_marked():
         ("gqa", dict(backend="triton"), "backend"),
         ("mla", dict(rank=10_000), "rank=10000"),
         ("mla", dict(rope_dim=7), "even"),
+        ("mla", dict(rank_fraction=1.5), "rank_fraction"),
         ("mla", dict(rope="full", decode="absorbed"), "cannot be absorbed"),
         ("sliding_window", dict(window=0), "window=0"),
         ("performer", dict(features=0), "features=0"),
@@ -124,6 +125,7 @@ EXACT = [
     ("gqa", dict(groups=6)),  # more heads than the checkpoint: repeated, exact
     ("mla", dict(rank=48, rope="full")),  # full rank = min(C, rows) = C
     ("mla", dict(rank=48, rope_dim=16)),  # every key dim decoupled: only V compressed, full rank
+    ("mla", dict(rank_fraction=1.0, rope="full", backend="sdpa")),
     ("sliding_window", dict(window=T)),
     ("sliding_window", dict(window=T, rolling=False, backend="sdpa")),
     ("linformer", dict(block=1)),

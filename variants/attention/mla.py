@@ -14,7 +14,7 @@ weighted by their raw norms, not by what they do to the output).
 RoPE, the honest part. RoPE rotates every key dim by a position-dependent angle, and a rotation
 between W_uk and the dot product forbids absorbing W_uk. Two modes:
 
-  rope="partial" (default; absorbable)  the `rope_dim` dims of the highest-frequency rotary pairs
+  rope="partial" (default; absorbable)  the `rope_dim` dims (default head_dim / 4) of the highest-frequency rotary pairs
       (rotate-half pairs (i, i + D/2), ranked by the model's inv_freq) stay a decoupled, exact,
       per-KV-head key k_rope = RoPE(W_kr·x), cached beside the latent; the other D - rope_dim dims
       of q and k are NOT rotated any more (NoPE dims) and their K rows go into the SVD. Dropping the
@@ -51,9 +51,17 @@ from variants.attention._common import CORES, BackendConfig, _STATE, linear_from
 @dataclass(frozen=True)
 class MLAConfig(BackendConfig):
     rank: int = 128  # latent width r per token per layer
-    rope_dim: int = 16  # decoupled RoPE key dims per KV head (rope="partial"); even
+    rank_fraction: float = 0.0  # > 0: rank = round(fraction · the largest rank), for any model's shape
+    rope_dim: int = -1  # decoupled RoPE key dims per KV head (rope="partial"), even; -1 = head_dim / 4
     rope: str = "partial"  # partial | full (see the module docstring)
     decode: str = "auto"  # auto (absorbed when rope=partial) | absorbed | naive
+
+    def resolved(self, args) -> tuple[int, int]:
+        """(rank, rope_dim) for this model."""
+        dr = 0 if self.rope == "full" else (args.head_dim // 4 // 2 * 2 if self.rope_dim < 0 else self.rope_dim)
+        hi = max_rank(args.dim, args.n_kv_heads, args.head_dim, dr)
+        rank = max(1, round(self.rank_fraction * hi)) if self.rank_fraction > 0 else self.rank
+        return rank, dr
 
     def validate(self, args) -> None:
         super().validate(args)
@@ -64,14 +72,18 @@ class MLAConfig(BackendConfig):
             raise LabError(f"{who}: decode={self.decode!r}; valid: auto, absorbed, naive")
         if self.rope == "full" and self.decode == "absorbed":
             raise LabError(f"{who}: rope=full rotates reconstructed keys, so W_uk cannot be absorbed; use decode=naive or rope=partial")
-        if self.rope == "partial" and (self.rope_dim % 2 or not 0 <= self.rope_dim <= args.head_dim):
-            raise LabError(f"{who}: rope_dim={self.rope_dim} must be even and in [0, head_dim={args.head_dim}]")
-        hi = max_rank(args.dim, args.n_kv_heads, args.head_dim, self.rope_dim if self.rope == "partial" else 0)
-        if not 1 <= self.rank <= hi:
-            raise LabError(f"{who}: rank={self.rank} must be in [1, {hi}] (the rank of [W_k_nope; W_v] for this model)")
+        if self.rope == "partial" and self.rope_dim != -1 and (self.rope_dim % 2 or not 0 <= self.rope_dim <= args.head_dim):
+            raise LabError(f"{who}: rope_dim={self.rope_dim} must be even and in [0, head_dim={args.head_dim}] (or -1: head_dim / 4)")
+        if not 0 <= self.rank_fraction <= 1:
+            raise LabError(f"{who}: rank_fraction={self.rank_fraction} must be in (0, 1] (0: use rank)")
+        rank, dr = self.resolved(args)
+        hi = max_rank(args.dim, args.n_kv_heads, args.head_dim, dr)
+        if not 1 <= rank <= hi:
+            raise LabError(f"{who}: rank={rank} must be in [1, {hi}] (the rank of [W_k_nope; W_v] for this model; or give rank_fraction)")
 
 
 def max_rank(C: int, H_kv: int, D: int, rope_dim: int) -> int:
+    """The rank of the stacked no-rope K rows and V rows: at most their count, at most C."""
     return min(C, H_kv * (2 * D - rope_dim))
 
 
@@ -190,6 +202,7 @@ def apply_(model, cfg: MLAConfig) -> None:
     """Multi-head latent attention: [W_k; W_v] by truncated SVD at rank r, decoupled RoPE key."""
     args = model.args
     cfg.validate(args)
+    rank, rope_dim = cfg.resolved(args)
     absorb = cfg.rope == "partial" and cfg.decode in ("auto", "absorbed")
     for layer in model.layers:
-        layer.self_attn = MLAAttention(layer.self_attn, cfg.rank, cfg.rope_dim, cfg.rope, absorb, model.rotary, CORES[cfg.backend])
+        layer.self_attn = MLAAttention(layer.self_attn, rank, rope_dim, cfg.rope, absorb, model.rotary, CORES[cfg.backend])
