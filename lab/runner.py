@@ -104,6 +104,7 @@ def run(overrides: list[str], multirun: bool = False, quiet: bool = False) -> Pa
             torch.cuda.empty_cache()
         if first.cfg.report:
             report_path(run_dir, first, store)
+    store.combine()  # results.parquet and samples.parquet of the whole run, with or without a report
     path = report_path(run_dir, first, store) if first.cfg.report else None
     if path and not quiet:
         print(path)
