@@ -77,6 +77,9 @@ def _git() -> dict[str, Any]:
             return None
 
     sha = run("rev-parse", "HEAD")
+    if sha is None and os.environ.get("LAB_GIT_SHA"):
+        # a copy of the tree without .git (a lent GPU machine): the caller passes what it sent
+        return {"sha": os.environ["LAB_GIT_SHA"], "dirty": os.environ.get("LAB_GIT_DIRTY") == "1", "branch": None, "from": "LAB_GIT_SHA"}
     status = run("status", "--porcelain", "--untracked-files=no")
     return {"sha": sha, "dirty": bool(status) if status is not None else None, "branch": run("rev-parse", "--abbrev-ref", "HEAD")}
 
