@@ -34,6 +34,7 @@ into a zeroed buffer (then one cast to x's dtype).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 
@@ -223,10 +224,12 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.lru_cache(maxsize=1024)
 def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 132) -> WoConfig:
     """The tile table above, then split K until there are ≈ 2 programs per SM (a GEMV with few
     output rows per program needs many programs in flight to cover DRAM latency), shrinking
-    block_k (not below a group, or 64) so that every split still has a tile to stream."""
+    block_k (not below a group, or 64) so that every split still has a tile to stream.
+    Cached: the launcher calls it on every decode step with the same shapes."""
     block_n, block_k, warps, use_dot = _TILES[(M == 1, bits)]
     min_k = group_size if bits == 4 else 64
     block_k = max(block_k, min_k)
@@ -244,71 +247,106 @@ def _fail(name: str, msg: str):
     raise ValueError(f"wo_matmul: {name} {msg}")
 
 
+@functools.lru_cache(maxsize=None)
 def _n_sm(device: torch.device) -> int:
+    # get_device_properties costs microseconds per call: once per device
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything about one launch that depends only on shapes, dtypes and the config, so the
+    per-call host work is a dict lookup (a decode step calls this with the same shapes again)."""
+    grid: tuple[int, int]
+    k_per_split: int
+    atomic: bool
+    x_words: int
+    meta: dict  # the kernel's constexprs and launch options
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(M: int, N: int, K: int, bits: int, group: int, has_zero: bool, dtype: torch.dtype,
+          x_pairs: bool, device: torch.device, config: WoConfig | None, interpreting: bool) -> _Plan:
+    if config is not None:
+        cfg = config
+    elif interpreting:
+        cfg = replace(INTERPRET_CONFIG, block_k=max(INTERPRET_CONFIG.block_k, group if bits == 4 else 0))
+    else:
+        cfg = pick_config(M, N, K, bits, group, _n_sm(device))
+    if bits == 4 and cfg.block_k % group:
+        _fail("config", f"block_k={cfg.block_k} must be a multiple of group_size={group} (a tile holds whole groups)")
+    use_dot = M > 1 if cfg.use_dot is None else bool(cfg.use_dot)
+    if use_dot and cfg.block_n < 16:
+        _fail("config", f"block_n={cfg.block_n} must be >= 16 on the tl.dot path")
+    k_per_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
+    split_k = triton.cdiv(K, k_per_split)
+    # int4 GEMV: 16-bit x is read as int32 words, one (even k, odd k) pair per word
+    x_words = (1 if dtype == torch.bfloat16 else 2) if bits == 4 and not use_dot and dtype != torch.float32 and x_pairs else 0
+    meta = dict(
+        BITS=bits, GROUP=group, HAS_ZERO=has_zero,
+        BLOCK_M=16 if use_dot else 1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        USE_DOT=use_dot, ATOMIC=split_k > 1, DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", X_WORDS=x_words,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return _Plan((triton.cdiv(N, cfg.block_n), split_k), k_per_split, split_k > 1, x_words, meta)
 
 
 def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = None) -> torch.Tensor:
     """y = x @ dequantize(qw).T for x ``(M, K)``, M <= 16, float16/bfloat16/float32 -> ``(M, N)``
-    in x's dtype. ``config`` overrides the heuristic tile table (tuning)."""
+    in x's dtype. ``config`` overrides the heuristic tile table (tuning).
+
+    One kernel launch when split_k == 1 (every heuristic config on the shapes we benchmark);
+    split_k > 1 adds a zero-fill and a cast around float32 atomics. Host work per call: attribute
+    checks and one cached plan lookup; no syncs, no allocation except the output."""
     if not isinstance(qw, QuantizedWeight):
         _fail("qw", f"must be a QuantizedWeight (from quantize_int8 / quantize_int4), got {type(qw).__name__}")
     if not isinstance(x, torch.Tensor):
         _fail("x", f"must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in SUPPORTED_DTYPES:
-        _fail("x", f"has dtype {x.dtype}; supported: float16, bfloat16, float32")
+    dtype = x.dtype
+    if dtype not in SUPPORTED_DTYPES:
+        _fail("x", f"has dtype {dtype}; supported: float16, bfloat16, float32")
     N, K = qw.shape
-    if x.dim() != 2 or x.shape[1] != K:
-        _fail("x", f"must be [M, K] = [M, {K}] (K of the weight), got shape {tuple(x.shape)}")
-    M = x.shape[0]
+    xs = x.shape
+    if len(xs) != 2 or xs[1] != K:
+        _fail("x", f"must be [M, K] = [M, {K}] (K of the weight), got shape {tuple(xs)}")
+    M = xs[0]
     if not 1 <= M <= MAX_M:
         _fail("x", f"has M={M} rows; this GEMV kernel handles 1..{MAX_M} (use a dense matmul on dequantize(qw) for more)")
-    if x.stride(1) != 1:
+    sx0, sx1 = x.stride()
+    if sx1 != 1 and K > 1:
         _fail("x", f"must be contiguous along K (stride(1) == 1), got strides {tuple(x.stride())}; pass x.contiguous()")
-    for name, t in (("qweight", qw.qweight), ("scale", qw.scale)) + ((("zero", qw.zero),) if qw.zero is not None else ()):
-        if t.device != x.device:
-            _fail(f"qw.{name}", f"is on {t.device}; must be on x's device {x.device}")
-        if t.stride(-1) != 1:
+    dev = x.device
+    qweight, scale, zero = qw.qweight, qw.scale, qw.zero
+    for name, t in (("qweight", qweight), ("scale", scale), ("zero", zero)):
+        if t is not None and (t.device != dev or t.stride(-1) != 1):
+            if t.device != dev:
+                _fail(f"qw.{name}", f"is on {t.device}; must be on x's device {dev}")
             _fail(f"qw.{name}", f"must be contiguous along its last dim, got strides {tuple(t.stride())}")
-    if x.device.type != "cuda" and not _interpreting():
-        _fail("x", f"is on {x.device}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
-    want = (N, K) if qw.bits == 8 else (N, K // 2)
-    if qw.qweight.shape != want:
-        _fail("qw.qweight", f"has shape {tuple(qw.qweight.shape)}; a {qw.bits}-bit [{N}, {K}] weight needs {want}")
+    interpreting = _interpreting()
+    if dev.type != "cuda" and not interpreting:
+        _fail("x", f"is on {dev}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    bits = qw.bits
+    if qweight.shape != ((N, K) if bits == 8 else (N, K // 2)):
+        _fail("qw.qweight", f"has shape {tuple(qweight.shape)}; a {bits}-bit [{N}, {K}] weight needs {(N, K) if bits == 8 else (N, K // 2)}")
 
-    if config is not None:
-        cfg = config
-    elif _interpreting():
-        cfg = replace(INTERPRET_CONFIG, block_k=max(INTERPRET_CONFIG.block_k, qw.group_size if qw.bits == 4 else 0))
+    x_pairs = sx0 % 2 == 0 and x.data_ptr() % 4 == 0
+    p = _plan(M, N, K, bits, qw.group_size, zero is not None, dtype, x_pairs, dev, config, interpreting)
+    if p.atomic:
+        y = torch.zeros((M, N), dtype=torch.float32, device=dev)
     else:
-        cfg = pick_config(M, N, K, qw.bits, qw.group_size, _n_sm(x.device))
-    if qw.bits == 4 and cfg.block_k % qw.group_size:
-        _fail("config", f"block_k={cfg.block_k} must be a multiple of group_size={qw.group_size} (a tile holds whole groups)")
-    use_dot = M > 1 if cfg.use_dot is None else bool(cfg.use_dot)
-    if use_dot and cfg.block_n < 16:
-        _fail("config", f"block_n={cfg.block_n} must be >= 16 on the tl.dot path")
-    block_m = 16 if use_dot else 1
-    k_per_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
-    split_k = triton.cdiv(K, k_per_split)
-    atomic = split_k > 1
-    y = torch.zeros((M, N), dtype=torch.float32, device=x.device) if atomic else torch.empty((M, N), dtype=x.dtype, device=x.device)
-    zero = qw.zero if qw.zero is not None else qw.scale  # never read when HAS_ZERO is off
-    # int4 GEMV: 16-bit x is read as int32 words, one (even k, odd k) pair per word
-    x_words = 0
-    xk, stride_xm = x, x.stride(0)
-    if qw.bits == 4 and not use_dot and x.dtype != torch.float32 and x.stride(0) % 2 == 0 and x.data_ptr() % 4 == 0:
-        x_words = 1 if x.dtype == torch.bfloat16 else 2
-        xk, stride_xm = x.view(torch.int32), x.stride(0) // 2
-    _wo_matmul_kernel[(triton.cdiv(N, cfg.block_n), split_k)](
-        xk, qw.qweight, qw.scale, zero, y,
-        M, N, K, k_per_split,
-        stride_xm, qw.qweight.stride(0), qw.scale.stride(0), zero.stride(0), y.stride(0),
-        BITS=qw.bits, GROUP=qw.group_size, HAS_ZERO=qw.zero is not None,
-        BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        USE_DOT=use_dot, ATOMIC=atomic, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", X_WORDS=x_words,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        y = torch.empty((M, N), dtype=dtype, device=dev)
+    if zero is None:
+        zero = scale  # never read when HAS_ZERO is off
+    xk = x
+    if p.x_words:
+        xk, sx0 = x.view(torch.int32), sx0 // 2
+    _wo_matmul_kernel[p.grid](
+        xk, qweight, scale, zero, y,
+        M, N, K, p.k_per_split,
+        sx0, qweight.stride(0), scale.stride(0), zero.stride(0), y.stride(0),
+        **p.meta,
     )
-    return y.to(x.dtype) if atomic else y
+    return y.to(dtype) if p.atomic else y
 
 
 # ---------------------------------------------------------------------------------------------
