@@ -81,6 +81,26 @@ def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     return float((y.double() - ref).abs().max() / ref.abs().max())
 
 
+def _time(rec: Recorder, fn, measure, cost: dict, base: dict, key: str) -> None:
+    """Median ms of fn as called (`latency_*`: host launch overhead included, as an eager decode
+    loop pays it) and, on CUDA, replayed from a CUDA graph (`latency_graph_*`: the kernels alone,
+    as a graph-captured decode step runs them); `speedup_vs_cublas[_graph]` from each. `base`
+    collects cublas-bf16's medians under `key` (it is timed first at every point)."""
+    t = rec.time(fn, measure=measure, **cost).median_ms
+    how = {"": t}
+    if rec.device.type == "cuda":
+        try:
+            how["_graph"] = rec.time(fn, metric="latency_graph", measure=replace(measure, cuda_graph=True), **cost).median_ms
+        except RuntimeError as e:
+            rec.failed(e, metric="latency_graph_ms")
+    for suffix, ms in how.items():
+        if key == "cublas":
+            base[suffix] = ms
+        elif suffix in base:
+            rec.metric(f"speedup_vs_cublas{suffix}", base[suffix] / ms, "x",
+                       method=f"median latency{' (CUDA-graph replay)' if suffix else ' (eager launches)'}, cublas-bf16 / this")
+
+
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
@@ -98,13 +118,12 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                 truth = x.double() @ w.double().T  # unquantized
                 method = "max|y-y64|/max|y64| vs x @ dequantize(qw).T in float64 on the benchmark inputs"
                 method_w = "max|y-y64|/max|y64| vs x @ W.T in float64 (the unquantized weight)"
-                latency = {}
+                latency = {}  # cublas-bf16's median ms: "" eager, "_graph" CUDA-graph replay
 
                 with rec.point(impl="cublas-bf16", quant="none"):
                     fn = lambda: F.linear(x, w)
                     rec.metric("max_rel_err", _rel_err(fn(), truth), "", method=method_w)
-                    latency["cublas"] = rec.time(fn, measure=measure, flops=flops(M, N, K),
-                                                 bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())).median_ms
+                    _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())), latency, "cublas")
 
                 for (impl, quant), qw in schemes.items():
                     with rec.point(impl=impl, quant=quant, group_size=qw.group_size):
@@ -112,9 +131,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         y = fn()
                         rec.metric("max_rel_err", _rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method)
                         rec.metric("max_rel_err_vs_unquantized", _rel_err(y, truth), "", method=method_w)
-                        t = rec.time(fn, measure=measure, flops=flops(M, N, K),
-                                     bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())).median_ms
-                        rec.metric("speedup_vs_cublas", latency["cublas"] / t, "x", method="median latency, cublas-bf16 / this")
+                        _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
 
                 for quant in int4:
                     with rec.point(impl="tinygemm-int4", quant=quant, group_size=G):
@@ -133,9 +150,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         rec.metric("max_rel_err", err, "", method=method + " (scales rounded to bf16)")
                         if err > 5e-2:
                             raise PointFailed(f"tinygemm output does not match the dequantized weight (rel err {err:.2g}): layout mismatch")
-                        t = rec.time(fn, measure=measure, flops=flops(M, N, K),
-                                     bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())).median_ms
-                        rec.metric("speedup_vs_cublas", latency["cublas"] / t, "x", method="median latency, cublas-bf16 / this")
+                        _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
 
                 with rec.point(impl="torch-int8", quant="int8"):
                     qw = schemes[("triton-int8", "int8")]
@@ -150,9 +165,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                             rec.skipped(f"torch._weight_int8pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                         else:
                             rec.metric("max_rel_err", _rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method + " (scales rounded to bf16)")
-                            t = rec.time(fn, measure=measure, flops=flops(M, N, K),
-                                         bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())).median_ms
-                            rec.metric("speedup_vs_cublas", latency["cublas"] / t, "x", method="median latency, cublas-bf16 / this")
+                            _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, "torch-int8")
                 del x, truth
         del w, schemes
         if device.type == "cuda":
