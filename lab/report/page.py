@@ -350,6 +350,12 @@ def render(results_df: pd.DataFrame, samples_df: pd.DataFrame | None, provenance
     df["status"] = df.status.fillna("ok").astype(str)
     df["metric"] = df.metric.astype(str)
     df["value"] = pd.to_numeric(df.value, errors="coerce")
+    if "suite" in df and "scenario" in df:
+        # a scenario made of suites (the kernel benchmark): each suite is a section of its own, so
+        # its tables and charts hold only its own columns
+        has = df.suite.notna()
+        df.loc[has, "scenario"] = df.loc[has, "scenario"].astype(str) + " · " + df.loc[has, "suite"].astype(str)
+        df = df.drop(columns="suite")
     ok = df[(df.status == "ok") & np.isfinite(df.value.to_numpy(dtype=float))]
     provenance = list(provenance or [])
     page = Page(title)
