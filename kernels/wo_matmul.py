@@ -208,13 +208,17 @@ class WoConfig:
 
 INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1)  # block_k >= group (int4)
 
-# (M == 1, bits) -> (block_n, block_k, num_warps, use_dot)
-# Set from PTX instruction counts (instructions per weight, barriers inside the K loop) and a
-# first H200 sweep of an earlier version of this kernel (int8 M = 1: 16×256, 4 warps; tl.dot at
-# M = 4/16: 64×128); `lab/benchmarks/wo_matmul.py: tune` re-measures them.
+# (M == 1, bits) -> (block_n, block_k, num_warps, use_dot). M = 1 rows measured on an H200
+# (CUDA-graph replays over weight copies > L2, torch 2.11 / triton 3.6, 2026-11): int4 4×1024 2
+# warps (9.1 µs at 4096², 25.2 µs at 14336×4096) and 16×256 2 warps when K <= 1024 (49152×576:
+# 18.0 µs vs 25.9 µs for 8×512); int8 16×512 8 warps (9.2 µs at 4096² vs 12.2 µs split in 2).
+# At M = 1 the grid is never split: N / block_n programs already fill the GPU on every shape we
+# run, and a split costs a zero-fill and a cast launch (≈ +4 µs on the SmolLM2 shapes).
+# M > 1: tl.dot 64×128 with split-K stayed best for int4 (2× faster than 32×256 unsplit);
+# int8 with K <= 2048 is faster unsplit at 16×256 (1536×576: 3.9 vs 5.9 µs).
 _TILES = {
-    (True, 8): (16, 256, 4, False),
-    (True, 4): (8, 1024, 4, False),
+    (True, 8): (16, 512, 8, False),
+    (True, 4): (4, 1024, 2, False),
     (False, 8): (64, 128, 8, True),
     (False, 4): (64, 128, 4, True),
 }
@@ -226,13 +230,19 @@ def _interpreting() -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 132) -> WoConfig:
-    """The tile table above, then split K until there are ≈ 2 programs per SM (a GEMV with few
-    output rows per program needs many programs in flight to cover DRAM latency), shrinking
+    """The tile table above; at M > 1 (tl.dot tiles of 64 rows: few programs) split K until
+    there are ≈ 2 programs per SM (many programs in flight cover DRAM latency), shrinking
     block_k (not below a group, or 64) so that every split still has a tile to stream.
     Cached: the launcher calls it on every decode step with the same shapes."""
     block_n, block_k, warps, use_dot = _TILES[(M == 1, bits)]
+    if M == 1 and bits == 4 and K <= 1024:
+        block_n, block_k = 16, 256
+    if M > 1 and bits == 8 and K <= 2048:
+        return WoConfig(16, 256, 1, 4, 3, True)
     min_k = group_size if bits == 4 else 64
     block_k = max(block_k, min_k)
+    if M == 1:
+        return WoConfig(block_n, block_k, 1, warps, 3, use_dot)
     split = max(1, min(16, triton.cdiv(2 * n_sm, triton.cdiv(N, block_n))))
     while block_k > min_k and block_k > triton.cdiv(K, split):
         block_k //= 2
