@@ -50,8 +50,8 @@ from variants.attention._common import CORES, BackendConfig, _STATE, linear_from
 
 @dataclass(frozen=True)
 class MLAConfig(BackendConfig):
-    rank: int = 128  # latent width r per token per layer
-    rank_fraction: float = 0.0  # > 0: rank = round(fraction · the largest rank), for any model's shape
+    rank: int = 0  # latent width r per token per layer; 0 = rank_fraction of the largest rank
+    rank_fraction: float = 0.5  # used when rank = 0: the same setting fits any model's shape
     rope_dim: int = -1  # decoupled RoPE key dims per KV head (rope="partial"), even; -1 = head_dim / 4
     rope: str = "partial"  # partial | full (see the module docstring)
     decode: str = "auto"  # auto (absorbed when rope=partial) | absorbed | naive
@@ -60,7 +60,7 @@ class MLAConfig(BackendConfig):
         """(rank, rope_dim) for this model."""
         dr = 0 if self.rope == "full" else (args.head_dim // 4 // 2 * 2 if self.rope_dim < 0 else self.rope_dim)
         hi = max_rank(args.dim, args.n_kv_heads, args.head_dim, dr)
-        rank = max(1, round(self.rank_fraction * hi)) if self.rank_fraction > 0 else self.rank
+        rank = self.rank if self.rank > 0 else max(1, round(self.rank_fraction * hi))
         return rank, dr
 
     def validate(self, args) -> None:
@@ -74,8 +74,8 @@ class MLAConfig(BackendConfig):
             raise LabError(f"{who}: rope=full rotates reconstructed keys, so W_uk cannot be absorbed; use decode=naive or rope=partial")
         if self.rope == "partial" and self.rope_dim != -1 and (self.rope_dim % 2 or not 0 <= self.rope_dim <= args.head_dim):
             raise LabError(f"{who}: rope_dim={self.rope_dim} must be even and in [0, head_dim={args.head_dim}] (or -1: head_dim / 4)")
-        if not 0 <= self.rank_fraction <= 1:
-            raise LabError(f"{who}: rank_fraction={self.rank_fraction} must be in (0, 1] (0: use rank)")
+        if self.rank < 0 or (self.rank == 0 and not 0 < self.rank_fraction <= 1):
+            raise LabError(f"{who}: rank={self.rank}, rank_fraction={self.rank_fraction}: give rank >= 1, or rank=0 and rank_fraction in (0, 1]")
         rank, dr = self.resolved(args)
         hi = max_rank(args.dim, args.n_kv_heads, args.head_dim, dr)
         if not 1 <= rank <= hi:
