@@ -77,9 +77,10 @@ def test_triton_variant_on_cpu_without_interpreter(capsys, monkeypatch):
 
 
 def test_head_counts_that_do_not_divide(capsys):
-    # SmolLM2 has 9 query heads over 3 KV heads: 2 KV groups cannot share 9 query heads evenly.
-    code, _, err = run_cli(capsys, "run", "attention=gqa", "attention.groups=2")
-    assert_clear_error(code, err, "9", "2")
+    # SmolLM2 has 9 query heads over 3 KV heads. Fewer groups are mean-pooled (uneven is allowed);
+    # more must repeat the 3 heads evenly and divide the 9 query heads: 4 does neither.
+    code, _, err = run_cli(capsys, "run", "attention=gqa", "attention.groups=4")
+    assert_clear_error(code, err, "groups=4", "3 KV heads", "9 query heads", "[9]")
 
 
 def test_missing_corpus_file(capsys, tmp_path):
