@@ -30,6 +30,8 @@ case "$PART" in
     lab +experiment=perplexity ;;&
   attention|all)
     lab -m +experiment=attention_kv_tradeoff
-    lab -m +experiment=attention_scaling ;;
+    lab -m +experiment=attention_scaling ;;&
+  wo_matmul)
+    lab +experiment=kernels 'scenario.suites=[wo_matmul]' ;;
 esac
 tar czf "$OUT/results.tgz" -C "$RES" . && log "packed $(du -sh "$OUT/results.tgz" | cut -f1)"
