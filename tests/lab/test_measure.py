@@ -95,6 +95,26 @@ def test_measure_peak_cpu_sees_a_large_temporary():
     assert p["device_used_bytes"] is None and "RSS" in p["method"]
 
 
+def test_measure_peak_cpu_counts_memory_reused_from_the_heap():
+    """Freed heap memory stays resident; a call that reuses it must still be seen (malloc_trim
+    before the call). Without the trim this measures ~1 MiB of the 20 MiB."""
+    chunk, n = 128 * 1024 // 4, 160  # 128 KiB tensors, below the 256 KiB mmap threshold: from the heap
+    from lab.measure.memory import cpu_allocator_setup
+
+    cpu_allocator_setup()
+    old = [torch.ones(chunk) for _ in range(n)]
+    pin = torch.ones(chunk)  # allocated after them: the freed 20 MiB is not the heap's top, not trimmed by free()
+    del old
+
+    def work():
+        new = [torch.rand(chunk) for _ in range(n)]
+        return len(new)
+
+    p = measure_peak(work, "cpu")
+    assert p["peak_allocated_bytes"] >= 0.8 * n * chunk * 4, p
+    assert "malloc_trim" in p["method"] and pin.numel() == chunk
+
+
 def test_recorder_memory_rows():
     rec = Recorder({"run_id": "r", "experiment": "e", "scenario": "s"})
     with rec.point(kv="int8"):
