@@ -30,6 +30,7 @@ from kernels.attention_decode import (
     paged_from_contiguous,
     quantize_kv,
 )
+from lab.benchmarks._common import bench_dtype, bench_measure, rel_err
 from lab.records import Recorder
 
 try:
@@ -71,13 +72,13 @@ def _time(rec: Recorder, fn, measure, cost: dict) -> float:
 
 
 def _rel_err(o: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((o[:1].double() - ref).abs().max() / ref.abs().max())
+    return rel_err(o[:1], ref)  # the reference covers sequence 0
 
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    dtype = bench_dtype(device)
+    measure = bench_measure(rec, device)
     gen = torch.Generator(device=device).manual_seed(0)
     for B, H, H_kv, L, D in shapes(size):
         cols = dict(kernel="attention_decode", B=B, H=H, H_kv=H_kv, L=L, D=D, dtype=str(dtype).removeprefix("torch."))

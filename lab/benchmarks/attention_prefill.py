@@ -10,12 +10,12 @@ Small (CPU, interpreter): two tiny shapes in float32, SDPA peers recorded as not
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from kernels.attention_prefill import attention_reference, bytes_moved, flash_attention, flops
+from lab.benchmarks._common import bench_dtype, bench_measure, rel_err
 from lab.records import Recorder
 
 try:
@@ -55,14 +55,13 @@ def _peers(device: torch.device, gqa: bool):
 
 
 def _rel_err(o: torch.Tensor, ref: torch.Tensor, heads: list[int]) -> float:
-    got = o[:1, heads, -ref.shape[2]:].double()
-    return float((got - ref).abs().max() / ref.abs().max())
+    return rel_err(o[:1, heads, -ref.shape[2]:], ref)  # the reference covers a slice
 
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
-    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    dtype = bench_dtype(device)
+    measure = bench_measure(rec, device)
     gen = torch.Generator(device=device).manual_seed(0)
     for B, H, H_kv, T, S, D, causal in shapes(size):
         cols = dict(kernel="attention_prefill", B=B, H=H, H_kv=H_kv, T=T, S=S, D=D, causal=causal, dtype=str(dtype).removeprefix("torch."))

@@ -13,16 +13,14 @@ Full (GPU): decode rows (1, 64 tokens) and prefill rows (4K-16K tokens) at C = 5
 """
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 
 import torch
 
 from kernels.rmsnorm import bytes_moved, flops, rmsnorm, rmsnorm_reference
+from lab.benchmarks._common import bench_dtype, bench_measure, rel_err, CompiledPeer
 from lab.records import Recorder
 
 EPS = 1e-5
-COMPILE_BUDGET_S = 30.0
 
 
 def shapes(size: str) -> list[tuple[int, int]]:
@@ -32,47 +30,15 @@ def shapes(size: str) -> list[tuple[int, int]]:
     return [(1, 4096), (64, 4096), (4096, 4096), (16384, 4096), (4096, 8192), (16384, 576), (1, 576)]
 
 
-class CompiledPeer:
-    """torch.compile(fn) once for every shape (dynamic=True). Gives up, with the reason, when a
-    compile fails or the compiles together took longer than the budget."""
-
-    def __init__(self, fn, device: torch.device, budget_s: float = COMPILE_BUDGET_S):
-        self.fn, self.budget_s, self.spent = fn, budget_s, 0.0
-        self.reason = None if device.type == "cuda" else "torch.compile peer is run on CUDA only (the CPU suite times the interpreter)"
-        self.compiled = None
-
-    def ready(self, *args) -> bool:
-        """Compile (if needed) and run once on args; False (see .reason) when it cannot be used."""
-        if self.reason:
-            return False
-        t0 = time.perf_counter()
-        try:
-            if self.compiled is None:
-                self.compiled = torch.compile(self.fn, dynamic=True)
-            self.compiled(*args)
-            torch.cuda.synchronize()
-        except Exception as e:  # inductor errors come in many types
-            self.reason = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            return False
-        self.spent += time.perf_counter() - t0
-        if self.spent > self.budget_s:
-            self.reason = f"torch.compile took {self.spent:.0f} s in total, over the {self.budget_s:.0f} s budget"
-            return False
-        return True
-
-
 def eager(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rmsnorm_reference(x, w, EPS, residual=r)
 
 
-def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((y.double() - ref).abs().max() / ref.abs().max())
-
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
-    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    dtype = bench_dtype(device)
+    measure = bench_measure(rec, device)
     gen = torch.Generator(device=device).manual_seed(0)
     peer = CompiledPeer(eager, device)
     for N, C in shapes(size):
@@ -87,13 +53,13 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
             impls = {"triton": lambda: rmsnorm(x, w, EPS, residual=r), "eager": lambda: eager(x, w, r)}
             for name, fn in impls.items():
                 with rec.point(impl=name):
-                    rec.metric("max_rel_err", _rel_err(fn()[0], ref), "", method=method)
+                    rec.metric("max_rel_err", rel_err(fn()[0], ref), "", method=method)
                     rec.time(fn, measure=measure, **cost)
             with rec.point(impl="torch-compile"):
                 if not peer.ready(x, w, r):
                     rec.skipped(peer.reason)
                 else:
                     fn = lambda: peer.compiled(x, w, r)
-                    rec.metric("max_rel_err", _rel_err(fn()[0], ref), "", method=method)
+                    rec.metric("max_rel_err", rel_err(fn()[0], ref), "", method=method)
                     rec.time(fn, measure=measure, **cost)
             del x, r, w, ref

@@ -15,13 +15,12 @@ Small (CPU, interpreter): two tiny float32 shapes.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import torch
 
 from kernels.rope import bytes_moved, flops, rope, rope_qk
-from lab.benchmarks.rmsnorm import CompiledPeer
 from lab.model.llama import apply_rotary
+from lab.benchmarks._common import bench_dtype, bench_measure, rel_err, CompiledPeer
 from lab.records import Recorder
 
 
@@ -43,13 +42,13 @@ def eager(q, k, cos, sin):
 
 
 def _rel_err(outs, refs) -> float:
-    return max(float((o.double() - r).abs().max() / r.abs().max()) for o, r in zip(outs, refs))
+    return max(rel_err(o, r) for o, r in zip(outs, refs))
 
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
-    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    dtype = bench_dtype(device)
+    measure = bench_measure(rec, device)
     gen = torch.Generator(device=device).manual_seed(0)
     peer = CompiledPeer(eager, device)
     for B, H, H_kv, T, D, R in shapes(size):

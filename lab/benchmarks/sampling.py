@@ -20,11 +20,11 @@ Small (CPU, interpreter): V = 300 × B = 2.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import torch
 
 from kernels.sampling import bytes_moved, chi_square_pvalue, flops, reference_probs, sample, sample_many, sample_sorted
+from lab.benchmarks._common import bench_measure
 from lab.records import Recorder
 
 SETTINGS = {  # dist -> (temperature, top_k, top_p, min_p)
@@ -60,7 +60,7 @@ def _check(tokens: torch.Tensor, probs: torch.Tensor, rec: Recorder, method: str
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
-    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    measure = bench_measure(rec, device)
     gen = torch.Generator(device=device).manual_seed(0)
     torch_gen = torch.Generator(device=device).manual_seed(1)
     for dist, (T, k, p, mp) in SETTINGS.items():

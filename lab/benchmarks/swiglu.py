@@ -13,13 +13,12 @@ Small (CPU, interpreter): two tiny float32 shapes.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from kernels.swiglu import bytes_moved, flops, swiglu, swiglu_packed, swiglu_reference
-from lab.benchmarks.rmsnorm import CompiledPeer
+from lab.benchmarks._common import bench_dtype, bench_measure, rel_err, CompiledPeer
 from lab.records import Recorder
 
 
@@ -34,14 +33,11 @@ def eager(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((y.double() - ref).abs().max() / ref.abs().max())
-
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
-    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    dtype = bench_dtype(device)
+    measure = bench_measure(rec, device)
     gen = torch.Generator(device=device).manual_seed(0)
     peer = CompiledPeer(eager, device)
     for N, Fd in shapes(size):
@@ -59,13 +55,13 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
             }
             for name, fn in impls.items():
                 with rec.point(impl=name):
-                    rec.metric("max_rel_err", _rel_err(fn(), ref), "", method=method)
+                    rec.metric("max_rel_err", rel_err(fn(), ref), "", method=method)
                     rec.time(fn, measure=measure, **cost)
             with rec.point(impl="torch-compile"):
                 if not peer.ready(gate, up):
                     rec.skipped(peer.reason)
                 else:
                     fn = lambda: peer.compiled(gate, up)
-                    rec.metric("max_rel_err", _rel_err(fn(), ref), "", method=method)
+                    rec.metric("max_rel_err", rel_err(fn(), ref), "", method=method)
                     rec.time(fn, measure=measure, **cost)
             del gate_up, gate, up, ref

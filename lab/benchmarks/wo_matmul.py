@@ -40,6 +40,7 @@ from kernels.wo_matmul import (
     unpack_int4,
     wo_matmul,
 )
+from lab.benchmarks._common import bench_dtype, bench_measure, rel_err
 from lab.records import PointFailed, Recorder
 
 GROUP = 128
@@ -77,9 +78,6 @@ def tinygemm_pack(qw: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor, int]
     return packed, sz, qw.group_size
 
 
-def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((y.double() - ref).abs().max() / ref.abs().max())
-
 
 def _time(rec: Recorder, fn, measure, cost: dict, base: dict, key: str) -> None:
     """Median ms of fn as called (`latency_*`: host launch overhead included, as an eager decode
@@ -103,8 +101,8 @@ def _time(rec: Recorder, fn, measure, cost: dict, base: dict, key: str) -> None:
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter is not faithful for bf16
-    measure = rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+    dtype = bench_dtype(device)
+    measure = bench_measure(rec, device)
     gen = torch.Generator(device=device).manual_seed(0)
     for N, K in shapes(size):
         w = (torch.randn(N, K, device=device, generator=gen) * 0.02).to(dtype)
@@ -122,15 +120,15 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
 
                 with rec.point(impl="cublas-bf16", quant="none"):
                     fn = lambda: F.linear(x, w)
-                    rec.metric("max_rel_err", _rel_err(fn(), truth), "", method=method_w)
+                    rec.metric("max_rel_err", rel_err(fn(), truth), "", method=method_w)
                     _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())), latency, "cublas")
 
                 for (impl, quant), qw in schemes.items():
                     with rec.point(impl=impl, quant=quant, group_size=qw.group_size):
                         fn = lambda: wo_matmul(x, qw)
                         y = fn()
-                        rec.metric("max_rel_err", _rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method)
-                        rec.metric("max_rel_err_vs_unquantized", _rel_err(y, truth), "", method=method_w)
+                        rec.metric("max_rel_err", rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method)
+                        rec.metric("max_rel_err_vs_unquantized", rel_err(y, truth), "", method=method_w)
                         _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
 
                 for quant in int4:
@@ -146,7 +144,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         except (RuntimeError, TypeError, StopIteration) as e:
                             rec.skipped(f"torch._weight_int4pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                             continue
-                        err = _rel_err(y, x.double() @ dequantize(qw, torch.float64).T)
+                        err = rel_err(y, x.double() @ dequantize(qw, torch.float64).T)
                         rec.metric("max_rel_err", err, "", method=method + " (scales rounded to bf16)")
                         if err > 5e-2:
                             raise PointFailed(f"tinygemm output does not match the dequantized weight (rel err {err:.2g}): layout mismatch")
@@ -164,7 +162,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         except (RuntimeError, NotImplementedError) as e:
                             rec.skipped(f"torch._weight_int8pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                         else:
-                            rec.metric("max_rel_err", _rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method + " (scales rounded to bf16)")
+                            rec.metric("max_rel_err", rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method + " (scales rounded to bf16)")
                             _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, "torch-int8")
                 del x, truth
         del w, schemes
@@ -231,7 +229,7 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                 results = []
                 for cfg in tune_configs(M, qw.bits, G):
                     try:
-                        err = _rel_err(wo_matmul(x, qws[0], cfg), ref)
+                        err = rel_err(wo_matmul(x, qws[0], cfg), ref)
                         us = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i], cfg)), copies)
                     except Exception as e:  # a config that does not compile or fit: skip it
                         print(f"  skip {cfg}: {type(e).__name__}: {str(e)[:120]}")

@@ -1,0 +1,58 @@
+"""What every kernel suite shares: dtype and timing settings by device, the error measure, and the
+torch.compile peer."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from lab.measure.timing import MeasureConfig
+from lab.records import Recorder
+
+COMPILE_BUDGET_S = 30.0
+
+
+def bench_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on a GPU; float32 on the CPU, where Triton's interpreter is not faithful for bf16."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def bench_measure(rec: Recorder, device: torch.device) -> MeasureConfig:
+    """The run's measurement on a GPU; on the CPU (the interpreter: a smoke test, not a benchmark)
+    three repetitions without warm-up."""
+    return rec.measure if device.type == "cuda" else replace(rec.measure, reps=min(rec.measure.reps, 3), min_reps=1, warmup_ms=0.0)
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|y - ref| / max|ref|, with ref usually the float64 reference on the same inputs."""
+    return float((y.double() - ref).abs().max() / ref.abs().max())
+
+
+class CompiledPeer:
+    """torch.compile(fn) once for every shape (dynamic=True). Gives up, with the reason, when a
+    compile fails or the compiles together took longer than the budget."""
+
+    def __init__(self, fn, device: torch.device, budget_s: float = COMPILE_BUDGET_S):
+        self.fn, self.budget_s, self.spent = fn, budget_s, 0.0
+        self.reason = None if device.type == "cuda" else "torch.compile peer is run on CUDA only (the CPU suite times the interpreter)"
+        self.compiled = None
+
+    def ready(self, *args) -> bool:
+        """Compile (if needed) and run once on args; False (see .reason) when it cannot be used."""
+        if self.reason:
+            return False
+        t0 = time.perf_counter()
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.fn, dynamic=True)
+            self.compiled(*args)
+            torch.cuda.synchronize()
+        except Exception as e:  # inductor errors come in many types
+            self.reason = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            return False
+        self.spent += time.perf_counter() - t0
+        if self.spent > self.budget_s:
+            self.reason = f"torch.compile took {self.spent:.0f} s in total, over the {self.budget_s:.0f} s budget"
+            return False
+        return True
