@@ -22,7 +22,8 @@ Implementations: reference  eager softmax (lab.model.llama.eager_attention: [B, 
 On CPU the Triton kernels run only through the interpreter: their error is checked, their timing
 and memory are recorded as not run (an interpreter timing says nothing about the kernel).
 
-claim=true adds the check of an often-quoted claim, by measurement (see `check_claim`).
+claim=true adds the check of an often-quoted claim, by measurement (see `check_claim`; on CPU each
+implementation's peak is measured in a fresh Python process, since the RSS is the whole process's).
 """
 from __future__ import annotations
 
@@ -149,18 +150,11 @@ def max_rel_err(o: torch.Tensor, q, k, v, causal: bool) -> float:
 
 
 def exact_cpu_rss() -> str:
-    """Make the RSS follow tensors on Linux/glibc: a fixed mmap threshold (256 KiB) sends every
-    larger allocation to its own mmap, returned to the OS when freed. glibc's default threshold
-    rises to 32 MiB after the first big free, after which freed memory is reused in place and a
-    later call's new tensors add nothing to the RSS (an 8 MB output measured as 4 KB). Returns a
-    note for the method column. Process-wide, and harmless for timing at these sizes."""
-    try:
-        import ctypes
+    """Make the RSS follow tensors on Linux/glibc (lab.measure.memory.cpu_allocator_setup: a fixed
+    256 KiB mmap threshold, set once per process; measure_peak also applies it). Returns its note."""
+    from lab.measure.memory import cpu_allocator_setup
 
-        ok = ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-        return "glibc mmap threshold fixed at 256 KiB" if ok == 1 else "glibc mallopt refused: RSS may miss reused memory"
-    except (OSError, AttributeError):
-        return "not glibc: RSS may miss reused memory"
+    return cpu_allocator_setup()
 
 
 def peak_extra(fn, device: torch.device) -> tuple[int, dict]:
@@ -168,15 +162,44 @@ def peak_extra(fn, device: torch.device) -> tuple[int, dict]:
     from lab.measure.memory import measure_peak
 
     peak = measure_peak(fn, device)
-    if device.type == "cpu":
-        peak["method"] = f"{peak['method']}; {_CPU_NOTE[0] if _CPU_NOTE else exact_cpu_rss()}"
     extra = peak["peak_allocated_bytes"]
     if device.type == "cuda":  # CUDA reports the absolute peak; the CPU measure is already a difference
         extra -= peak["baseline_bytes"]
     return int(max(0, extra)), peak
 
 
-_CPU_NOTE: list[str] = []
+_FRESH = """
+import json, sys, torch
+from lab.measure.memory import measure_peak
+from lab.scenarios.attention_op import prepare
+impl, B, H, T, D, seed, threads = sys.argv[1], *map(int, sys.argv[2:])
+torch.set_num_threads(threads)
+gen = torch.Generator().manual_seed(seed)
+q, k, v = (torch.randn(B, H, T, D, dtype=torch.float32, generator=gen) for _ in range(3))  # [B, H, T, D]
+fn = prepare(impl, q, k, v, True)
+fn()  # first-touch, lazy initialisation: outside the measurement
+print(json.dumps(measure_peak(fn, "cpu")))
+"""
+
+
+def fresh_process_peak(impl: str, B: int, H: int, T: int, D: int, seed: int) -> tuple[int, dict]:
+    """peak_extra of one causal float32 call of `impl` on CPU, measured in a new Python process
+    with the same shapes, so nothing this process allocated or freed before (allocator history,
+    other threads) can hide or add memory. ~2 s per call: the import of torch."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])  # the repository: lab/ and kernels/ importable
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    cmd = [sys.executable, "-c", _FRESH, impl, *map(str, (B, H, T, D, seed, torch.get_num_threads()))]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"fresh-process measurement of {impl} failed: {r.stderr.strip()[-400:]}")
+    peak = json.loads(r.stdout.strip().splitlines()[-1])
+    peak["method"] = f"a fresh python process (same shapes, {torch.get_num_threads()} threads), warm call: {peak['method']}"
+    return int(max(0, peak["peak_allocated_bytes"])), peak
 
 
 def _flash_note(device: torch.device) -> str | None:
@@ -199,8 +222,6 @@ def run(ctx: RunContext, cfg: AttentionOpConfig) -> None:
     cfg.validate()
     if ctx.device.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel module is imported
-        if cfg.memory and not _CPU_NOTE:
-            _CPU_NOTE.append(exact_cpu_rss())
     full = ctx.size == "full"
     seq_lens = tuple(cfg.seq_lens) or ((512, 1024, 2048, 4096, 8192, 16384) if full else (48, 160))
     dtype = ctx.dtype if cfg.dtype == "auto" else DTYPES[cfg.dtype]
@@ -287,27 +308,30 @@ def check_claim(ctx: RunContext) -> None:
     naive reference and for tiled kernels, at B=8, H=8, T=S=4096, D=64, float32, causal.
 
     Full size (GPU, torch.cuda.max_memory_allocated): held iff naive >= 8·8·4096²·4 B = 4.29 GB
-    and tiled < 100 MB. Small size (CPU: T=512, peak RSS): the same shape of claim scaled, since
+    and tiled < 100 MB. Small size (CPU: T=512, peak RSS, each implementation in a fresh Python
+    process with the same shapes, since the RSS is the whole process's): the same shape of claim scaled, since
     scores grow as T² and a tiled kernel's memory as T: naive >= the score tensor at T
     (8·8·512²·4 = 67 MB) and tiled < 100 MB · T/4096 (12.5 MB). The tiled implementation is the
     Triton kernel where it can run compiled, and torch SDPA (its fused CPU / GPU kernels) too."""
     rec, dev = ctx.rec, ctx.device
-    if dev.type == "cpu" and not _CPU_NOTE:
-        _CPU_NOTE.append(exact_cpu_rss())
     full = ctx.size == "full"
     B, H, D, T = 8, 8, 64, 4096 if full else 512
     scores = B * H * T * T * 4
     tiled_limit = 100e6 * T / 4096
-    gen = torch.Generator(dev).manual_seed(ctx.seed)
-    q, k, v = (torch.randn(B, H, T, D, device=dev, dtype=torch.float32, generator=gen) for _ in range(3))
     tiled = ["sdpa"] + (["flash"] if dev.type == "cuda" else [])
+    if dev.type != "cpu":
+        gen = torch.Generator(dev).manual_seed(ctx.seed)
+        q, k, v = (torch.randn(B, H, T, D, device=dev, dtype=torch.float32, generator=gen) for _ in range(3))
     peaks: dict[str, int] = {}
     with rec.point(mode="claim", seq_len=T, batch=B, heads=f"{H}/{H}x{D}", dtype="float32"):
         for impl in ["reference"] + tiled:
             with rec.point(impl=impl):
-                fn = prepare(impl, q, k, v, True)
-                fn()  # compile / autotune / first-touch outside the measurement
-                extra, peak = peak_extra(fn, dev)
+                if dev.type == "cpu":  # the RSS is process-wide: measure where nothing else ran
+                    extra, peak = fresh_process_peak(impl, B, H, T, D, ctx.seed)
+                else:
+                    fn = prepare(impl, q, k, v, True)
+                    fn()  # compile / autotune / first-touch outside the measurement
+                    extra, peak = peak_extra(fn, dev)
                 peaks[impl] = extra
                 rec.metric("mem_peak_extra_bytes", extra, "B", method=f"claim check, one call above its inputs; {peak['method']}")
         naive = peaks["reference"]

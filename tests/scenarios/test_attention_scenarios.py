@@ -63,6 +63,9 @@ def test_attention_op_claim_is_measured_and_held_at_small_size():
     assert claim.value == 1.0 and "4.3 GB" in claim.method and "measured naive" in claim.method
     assert claim.naive_peak_bytes >= 8 * 8 * 512 * 512 * 4  # the scores were really materialized
     assert claim.tiled_peak_bytes < 12.5e6
+    peaks = df[(df.metric == "mem_peak_extra_bytes") & (df["mode"] == "claim")].set_index("impl")
+    assert "fresh python process" in peaks.method["sdpa"]  # measured where no allocator history can leak in
+    assert peaks.value["sdpa"] >= 8 * 8 * 512 * 64 * 4  # and it saw the call's own output
 
 
 @pytest.mark.parametrize("attention", [("reference", {}), ("sliding_window", dict(window=8, sinks=2)), ("performer", dict(features=16)), ("mla", dict(rank_fraction=0.5))])
