@@ -284,6 +284,19 @@ class Transformer(nn.Module):
         """Sum over layers of what each attention module caches per token (variants change it)."""
         return sum(layer.self_attn.kv_bytes_per_token(dtype_bytes) for layer in self.layers)
 
+    def kv_bytes(self, context: int, dtype_bytes: int = 2) -> int:
+        """Cache bytes for one sequence of `context` tokens, all layers: an attention module with a
+        `kv_bytes(context, dtype_bytes)` says it itself (a rolling window is bounded by the window,
+        a Performer's state is fixed); the others cache kv_bytes_per_token for every token."""
+        total = 0
+        for layer in self.layers:
+            attn = layer.self_attn
+            if hasattr(attn, "kv_bytes"):
+                total += attn.kv_bytes(context, dtype_bytes)
+            else:
+                total += attn.kv_bytes_per_token(dtype_bytes) * context
+        return total
+
 
 def with_args(args: ModelArgs, **changes) -> ModelArgs:
     return replace(args, **changes)

@@ -12,9 +12,10 @@ untimed), then one step — model call on one token per row, then the sampler �
                       generate(1), over N-1 tokens
 
 A decode step reads every weight once for the whole batch and each row's K/V, so at small batch it
-is memory-bound: bytes = weights + B·(context+1)·kv_bytes_per_token; GB/s is against the copy
-bandwidth. Memory rows: weights, kv_cache (the cache's buffers), activations (allocator peak of
-one step above what was allocated before it).
+is memory-bound: bytes = weights + B·model.kv_bytes(context+1) (the K/V of context+1 tokens; a
+rolling window's is bounded by the window, a Performer's fixed-size state does not grow); GB/s is
+against the copy bandwidth. Memory rows: weights, kv_cache (B·model.kv_bytes(tokens held) after
+the measured step), activations (peak of one step above what was allocated before it).
 """
 from __future__ import annotations
 
@@ -59,25 +60,32 @@ def run(ctx: RunContext, cfg: DecodeConfig) -> None:
     model = ctx.model()
     args, rec = ctx.args, ctx.rec
     wbytes = weight_bytes(model)
-    kv_tok = model.kv_bytes_per_token(torch.finfo(ctx.dtype).bits // 8)
+    dtype_bytes = torch.finfo(ctx.dtype).bits // 8
     sampler, gen = ctx.sampler(), torch.Generator(ctx.device).manual_seed(ctx.seed)
     measure = rec.measure
     for context in contexts:
         for B in batches:
             tokens = torch.randint(0, args.vocab_size, (B, context), device=ctx.device, generator=gen)
             with rec.point(context=context, batch=B, impl="lab"):
-                _time_eager(ctx, model, tokens, sampler, gen, wbytes, kv_tok, cfg.memory)
+                _time_eager(ctx, model, tokens, sampler, gen, wbytes, dtype_bytes, cfg.memory)
             if cfg.cuda_graph and ctx.device.type == "cuda":
                 with rec.point(context=context, batch=B, impl="lab-cudagraph"):
                     cache = ctx.make_cache(B, context + 1)
                     prefill_chunked(model, tokens, cache, chunk=chunk_for(B, args.n_heads, context))
                     step = _step(model, cache, tokens[:, -1:], sampler, gen)
-                    flops, nbytes = decode_cost(args, batch=B, context=context, weight_bytes=wbytes, kv_bytes_per_token=kv_tok)
+                    flops, nbytes = step_cost(model, args, B, context, wbytes, dtype_bytes)
                     rec.time(lambda: step(context), metric="decode", flops=flops, bytes_moved=nbytes, tokens=B,
                              measure=replace(measure, cuda_graph=True))
                     del cache
         if "transformers" in cfg.peers:
-            _peer_transformers(ctx, context, cfg.peer_new_tokens or (128 if full else 8), kv_tok)
+            _peer_transformers(ctx, context, cfg.peer_new_tokens or (128 if full else 8), dtype_bytes)
+
+
+def step_cost(model, args, B: int, context: int, wbytes: int, dtype_bytes: int) -> tuple[float, float]:
+    """(FLOPs, bytes) of one decode step with `context` tokens cached: decode_cost's FLOPs; bytes =
+    weights + each row's K/V at context+1 tokens as the model's attention keeps them."""
+    flops, _ = decode_cost(args, batch=B, context=context, weight_bytes=0, kv_bytes_per_token=0)
+    return flops, float(wbytes + B * model.kv_bytes(context + 1, dtype_bytes))
 
 
 def _step(model, cache, first: torch.Tensor, sampler, gen):
@@ -93,7 +101,7 @@ def _step(model, cache, first: torch.Tensor, sampler, gen):
     return step
 
 
-def _time_eager(ctx: RunContext, model, tokens, sampler, gen, wbytes: int, kv_tok: int, memory: bool) -> None:
+def _time_eager(ctx: RunContext, model, tokens, sampler, gen, wbytes: int, dtype_bytes: int, memory: bool) -> None:
     B, context = tokens.shape
     measure = replace(ctx.rec.measure, warmup_ms=0.0, cuda_graph=False)  # warm-up is ours: a bounded number of steps
     n_steps = WARMUP_STEPS + 1 + measure.reps  # every call writes a new slot
@@ -113,17 +121,18 @@ def _time_eager(ctx: RunContext, model, tokens, sampler, gen, wbytes: int, kv_to
         from lab.measure.memory import measure_peak
 
         peak = measure_peak(advance, ctx.device)
-        ctx.rec.memory({"weights": wbytes, "kv_cache": int(cache.nbytes()),
-                        "activations": max(0, int(peak["peak_allocated_bytes"]) - int(peak["baseline_bytes"]))}, peak)
+        extra = int(peak["peak_allocated_bytes"]) - (int(peak["baseline_bytes"]) if ctx.device.type == "cuda" else 0)  # CPU: already a difference
+        ctx.rec.memory({"weights": wbytes, "kv_cache": B * model.kv_bytes(slot[0], dtype_bytes), "activations": max(0, extra)}, peak,
+                       method=f"weights: parameters; kv_cache: B·model.kv_bytes({slot[0]} tokens held) (the buffers allocated: {int(cache.nbytes())} B); activations: one step's peak above the allocations before it")
     first = slot[0]
     t = time_fn(advance, ctx.device, measure)
     mean_context = (first + slot[0] - 1) / 2  # steps timed ran at contexts first..slot-1
-    flops, nbytes = decode_cost(ctx.args, batch=B, context=int(round(mean_context)), weight_bytes=wbytes, kv_bytes_per_token=kv_tok)
+    flops, nbytes = step_cost(model, ctx.args, B, int(round(mean_context)), wbytes, dtype_bytes)
     ctx.rec.add_timing(t, metric="decode", flops=flops, bytes_moved=nbytes, tokens=B, bootstrap=measure.bootstrap,
                        context_timed=mean_context)
 
 
-def _peer_transformers(ctx: RunContext, context: int, n_new: int, kv_tok: int) -> None:
+def _peer_transformers(ctx: RunContext, context: int, n_new: int, dtype_bytes: int) -> None:
     from lab.model.peers import HAS_TRANSFORMERS, WHY_NOT_TRANSFORMERS
 
     for impl, cache_impl in (("transformers-static", "static"), ("transformers-dynamic", None)):
@@ -134,9 +143,10 @@ def _peer_transformers(ctx: RunContext, context: int, n_new: int, kv_tok: int) -
         with ctx.rec.point(**cols):
             from lab.model.peers import to_transformers
 
+            ref = ctx.model(reference=True)  # the peer runs the unconverted model: its K/V
             hf = ctx._cache.get("peer:transformers")
             if hf is None:
-                hf = ctx._cache["peer:transformers"] = to_transformers(ctx.model(reference=True))
+                hf = ctx._cache["peer:transformers"] = to_transformers(ref)
             prompt = torch.randint(0, ctx.args.vocab_size, (1, context), device=ctx.device)
             kw = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
             if cache_impl:
@@ -153,5 +163,5 @@ def _peer_transformers(ctx: RunContext, context: int, n_new: int, kv_tok: int) -
             tn = time_fn(lambda: gen(n_new), ctx.device, measure)
             per_token = (tn.samples_ms - np.median(t1.samples_ms)) / (n_new - 1)
             t = Timing(per_token, f"{tn.method}; (generate({n_new}) - median generate(1)) / {n_new - 1}")
-            flops, nbytes = decode_cost(ctx.args, batch=1, context=context + n_new // 2, weight_bytes=weight_bytes(hf), kv_bytes_per_token=kv_tok)
+            flops, nbytes = step_cost(ref, ctx.args, 1, context + n_new // 2, weight_bytes(hf), dtype_bytes)
             ctx.rec.add_timing(t, metric="decode", flops=flops, bytes_moved=nbytes, tokens=1, bootstrap=measure.bootstrap)

@@ -3,7 +3,10 @@
 One timed call runs B prompts of T random tokens through the model into an empty KV cache and
 returns the last position's logits — what a server does before the first token can be sampled.
 FLOPs = B·Σ_{t<T} flops_per_token(t+1) (matmuls plus causal attention), bytes = weights read once
-plus the K/V written; long prompts are compute-bound, so TFLOP/s is against the matmul peak.
+plus the K/V written, B·model.kv_bytes(T) (a rolling window keeps at most its window, a Performer
+a fixed-size state); long prompts are compute-bound, so TFLOP/s is against the matmul peak.
+Memory rows: weights, kv_cache (B·model.kv_bytes(T)), activations (the call's peak above the
+allocations before it, less the cache buffers the first call allocates).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def run(ctx: RunContext, cfg: PrefillConfig) -> None:
     model = ctx.model()
     args, rec = ctx.args, ctx.rec
     wbytes = weight_bytes(model)
-    kv_tok = model.kv_bytes_per_token(torch.finfo(ctx.dtype).bits // 8)
+    dtype_bytes = torch.finfo(ctx.dtype).bits // 8
     gen = torch.Generator(ctx.device).manual_seed(ctx.seed)
     for T in seq_lens:
         for B in batches:
@@ -41,12 +44,16 @@ def run(ctx: RunContext, cfg: PrefillConfig) -> None:
                 tokens = torch.randint(0, args.vocab_size, (B, T), device=ctx.device, generator=gen)
                 cache = ctx.make_cache(B, T)
                 fn = lambda: prefill(model, tokens, cache)  # start=0 each call: a fresh sequence
-                flops, nbytes = prefill_cost(args, batch=B, seq_len=T, weight_bytes=wbytes, kv_bytes_per_token=kv_tok)
+                flops, _ = prefill_cost(args, batch=B, seq_len=T, weight_bytes=0, kv_bytes_per_token=0)
+                kv = B * model.kv_bytes(T, dtype_bytes)  # [B] sequences of T tokens, as the attention keeps them
+                nbytes = float(wbytes + kv)
                 if cfg.memory:
                     from lab.measure.memory import measure_peak
 
                     peak = measure_peak(fn, ctx.device)  # the first call also allocates the cache: not activations
-                    act = int(peak["peak_allocated_bytes"]) - int(peak["baseline_bytes"]) - int(cache.nbytes())
-                    rec.memory({"weights": wbytes, "kv_cache": int(cache.nbytes()), "activations": max(0, act)}, peak)
+                    extra = int(peak["peak_allocated_bytes"]) - (int(peak["baseline_bytes"]) if ctx.device.type == "cuda" else 0)  # CPU: already a difference
+                    act = extra - int(cache.nbytes())
+                    rec.memory({"weights": wbytes, "kv_cache": kv, "activations": max(0, act)}, peak,
+                               method=f"weights: parameters; kv_cache: B·model.kv_bytes(T) (the buffers allocated: {int(cache.nbytes())} B); activations: the call's peak above the allocations before it, less those buffers")
                 rec.time(fn, metric="ttft", flops=flops, bytes_moved=nbytes, tokens=B * T)
                 del cache

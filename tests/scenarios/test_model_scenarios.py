@@ -18,8 +18,10 @@ from lab.registry import AXES
 QUICK = MeasureConfig(reps=3, min_reps=2, warmup_ms=0.0, max_time_s=2.0, bootstrap=100)
 
 
-def make_ctx(scenario: str, model: str = "tiny", **cfg) -> tuple[RunContext, object]:
+def make_ctx(scenario: str, model: str = "tiny", attention: tuple[str, dict] | None = None, **cfg) -> tuple[RunContext, object]:
     choices = {g: registry.reference(g).default_config() for g in AXES if registry.reference(g)}
+    if attention:
+        choices["attention"] = registry.get("attention", attention[0]).make_config(attention[1])
     choices["model"] = registry.get("model", model).default_config()
     entry = registry.get("scenario", scenario)
     choices["scenario"] = entry.make_config(cfg)
@@ -77,6 +79,39 @@ def test_decode_rows_costs_and_transformers_peer():
             assert value(ctx, "decode_tokens_per_s", impl=impl, batch=1) > 0
     else:
         assert rows(ctx, "decode_ms", impl="transformers-static")[0]["status"] == "skipped"
+
+
+@pytest.mark.parametrize("attention", [("sliding_window", dict(window=8)), ("performer", dict(features=16))])
+def test_decode_and_prefill_kv_bytes_follow_the_attention(attention):
+    """Transformer.kv_bytes: a rolling window holds at most `window` tokens, a Performer a fixed
+    state; decode/prefill record it as the KV-cache component and in the bytes moved."""
+    W = 8
+    ctx, e = make_ctx("decode", attention=attention, contexts=[2 * W, 4 * W], batches=[2], memory=True)
+    model, args = ctx.model(), ctx.args
+    ref = ctx.model(reference=True)
+    per_tok = ref.kv_bytes_per_token(4)
+    assert ref.kv_bytes(3 * W, 4) == 3 * W * per_tok  # no kv_bytes on the modules: per token × context
+    assert model.kv_bytes(2 * W, 4) == model.kv_bytes(W, 4) == model.kv_bytes(5 * W, 4) > 0
+    if attention[0] == "sliding_window":
+        assert model.kv_bytes(W, 4) == W * per_tok and model.kv_bytes(W // 2, 4) == W // 2 * per_tok
+    else:
+        assert model.kv_bytes_per_token(4) == 0  # unchanged: nothing grows per token
+        assert model.kv_bytes(1, 4) == model.kv_bytes(W, 4) != W * per_tok
+    e.fn(ctx, ctx.choices["scenario"])
+    assert not [r for r in ctx.rec.rows if r["status"] != "ok"]
+    wbytes = args.n_params() * 4
+    for c in (2 * W, 4 * W):
+        assert value(ctx, "mem_kv_cache_bytes", context=c, batch=2) == 2 * model.kv_bytes(W, 4)  # bounded, = at context W
+        r = rows(ctx, "decode_flops", context=c, batch=2, impl="lab")[0]
+        flops, _ = decode_cost(args, batch=2, context=round(r["context_timed"]), weight_bytes=0, kv_bytes_per_token=0)
+        assert r["value"] == flops and value(ctx, "decode_bytes", context=c, batch=2, impl="lab") == wbytes + 2 * model.kv_bytes(W, 4)
+    ctx, e = make_ctx("prefill", attention=attention, seq_lens=[W, 2 * W], batches=[1])
+    e.fn(ctx, ctx.choices["scenario"])
+    assert not [r for r in ctx.rec.rows if r["status"] != "ok"]
+    for T in (W, 2 * W):
+        assert value(ctx, "mem_kv_cache_bytes", seq_len=T, batch=1) == model.kv_bytes(W, 4)
+        assert value(ctx, "ttft_bytes", seq_len=T, batch=1) == wbytes + model.kv_bytes(W, 4)
+        assert value(ctx, "ttft_flops", seq_len=T, batch=1) == prefill_cost(args, batch=1, seq_len=T, weight_bytes=0, kv_bytes_per_token=0)[0]
 
 
 def test_decode_rejects_unknown_peer():
