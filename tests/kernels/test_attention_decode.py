@@ -6,13 +6,9 @@ block (P = 16, 32, 48) and tiles across blocks (P = 8, 40), with partially fille
 """
 from __future__ import annotations
 
-import os
 import re
 
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
 
 import pytest
 
@@ -27,9 +23,8 @@ from kernels.attention_decode import (
     paged_from_contiguous,
     quantize_kv,
 )
+from kernel_env import DEVICE, GPU
 
-GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if GPU else "cpu"
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2.5e-2}
 
 

@@ -7,12 +7,8 @@ On a GPU (no TRITON_INTERPRET) the same tests run compiled, bf16 included.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
 
 import pytest
 
@@ -25,9 +21,8 @@ from kernels.attention_prefill import (
     visible_pairs,
 )
 from lab.model.llama import AttnContext, eager_attention
+from kernel_env import DEVICE, GPU
 
-GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if GPU else "cpu"
 DTYPES = [torch.float16, torch.bfloat16] if GPU else [torch.float16, torch.float32]  # fp32 still runs in the tests below
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2.5e-2}  # atol = rtol
 

@@ -5,21 +5,16 @@ compiled, bfloat16 included.
 """
 from __future__ import annotations
 
-import os
 import zlib
 
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
 
 import pytest
 
 from kernels.rmsnorm import bytes_moved, flops, rmsnorm, rmsnorm_reference
 from lab.model.llama import RMSNorm
+from kernel_env import DEVICE, GPU
 
-GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if GPU else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if GPU else [])
 # one rounding of the output in its dtype (plus float32 sum-order noise)
 TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}

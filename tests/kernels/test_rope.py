@@ -5,21 +5,16 @@ compiled, bfloat16 included.
 """
 from __future__ import annotations
 
-import os
 import zlib
 
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
 
 import pytest
 
 from kernels.rope import bytes_moved, flops, rope, rope_qk, rope_reference
 from lab.model.llama import ModelArgs, RotaryEmbedding, apply_rotary
+from kernel_env import DEVICE, GPU
 
-GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if GPU else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if GPU else [])
 # the kernel rounds each product like the reference; float32 may fuse a multiply-add (1 ulp)
 TOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}

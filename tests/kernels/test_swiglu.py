@@ -5,20 +5,15 @@ compiled, bfloat16 included.
 """
 from __future__ import annotations
 
-import os
 import zlib
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
-
 import pytest
 
 from kernels.swiglu import bytes_moved, flops, swiglu, swiglu_packed, swiglu_packed_reference, swiglu_reference
+from kernel_env import DEVICE, GPU
 
-GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if GPU else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if GPU else [])
 # silu is rounded to the dtype before the product, as F.silu(g) * u does: at most ~1 ulp apart
 TOL = {torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}

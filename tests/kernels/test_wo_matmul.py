@@ -7,13 +7,9 @@ on Gaussian weights). On CPU the kernel runs under TRITON_INTERPRET=1 (float32/f
 """
 from __future__ import annotations
 
-import os
 import zlib
 
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
 
 import pytest
 
@@ -30,9 +26,8 @@ from kernels.wo_matmul import (
     wo_matmul,
     wo_matmul_reference,
 )
+from kernel_env import DEVICE, GPU
 
-GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if GPU else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if GPU else [])
 # max |y - truth| / max |truth|: float32 accumulation; 16-bit x and the weight rounded to x's
 # dtype for tl.dot (M > 1), the output rounded once
