@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lab.context import RunContext
+from lab.records import PointFailed
 from lab.measure.timing import Timing, time_fn
 from lab.model.generate import chunk_for, decode_cost, prefill_chunked
 from lab.model.weights import weight_bytes
@@ -39,7 +40,7 @@ class DecodeConfig(VariantConfig):
     batches: tuple[int, ...] = ()  # () = by size: small (1, 4), full (1, 8, 32)
     cuda_graph: bool = True  # on CUDA, also time the step as a CUDA-graph replay
     peers: tuple[str, ...] = ()  # "transformers": its generate() at batch 1, static and dynamic cache
-    peer_new_tokens: int = 0  # tokens per peer generate(); 0 = by size: 8 small, 128 full
+    peer_new_tokens: int = 0  # tokens per peer generate(); 0 = by size: 32 small, 128 full
     memory: bool = True  # record memory by component
 
 
@@ -78,7 +79,7 @@ def run(ctx: RunContext, cfg: DecodeConfig) -> None:
                              measure=replace(measure, cuda_graph=True))
                     del cache
         if "transformers" in cfg.peers:
-            _peer_transformers(ctx, context, cfg.peer_new_tokens or (128 if full else 8), dtype_bytes)
+            _peer_transformers(ctx, context, cfg.peer_new_tokens or (128 if full else 32), dtype_bytes)
 
 
 def step_cost(model, args, B: int, context: int, wbytes: int, dtype_bytes: int) -> tuple[float, float]:
@@ -162,6 +163,9 @@ def _peer_transformers(ctx: RunContext, context: int, n_new: int, dtype_bytes: i
             t1 = time_fn(lambda: gen(1), ctx.device, measure)
             tn = time_fn(lambda: gen(n_new), ctx.device, measure)
             per_token = (tn.samples_ms - np.median(t1.samples_ms)) / (n_new - 1)
+            if np.median(per_token) <= 0:  # the difference drowned in timing noise: say so, don't report it
+                raise PointFailed(f"generate({n_new}) was not measurably slower than generate(1) "
+                                  f"({tn.median_ms:.2f} vs {t1.median_ms:.2f} ms): raise scenario.peer_new_tokens")
             t = Timing(per_token, f"{tn.method}; (generate({n_new}) - median generate(1)) / {n_new - 1}")
             flops, nbytes = step_cost(ref, ctx.args, 1, context + n_new // 2, weight_bytes(hf), dtype_bytes)
             ctx.rec.add_timing(t, metric="decode", flops=flops, bytes_moved=nbytes, tokens=1, bootstrap=measure.bootstrap)
