@@ -272,7 +272,10 @@ def _check_kind(metric: str, base_device_type: str | None, tol: dict) -> str:
     if k in ("quality", "cost"):
         return "quality"
     if k == "memory":
-        if metric in MEM_TOTALS and base_device_type != "cuda" and not tol["memory"].get("peaks_on_cpu"):
+        # activations = measured peak - weights - KV: on a CPU that peak is the process RSS, as noisy
+        # as the peaks themselves
+        measured = metric in MEM_TOTALS or metric == "mem_activations_bytes"
+        if measured and base_device_type != "cuda" and not tol["memory"].get("peaks_on_cpu"):
             return "info"
         return "memory"
     return "info"
