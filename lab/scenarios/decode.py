@@ -64,6 +64,8 @@ def run(ctx: RunContext, cfg: DecodeConfig) -> None:
     dtype_bytes = torch.finfo(ctx.dtype).bits // 8
     sampler, gen = ctx.sampler(), torch.Generator(ctx.device).manual_seed(ctx.seed)
     measure = rec.measure
+    if ctx.device.type != "cuda":
+        rec.energy(lambda: None, tokens=1, metric="decode_energy")  # one skipped row saying why: no counter
     for context in contexts:
         for B in batches:
             tokens = torch.randint(0, args.vocab_size, (B, context), device=ctx.device, generator=gen)
@@ -77,7 +79,9 @@ def run(ctx: RunContext, cfg: DecodeConfig) -> None:
                     flops, nbytes = step_cost(model, args, B, context, wbytes, dtype_bytes)
                     rec.time(lambda: step(context), metric="decode", flops=flops, bytes_moved=nbytes, tokens=B,
                              measure=replace(measure, cuda_graph=True))
+                    rec.energy(_graphed(lambda: step(context)), tokens=B, metric="decode_energy", min_time_s=0.5)
                     del cache
+
         if "transformers" in cfg.peers:
             _peer_transformers(ctx, context, cfg.peer_new_tokens or (128 if full else 32), dtype_bytes)
 
@@ -87,6 +91,20 @@ def step_cost(model, args, B: int, context: int, wbytes: int, dtype_bytes: int) 
     weights + each row's K/V at context+1 tokens as the model's attention keeps them."""
     flops, _ = decode_cost(args, batch=B, context=context, weight_bytes=0, kv_bytes_per_token=0)
     return flops, float(wbytes + B * model.kv_bytes(context + 1, dtype_bytes))
+
+
+def _graphed(fn):
+    """fn captured once in a CUDA graph; returns its replay (energy is then that of the kernels,
+    not of idle gaps between Python launches)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()  # warm-up on a side stream, as capture requires
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
 
 
 def _step(model, cache, first: torch.Tensor, sampler, gen):
