@@ -56,3 +56,24 @@ class CompiledPeer:
             self.reason = f"torch.compile took {self.spent:.0f} s in total, over the {self.budget_s:.0f} s budget"
             return False
         return True
+
+
+ERROR_METHOD = "max|out - ref| / max|ref| vs the float64 reference on the benchmark inputs"
+
+
+def compare(rec: Recorder, impls: dict, error, measure: MeasureConfig, cost: dict,
+            peer: CompiledPeer | None = None, peer_args: tuple = (), method: str = ERROR_METHOD) -> None:
+    """Every implementation side by side at one shape: its error against the reference
+    (`error(output) -> float`), then its time with the analytic cost; the torch.compile peer last,
+    or one skipped row saying why it did not run."""
+    impls = dict(impls)
+    if peer is not None:
+        if peer.ready(*peer_args):
+            impls["torch-compile"] = lambda: peer.compiled(*peer_args)
+        else:
+            with rec.point(impl="torch-compile"):
+                rec.skipped(peer.reason)
+    for name, fn in impls.items():
+        with rec.point(impl=name):
+            rec.metric("max_rel_err", error(fn()), "", method=method)
+            rec.time(fn, measure=measure, **cost)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from kernels.rmsnorm import bytes_moved, flops, rmsnorm, rmsnorm_reference
-from lab.benchmarks._common import bench_dtype, bench_measure, rel_err, CompiledPeer
+from lab.benchmarks._common import compare, bench_dtype, bench_measure, rel_err, CompiledPeer
 from lab.records import Recorder
 
 EPS = 1e-5
@@ -49,17 +49,6 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
             w = torch.randn(C, device=device, dtype=dtype, generator=gen)
             ref, _ = rmsnorm_reference(x.double(), w.double(), EPS, residual=r.double())
             cost = dict(flops=flops(N, C, residual=True), bytes_moved=bytes_moved(N, C, x.element_size(), residual=True))
-            method = "max|y-y64|/max|y64| vs float64 reference on the benchmark inputs"
             impls = {"triton": lambda: rmsnorm(x, w, EPS, residual=r), "eager": lambda: eager(x, w, r)}
-            for name, fn in impls.items():
-                with rec.point(impl=name):
-                    rec.metric("max_rel_err", rel_err(fn()[0], ref), "", method=method)
-                    rec.time(fn, measure=measure, **cost)
-            with rec.point(impl="torch-compile"):
-                if not peer.ready(x, w, r):
-                    rec.skipped(peer.reason)
-                else:
-                    fn = lambda: peer.compiled(x, w, r)
-                    rec.metric("max_rel_err", rel_err(fn()[0], ref), "", method=method)
-                    rec.time(fn, measure=measure, **cost)
+            compare(rec, impls, lambda out: rel_err(out[0], ref), measure, cost, peer, (x, w, r))
             del x, r, w, ref

@@ -20,7 +20,7 @@ import torch
 
 from kernels.rope import bytes_moved, flops, rope, rope_qk
 from lab.model.llama import apply_rotary
-from lab.benchmarks._common import bench_dtype, bench_measure, rel_err, CompiledPeer
+from lab.benchmarks._common import compare, bench_dtype, bench_measure, rel_err, CompiledPeer
 from lab.records import Recorder
 
 
@@ -39,10 +39,6 @@ def shapes(size: str) -> list[tuple[int, int, int, int, int, int]]:
 
 def eager(q, k, cos, sin):
     return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-
-
-def _rel_err(outs, refs) -> float:
-    return max(rel_err(o, r) for o, r in zip(outs, refs))
 
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
@@ -65,21 +61,11 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
             refs = eager(q.double(), k.double(), cos.double(), sin.double())
             nbytes = bytes_moved(B, H + H_kv, T, D, R, q.element_size(), cos.element_size())
             cost = dict(flops=flops(B, H + H_kv, T, R), bytes_moved=nbytes)
-            method = "max|out-ref|/max|ref| over q and k vs apply_rotary in float64 on the benchmark inputs"
             impls = {
                 "triton-qk": lambda: rope_qk(q, k, cos, sin),
                 "triton": lambda: (rope(q, cos, sin), rope(k, cos, sin)),
                 "eager": lambda: eager(q, k, cos, sin),
             }
-            for name, fn in impls.items():
-                with rec.point(impl=name):
-                    rec.metric("max_rel_err", _rel_err(fn(), refs), "", method=method)
-                    rec.time(fn, measure=measure, **cost)
-            with rec.point(impl="torch-compile"):
-                if not peer.ready(q, k, cos, sin):
-                    rec.skipped(peer.reason)
-                else:
-                    fn = lambda: peer.compiled(q, k, cos, sin)
-                    rec.metric("max_rel_err", _rel_err(fn(), refs), "", method=method)
-                    rec.time(fn, measure=measure, **cost)
+            compare(rec, impls, lambda outs: max(rel_err(o, r) for o, r in zip(outs, refs)), measure, cost, peer, (q, k, cos, sin),
+                    method="max|out - ref| / max|ref| over q and k vs apply_rotary in float64 on the benchmark inputs")
             del q, k, cos, sin, refs

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.swiglu import bytes_moved, flops, swiglu, swiglu_packed, swiglu_reference
-from lab.benchmarks._common import bench_dtype, bench_measure, rel_err, CompiledPeer
+from lab.benchmarks._common import compare, bench_dtype, bench_measure, rel_err, CompiledPeer
 from lab.records import Recorder
 
 
@@ -47,21 +47,10 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
             gate, up = gate_up[:, :Fd].contiguous(), gate_up[:, Fd:].contiguous()
             ref = swiglu_reference(gate.double(), up.double())
             cost = dict(flops=flops(N, Fd), bytes_moved=bytes_moved(N, Fd, gate.element_size()))
-            method = "max|y-y64|/max|y64| vs float64 reference on the benchmark inputs"
             impls = {
                 "triton": lambda: swiglu(gate, up),
                 "triton-packed": lambda: swiglu_packed(gate_up),
                 "eager": lambda: eager(gate, up),
             }
-            for name, fn in impls.items():
-                with rec.point(impl=name):
-                    rec.metric("max_rel_err", rel_err(fn(), ref), "", method=method)
-                    rec.time(fn, measure=measure, **cost)
-            with rec.point(impl="torch-compile"):
-                if not peer.ready(gate, up):
-                    rec.skipped(peer.reason)
-                else:
-                    fn = lambda: peer.compiled(gate, up)
-                    rec.metric("max_rel_err", rel_err(fn(), ref), "", method=method)
-                    rec.time(fn, measure=measure, **cost)
+            compare(rec, impls, lambda out: rel_err(out, ref), measure, cost, peer, (gate, up))
             del gate_up, gate, up, ref
