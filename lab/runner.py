@@ -11,8 +11,6 @@ overwrites them.
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,10 +33,6 @@ def point_config(point: labcfg.Point) -> dict:
     return {k: v for k, v in cfg.items() if k not in _NOT_HASHED}
 
 
-def point_hash(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def plan(overrides: list[str], multirun: bool) -> list[labcfg.Point]:
     """Compose, resolve and validate every point: all bad input surfaces here, before any work."""
     if not multirun and len(labcfg.expand(overrides)) > 1:
@@ -55,7 +49,7 @@ def plan(overrides: list[str], multirun: bool) -> list[labcfg.Point]:
 def run(overrides: list[str], multirun: bool = False, quiet: bool = False) -> Path:
     """Run all points; return the run directory. Prints the report's path when done."""
     from lab.measure import provenance, roofline
-    from lab.store import RunStore
+    from lab.store import RunStore, point_hash
 
     pts = plan(overrides, multirun)
     first = pts[0]

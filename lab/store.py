@@ -32,7 +32,7 @@ SAMPLE_COLUMNS = ("metric", "sample", "value")
 
 
 def point_hash(config: Mapping[str, Any]) -> str:
-    """A short stable hash of a point's resolved config (same recipe as lab.runner.point_hash)."""
+    """A short stable hash of a point's resolved config: how a resumed run knows a finished point."""
     if type(config).__module__.startswith("omegaconf"):
         from omegaconf import OmegaConf
 
