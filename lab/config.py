@@ -324,8 +324,28 @@ def validate(point: Point) -> None:
             raise LabError(f"{group}={c.name} cannot run here: {why}")
     model_cfg = point.choices["model"]
     args = model_cfg.model_args() if hasattr(model_cfg, "model_args") else None
+    if args is not None:
+        need = args.weight_bytes(torch.finfo(point.dtype).bits // 8)
+        have = available_memory(point.device)
+        if have is not None and need > 0.9 * have:
+            raise LabError(
+                f"model={model_cfg.name} needs {need / 1e9:.1f} GB of {str(point.dtype).removeprefix('torch.')} weights; "
+                f"{point.device} has {have / 1e9:.1f} GB available: use a GPU (device=cuda), device.dtype=bfloat16, "
+                f"or a smaller model (model=smollm2_135m, llama32_1b, qwen25_05b)")
     for group, c in point.choices.items():
         if hasattr(c, "validate") and args is not None:
             c.validate(args)
     if point.cfg.corpus.path and not Path(point.cfg.corpus.path).expanduser().is_file():
         raise LabError(f"corpus.path={point.cfg.corpus.path!r}: no such file; give a path to a UTF-8 text file")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for the weights: CUDA's free memory, or the OS's MemAvailable on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kb * 1024
+    except (OSError, StopIteration, ValueError):
+        return None

@@ -123,3 +123,16 @@ def test_entry_point_subprocess(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     p = subprocess.run([sys.executable, "-m", "lab", "run", "attention=nope"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "attention='nope'" in p.stderr
+
+
+def test_model_too_large_for_the_device(capsys):
+    """The Llama-3-8B shape in float32 (32 GB) does not fit a 24 GB CPU machine: said before loading."""
+    import torch
+
+    from lab.config import available_memory
+
+    have = available_memory(torch.device("cpu"))
+    if have is None or have > 30e9:
+        pytest.skip("this machine has room for 32 GB of weights")
+    code, _, err = run_cli(capsys, "run", "model=llama3_8b", "device=cpu", "scenario=decode")
+    assert_clear_error(code, err, "model=llama3_8b needs 32.1 GB of float32 weights", "GB available")
