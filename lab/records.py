@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from lab.measure.stats import summarize
-from lab.measure.timing import MeasureConfig, Timing, time_fn
+from lab.measure.timing import MeasureConfig, Timing, time_fn, time_stream
 
 ROW_COLUMNS = ("run_id", "experiment", "scenario", "metric", "value", "unit", "method", "status", "error")
 
@@ -124,6 +124,24 @@ class Recorder:
         achieved TFLOP/s, GB/s, FLOP/byte and the fraction of the roofline; tokens/s if `tokens`."""
         cfg = measure or self.measure
         t = time_fn(fn, self.device, cfg)
+        return self.add_timing(t, metric=metric, flops=flops, bytes_moved=bytes_moved, tokens=tokens, bootstrap=cfg.bootstrap, **cols)
+
+    def time_stream(
+        self,
+        fns: list[Callable[[], Any]],
+        *,
+        metric: str = "latency_stream",
+        flops: float = 0.0,
+        bytes_moved: float = 0.0,
+        tokens: int | None = None,
+        measure: MeasureConfig | None = None,
+        **cols: Any,
+    ) -> Timing:
+        """Like `time`, per call of `fns` run back to back in one CUDA graph, each on its own input
+        copy (lab.measure.timing.time_stream): the kernel's cost inside a captured decode step.
+        flops/bytes_moved are those of ONE call."""
+        cfg = measure or self.measure
+        t = time_stream(fns, self.device, cfg)
         return self.add_timing(t, metric=metric, flops=flops, bytes_moved=bytes_moved, tokens=tokens, bootstrap=cfg.bootstrap, **cols)
 
     def add_timing(self, t: Timing, *, metric: str = "latency", flops: float = 0.0, bytes_moved: float = 0.0, tokens: int | None = None, bootstrap: int = 2000, **cols: Any) -> Timing:

@@ -11,8 +11,8 @@ verifies that once per device by timing a read of a buffer smaller than L2 warm 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -84,6 +84,32 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfi
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
     return Timing(np.asarray(samples), f"cpu perf_counter, {len(samples)} reps, warm-up {cfg.warmup_ms:g} ms", extra=extra)
+
+
+def stream_copies(nbytes: int, device: torch.device | str, most: int = 64) -> int:
+    """How many copies of an input of `nbytes` together hold at least twice the L2 (at least 2, at
+    most `most`): cycling over them, every call of a back-to-back stream reads DRAM."""
+    device = torch.device(device)
+    l2 = _l2_bytes(device) if device.type == "cuda" else 50 * 2**20
+    return int(min(most, max(2, -(-2 * l2 // max(int(nbytes), 1)))))
+
+
+def time_stream(fns: Sequence[Callable[[], Any]], device: torch.device | str, cfg: MeasureConfig = MeasureConfig()) -> Timing:
+    """Per-call time of `fns` run back to back, as a decode step runs its kernels: on CUDA captured
+    in ONE graph (each fn on its own copy of the inputs, see `stream_copies`), and every sample is
+    one replay divided by len(fns). Timing one call per replay instead adds the graph's launch
+    latency (~3-4 µs on an H200) to every sample, which a decode step of hundreds of kernels pays
+    once; for kernels of a few µs that latency, not the kernel, would decide the comparison.
+    On the CPU the calls simply run in turn."""
+    fns = list(fns)
+    n = len(fns)
+    if n == 0:
+        raise ValueError("time_stream: needs at least one call to time")
+    run_all = lambda: [f() for f in fns]
+    device = torch.device(device)
+    t = time_fn(run_all, device, replace(cfg, cuda_graph=device.type == "cuda"))
+    method = f"{n} calls back to back on {n} input copies, per call; {t.method}"
+    return Timing(t.samples_ms / n, method, t.l2_flush, t.graph, {**t.extra, "calls_per_sample": n})
 
 
 def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, extra: dict[str, Any]) -> Timing:
