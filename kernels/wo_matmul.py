@@ -19,18 +19,22 @@ Formats (QuantizedWeight):
          asymmetric: w ≈ (code - zero[n, k // G]) · scale[n, k // G]; the range [min, max] of the
                      group (widened to contain 0) is split into 15 steps, zero = round(-min/scale).
 
-Kernel: grid (N / BLOCK_N, SPLIT_K). Each program streams a [BLOCK_N, K / SPLIT_K] stripe of codes
-and either
-  * M = 1: multiplies codes by x in registers (no tensor cores: a GEMV does 1 FLOP per weight,
-    the ALUs keep up). int8: a [BLOCK_N, BLOCK_K] float32 accumulator, reduced and scaled once at
-    the end. int4: tiles of whole groups viewed as [BLOCK_N, groups, GROUP/2 bytes] (so a
-    group's scale broadcasts without a reshape); per lane acc += scale·((lo - z)·x_even +
-    (hi - z)·x_odd), reduced across lanes once after the loop (no shuffles inside it).
-  * M > 1: dequantizes (code - zero)·scale one group at a time into x's dtype and runs tl.dot
-    with x padded to 16 rows.
-For int4 the even and odd k of x are loaded separately, so the nibbles are never interleaved.
-SPLIT_K > 1 (small N: too few programs to fill the GPU) adds partial sums with float32 atomics
-into a zeroed buffer (then one cast to x's dtype).
+Kernels: grid (N / BLOCK_N, SPLIT_K); each program streams a [BLOCK_N, K / SPLIT_K] stripe.
+  * int4, M = 1 (_int4_gemv_kernel): a GEMV reads every byte once, so it runs at DRAM speed only
+    with enough loads in flight (~40-60 KB per SM). The codes are read as int32 words (8 codes,
+    16-byte vectors) and a whole stripe of K is unrolled (up to MAX_UNROLL tiles of BLOCK_K) with
+    no dependency between the tiles' loads, so they are all issued before the first is used.
+    Tiles hold whole groups, viewed as [BLOCK_N, groups, words], so a group's scale broadcasts
+    without a reshape; per lane acc += scale·Σ (code - zero)·x, reduced once after the loop.
+  * int8 at M = 1 (_wo_matmul_kernel): codes times x in registers (no tensor cores: a GEMV does
+    1 FLOP per weight, the ALUs keep up) into a [BLOCK_N, BLOCK_K] float32 accumulator, reduced
+    and scaled once at the end.
+  * M > 1 (_wo_matmul_kernel): dequantizes (code - zero)·scale one group at a time into x's
+    dtype and runs tl.dot with x padded to 16 rows.
+Codes become floats by the 2^23 trick ((c | 0x4B000000) read as float32 is 2^23 + c: one OR and
+one subtract, no quarter-rate int->float conversion). 16-bit x is read as int32 words of (even k,
+odd k) pairs, so the nibbles are never interleaved. SPLIT_K > 1 (small N: too few programs to fill
+the GPU) adds partial sums with float32 atomics into a zeroed buffer (then one cast to x's dtype).
 """
 from __future__ import annotations
 
@@ -82,7 +86,7 @@ def _wo_matmul_kernel(
     stride_xm, stride_wn, stride_sn, stride_zn, stride_ym,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    USE_DOT: tl.constexpr, ATOMIC: tl.constexpr, DOT_PRECISION: tl.constexpr, X_WORDS: tl.constexpr,
+    USE_DOT: tl.constexpr, ATOMIC: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -151,38 +155,7 @@ def _wo_matmul_kernel(
                     acc = tl.dot(xe, w_lo.to(xe.dtype), acc, input_precision=DOT_PRECISION)
                     acc = tl.dot(xo, w_hi.to(xo.dtype), acc, input_precision=DOT_PRECISION)
         else:
-            gi = tl.arange(0, GPT)[None, :, None]  # [1, GPT, 1]
-            bi = tl.arange(0, HB)[None, None, :]  # [1, 1, HB]
-            acc3 = tl.zeros([BLOCK_N, GPT, HB], dtype=tl.float32)  # reduced once, after the loop
-            for k0 in range(k_lo, k_hi, BLOCK_K):
-                k0 = tl.multiple_of(k0, BLOCK_K)  # tells the compiler the loads are aligned: 16 B wide
-                g = k0 // GROUP + tl.arange(0, GPT)  # [GPT]
-                g_ok = g * GROUP < k_hi
-                jb = k0 // 2 + gi * HB + bi  # [1, GPT, HB] byte index along the row
-                byte = tl.load(Wq + offs_n.to(tl.int64)[:, None, None] * stride_wn + jb,
-                               mask=n_mask[:, None, None] & g_ok[None, :, None], other=0).to(tl.int32)  # [BN, GPT, HB]
-                if X_WORDS == 1:  # bf16 x read as int32 words (k even, k odd): bf16 -> f32 is a shift
-                    xw = tl.load(X + jb, mask=g_ok[None, :, None], other=0)  # [1, GPT, HB]
-                    xe = (xw << 16).to(tl.float32, bitcast=True)
-                    xo = (xw & -65536).to(tl.float32, bitcast=True)
-                elif X_WORDS == 2:  # fp16 pairs as int32 words
-                    xw = tl.load(X + jb, mask=g_ok[None, :, None], other=0)
-                    xe = (xw & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                    xo = (xw >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                else:  # float32 x: two strided loads
-                    xe = tl.load(X + 2 * jb, mask=g_ok[None, :, None], other=0.0).to(tl.float32)  # [1, GPT, HB]
-                    xo = tl.load(X + 2 * jb + 1, mask=g_ok[None, :, None], other=0.0).to(tl.float32)
-                gmask = n_mask[:, None] & g_ok[None, :]
-                s = tl.load(S + offs_n[:, None] * stride_sn + g[None, :], mask=gmask, other=0.0).to(tl.float32)  # [BN, GPT]
-                if HAS_ZERO:
-                    z = tl.load(Z + offs_n[:, None] * stride_zn + g[None, :], mask=gmask, other=0).to(tl.float32)
-                else:
-                    z = tl.full([BLOCK_N, GPT], 8.0, tl.float32)
-                zb = (z + 8388608.0)[:, :, None]
-                c_lo = ((byte & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - zb  # code - zero, exact
-                c_hi = ((byte >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - zb
-                acc3 += s[:, :, None] * (c_lo * xe + c_hi * xo)  # per lane: no shuffles in the loop
-            acc = tl.sum(tl.sum(acc3, axis=2), axis=1)[None, :]  # [1, BN]
+            tl.static_assert(False, "int4 at M = 1 runs _int4_gemv_kernel")
 
     out_m = offs_m if USE_DOT else tl.arange(0, 1)  # (BLOCK_M rows of x on the tl.dot path)
     y_ptrs = Y + out_m[:, None] * stride_ym + offs_n[None, :]
@@ -191,6 +164,79 @@ def _wo_matmul_kernel(
         tl.atomic_add(y_ptrs, acc, mask=y_mask)  # float32 partial sums over K splits
     else:
         tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=y_mask)
+
+
+@triton.jit
+def _int4_gemv_kernel(
+    X, W32, S, Z, Y,
+    N, K, k_per_split,
+    stride_wn, stride_sn, stride_zn,
+    GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL: tl.constexpr,
+    X_WORDS: tl.constexpr, ATOMIC: tl.constexpr,
+):
+    """int4 at M = 1: y[n] = Σ_k (code - zero)·scale·x[k] over a [BLOCK_N, k_per_split] stripe.
+
+    Bound by bytes in flight, not by arithmetic: a GEMV has no reuse, so DRAM bandwidth is reached
+    only with ~40-60 KB of loads outstanding per SM (Little's law at ~1 µs latency). So the codes
+    are read as int32 words (8 codes, 16-byte vectors of 4 words per thread) and UNROLL tiles of
+    BLOCK_K are unrolled with no dependency between their loads: they are all issued before the
+    first one is used (a plain loop would wait on each tile in turn; Triton pipelines only loads
+    that feed tl.dot). Word w of a row holds k = 8w + i in nibble i (bits 4i..4i+3: the byte
+    layout read little-endian), so the x values a word needs are x words 4w..4w+3 when x is read
+    as (even k, odd k) pairs."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    WPG: tl.constexpr = GROUP // 8  # int32 words per group
+    GPT: tl.constexpr = BLOCK_K // GROUP  # whole groups per tile: a scale broadcasts without a reshape
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    rows = W32 + offs_n.to(tl.int64)[:, None, None] * stride_wn  # [BN, 1, 1]
+    gi = tl.arange(0, GPT)[None, :, None]
+    wi = tl.arange(0, WPG)[None, None, :]
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(K, k_lo + k_per_split)
+    acc = tl.zeros([BLOCK_N, GPT, WPG], dtype=tl.float32)  # per lane; reduced once at the end
+    for k_outer in range(k_lo, k_hi, BLOCK_K * UNROLL):
+        for u in tl.static_range(UNROLL):
+            k0 = tl.multiple_of(k_outer + u * BLOCK_K, BLOCK_K)
+            g = k0 // GROUP + tl.arange(0, GPT)  # [GPT] group index along the row
+            g_ok = g * GROUP < k_hi  # K is a multiple of GROUP: a group is all in or all out
+            w_idx = k0 // 8 + gi * WPG + wi  # [1, GPT, WPG] word index along the row
+            word = tl.load(rows + w_idx, mask=n_mask[:, None, None] & g_ok[None, :, None], other=0,
+                           eviction_policy="evict_first")  # read once: keep L2 for x and the outputs
+            gmask = n_mask[:, None] & g_ok[None, :]
+            s = tl.load(S + offs_n[:, None] * stride_sn + g[None, :], mask=gmask, other=0.0).to(tl.float32)  # [BN, GPT]
+            if HAS_ZERO:
+                z = tl.load(Z + offs_n[:, None] * stride_zn + g[None, :], mask=gmask, other=0).to(tl.float32)
+            else:
+                z = tl.full([BLOCK_N, GPT], 8.0, tl.float32)
+            zb = (z + 8388608.0)[:, :, None]
+            t = tl.zeros([BLOCK_N, GPT, WPG], dtype=tl.float32)
+            for b in tl.static_range(4):  # byte b of each word: k = 8w + 2b (low nibble), 8w + 2b + 1
+                xm = g_ok[None, :, None]
+                if X_WORDS == 1:  # bf16 pairs read as int32: bf16 -> float32 is a shift
+                    xw = tl.load(X + 4 * w_idx + b, mask=xm, other=0)
+                    xe = (xw << 16).to(tl.float32, bitcast=True)
+                    xo = (xw & -65536).to(tl.float32, bitcast=True)
+                elif X_WORDS == 2:  # fp16 pairs read as int32
+                    xw = tl.load(X + 4 * w_idx + b, mask=xm, other=0)
+                    xe = (xw & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                    xo = (xw >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                else:  # float32 (or unaligned) x: two strided loads
+                    xe = tl.load(X + 8 * w_idx + 2 * b, mask=xm, other=0.0).to(tl.float32)
+                    xo = tl.load(X + 8 * w_idx + 2 * b + 1, mask=xm, other=0.0).to(tl.float32)
+                # code -> float by the 2^23 trick: (c | 0x4B000000) read as float32 is 2^23 + c, so
+                # one OR and one subtract give c - zero exactly (no quarter-rate int->float op)
+                lo = (((word >> (8 * b)) & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - zb
+                hi = (((word >> (8 * b + 4)) & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - zb
+                t += lo * xe + hi * xo
+            acc += s[:, :, None] * t
+    y = tl.sum(tl.sum(acc, axis=2), axis=1)  # [BN]
+    if ATOMIC:
+        tl.atomic_add(Y + offs_n, y, mask=n_mask)  # float32 partial sums over K splits
+    else:
+        tl.store(Y + offs_n, y.to(Y.dtype.element_ty), mask=n_mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,24 +250,30 @@ class WoConfig:
     num_warps: int = 4
     num_stages: int = 3
     use_dot: bool | None = None  # None: tl.dot for M > 1, the FMA path for M = 1
+    unroll: int = 8  # int4 GEMV: tiles of block_k whose loads are issued together
 
 
-INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1)  # block_k >= group (int4)
+INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1, unroll=2)  # block_k >= group (int4)
+MAX_UNROLL = 16  # tiles unrolled per loop step (more only grows the code)
 
-# (M == 1, bits) -> (block_n, block_k, num_warps, use_dot). M = 1 rows measured on an H200
-# (CUDA-graph replays over weight copies > L2, torch 2.11 / triton 3.6, 2026-11): int4 4×1024 2
-# warps (9.1 µs at 4096², 25.2 µs at 14336×4096) and 16×256 2 warps when K <= 1024 (49152×576:
-# 18.0 µs vs 25.9 µs for 8×512); int8 16×512 8 warps (9.2 µs at 4096² vs 12.2 µs split in 2).
-# At M = 1 the grid is never split: N / block_n programs already fill the GPU on every shape we
-# run, and a split costs a zero-fill and a cast launch (≈ +4 µs on the SmolLM2 shapes).
-# M > 1: tl.dot 64×128 with split-K stayed best for int4 (2× faster than 32×256 unsplit);
-# int8 with K <= 2048 is faster unsplit at 16×256 (1536×576: 3.9 vs 5.9 µs).
+# (M == 1, bits) -> (block_n, block_k, num_warps, use_dot). int8 at M = 1, measured on an H200
+# (CUDA-graph replays over weight copies > L2, torch 2.11 / triton 3.6, 2026-11): 16×512 8 warps
+# (9.2 µs at 4096² vs 12.2 µs split in 2). M > 1: tl.dot 64×128 with split-K stayed best for int4
+# (2× faster than 32×256 unsplit); int8 with K <= 2048 is faster unsplit at 16×256 (1536×576:
+# 3.9 vs 5.9 µs). int4 at M = 1: _INT4_GEMV below.
 _TILES = {
     (True, 8): (16, 512, 8, False),
-    (True, 4): (4, 1024, 2, False),
     (False, 8): (64, 128, 8, True),
     (False, 4): (64, 128, 4, True),
 }
+# int4 at M = 1 (_int4_gemv_kernel): (block_n, block_k, num_warps), the whole row unrolled (up to
+# MAX_UNROLL tiles), never split. From lab/benchmarks/wo_matmul.py `tune` on an H200 (per call,
+# back to back in a CUDA graph over weight copies > L2; torch 2.11 / triton 3.6, 2026-11-21):
+# 8×1024 with 8 warps won at K >= 1024 (4096²: 9.0 µs, 14336×4096: 24.5, 576×1536: 2.6) and
+# 4×G with 1 warp at K < 1024 (49152×576: 13.9 µs vs 22.7 for 8×512/4 warps; 1536×576: 2.6).
+# Tiles of block_k = 1024·warps (a row across all threads, block_n rows sharing each thread's x)
+# were 1.5-3× slower.
+_INT4_GEMV = {True: (8, 1024, 8), False: (4, 0, 1)}  # K >= 1024 -> tile; block_k 0: one group
 
 
 def _interpreting() -> bool:
@@ -230,13 +282,14 @@ def _interpreting() -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 132) -> WoConfig:
-    """The tile table above; at M > 1 (tl.dot tiles of 64 rows: few programs) split K until
+    """The tile tables above; at M > 1 (tl.dot tiles of 64 rows: few programs) split K until
     there are ≈ 2 programs per SM (many programs in flight cover DRAM latency), shrinking
     block_k (not below a group, or 64) so that every split still has a tile to stream.
     Cached: the launcher calls it on every decode step with the same shapes."""
+    if M == 1 and bits == 4:
+        block_n, block_k, warps = _INT4_GEMV[K >= 1024]
+        return WoConfig(block_n, max(block_k, group_size), 1, warps, 1, False, MAX_UNROLL)
     block_n, block_k, warps, use_dot = _TILES[(M == 1, bits)]
-    if M == 1 and bits == 4 and K <= 1024:
-        block_n, block_k = 16, 256
     if M > 1 and bits == 8 and K <= 2048:
         return WoConfig(16, 256, 1, 4, 3, True)
     min_k = group_size if bits == 4 else 64
@@ -271,7 +324,16 @@ class _Plan:
     k_per_split: int
     atomic: bool
     x_words: int
+    gemv: bool  # int4 at M = 1: _int4_gemv_kernel (else _wo_matmul_kernel)
     meta: dict  # the kernel's constexprs and launch options
+
+
+def _unroll(tiles: int, most: int) -> int:
+    """Tiles per loop step: all of them when they fit, else the largest divisor of `tiles` that is
+    at least half of `most` (no masked tiles in the last step), else `most`."""
+    if tiles <= most:
+        return max(tiles, 1)
+    return next((d for d in range(most, most // 2 - 1, -1) if tiles % d == 0), most)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -288,17 +350,26 @@ def _plan(M: int, N: int, K: int, bits: int, group: int, has_zero: bool, dtype: 
     use_dot = M > 1 if cfg.use_dot is None else bool(cfg.use_dot)
     if use_dot and cfg.block_n < 16:
         _fail("config", f"block_n={cfg.block_n} must be >= 16 on the tl.dot path")
+    gemv = bits == 4 and not use_dot
+    if gemv and M != 1:
+        _fail("config", f"use_dot=False with int4 runs the M = 1 GEMV kernel; M={M} needs the tl.dot path")
     k_per_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
     split_k = triton.cdiv(K, k_per_split)
-    # int4 GEMV: 16-bit x is read as int32 words, one (even k, odd k) pair per word
-    x_words = (1 if dtype == torch.bfloat16 else 2) if bits == 4 and not use_dot and dtype != torch.float32 and x_pairs else 0
-    meta = dict(
-        BITS=bits, GROUP=group, HAS_ZERO=has_zero,
-        BLOCK_M=16 if use_dot else 1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        USE_DOT=use_dot, ATOMIC=split_k > 1, DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", X_WORDS=x_words,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-    return _Plan((triton.cdiv(N, cfg.block_n), split_k), k_per_split, split_k > 1, x_words, meta)
+    if gemv:
+        # 16-bit x is read as int32 words, one (even k, odd k) pair per word
+        x_words = (1 if dtype == torch.bfloat16 else 2) if dtype != torch.float32 and x_pairs else 0
+        unroll = _unroll(triton.cdiv(k_per_split, cfg.block_k), min(cfg.unroll, MAX_UNROLL))
+        meta = dict(GROUP=group, HAS_ZERO=has_zero, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, UNROLL=unroll,
+                    X_WORDS=x_words, ATOMIC=split_k > 1, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    else:
+        x_words = 0
+        meta = dict(
+            BITS=bits, GROUP=group, HAS_ZERO=has_zero,
+            BLOCK_M=16 if use_dot else 1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+            USE_DOT=use_dot, ATOMIC=split_k > 1, DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+    return _Plan((triton.cdiv(N, cfg.block_n), split_k), k_per_split, split_k > 1, x_words, gemv, meta)
 
 
 def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = None) -> torch.Tensor:
@@ -347,15 +418,23 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = No
         y = torch.empty((M, N), dtype=dtype, device=dev)
     if zero is None:
         zero = scale  # never read when HAS_ZERO is off
-    xk = x
-    if p.x_words:
-        xk, sx0 = x.view(torch.int32), sx0 // 2
-    _wo_matmul_kernel[p.grid](
-        xk, qweight, scale, zero, y,
-        M, N, K, p.k_per_split,
-        sx0, qweight.stride(0), scale.stride(0), zero.stride(0), y.stride(0),
-        **p.meta,
-    )
+    xk = x.view(torch.int32) if p.x_words else x
+    if p.gemv:
+        if K % 8:
+            _fail("qw", f"K={K} must be a multiple of 8 for the int4 kernel (it reads the codes as int32 words)")
+        _int4_gemv_kernel[p.grid](
+            xk, qweight.view(torch.int32), scale, zero, y,
+            N, K, p.k_per_split,
+            qweight.stride(0) // 4, scale.stride(0), zero.stride(0),
+            **p.meta,
+        )
+    else:
+        _wo_matmul_kernel[p.grid](
+            x, qweight, scale, zero, y,
+            M, N, K, p.k_per_split,
+            sx0, qweight.stride(0), scale.stride(0), zero.stride(0), y.stride(0),
+            **p.meta,
+        )
     return y.to(dtype) if p.atomic else y
 
 

@@ -28,6 +28,7 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+import triton
 
 from kernels.wo_matmul import (
     QuantizedWeight,
@@ -41,6 +42,7 @@ from kernels.wo_matmul import (
     wo_matmul,
 )
 from lab.benchmarks._common import bench_dtype, bench_measure, rel_err
+from lab.measure.timing import stream_copies
 from lab.records import PointFailed, Recorder
 
 GROUP = 128
@@ -79,24 +81,42 @@ def tinygemm_pack(qw: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor, int]
 
 
 
-def _time(rec: Recorder, fn, measure, cost: dict, base: dict, key: str) -> None:
-    """Median ms of fn as called (`latency_*`: host launch overhead included, as an eager decode
-    loop pays it) and, on CUDA, replayed from a CUDA graph (`latency_graph_*`: the kernels alone,
-    as a graph-captured decode step runs them); `speedup_vs_cublas[_graph]` from each. `base`
-    collects cublas-bf16's medians under `key` (it is timed first at every point)."""
-    t = rec.time(fn, measure=measure, **cost).median_ms
-    how = {"": t}
+def weight_copies(make, nbytes: int, device: torch.device) -> list:
+    """make(i) for as many i as together exceed twice the L2 (lab.measure.timing.stream_copies);
+    make(0) first, which the eager rows use. One on the CPU."""
+    n = stream_copies(nbytes, device) if device.type == "cuda" else 1
+    return [make(i) for i in range(n)]
+
+
+def clone_qw(qw: QuantizedWeight) -> QuantizedWeight:
+    zero = qw.zero.clone() if qw.zero is not None else None
+    return QuantizedWeight(qw.qweight.clone(), qw.scale.clone(), zero, qw.bits, qw.group_size, qw.shape, qw.dtype)
+
+
+def _time(rec: Recorder, fns: list, measure, cost: dict, base: dict, key: str) -> None:
+    """fns[i] runs the same call on weight copy i. Recorded three ways:
+      latency_*         fns[0] as called (host launch overhead included, as an eager decode loop pays it)
+      latency_graph_*   fns[0] replayed alone from a CUDA graph (plus the graph's launch latency)
+      latency_stream_*  all fns back to back in one graph, per call: the kernel as a captured
+                        decode step runs it, every call reading its weight from DRAM. The goal's
+                        comparison, since at a few µs per call the lone replay's ~3-4 µs launch
+                        latency, not the kernel, would decide it.
+    and `speedup_vs_cublas[_graph|_stream]` from each. `base` collects cublas-bf16's medians
+    under `key` (it is timed first at every point)."""
+    how = {"": rec.time(fns[0], measure=measure, **cost).median_ms}
     if rec.device.type == "cuda":
-        try:
-            how["_graph"] = rec.time(fn, metric="latency_graph", measure=replace(measure, cuda_graph=True), **cost).median_ms
-        except RuntimeError as e:
-            rec.failed(e, metric="latency_graph_ms")
+        for suffix, timed in (("_graph", lambda: rec.time(fns[0], metric="latency_graph", measure=replace(measure, cuda_graph=True), **cost)),
+                              ("_stream", lambda: rec.time_stream(fns, measure=measure, **cost))):
+            try:
+                how[suffix] = timed().median_ms
+            except RuntimeError as e:
+                rec.failed(e, metric=f"latency{suffix}_ms")
     for suffix, ms in how.items():
         if key == "cublas":
             base[suffix] = ms
         elif suffix in base:
-            rec.metric(f"speedup_vs_cublas{suffix}", base[suffix] / ms, "x",
-                       method=f"median latency{' (CUDA-graph replay)' if suffix else ' (eager launches)'}, cublas-bf16 / this")
+            what = {"": " (eager launches)", "_graph": " (one call per CUDA-graph replay)", "_stream": " (calls back to back in one CUDA graph)"}[suffix]
+            rec.metric(f"speedup_vs_cublas{suffix}", base[suffix] / ms, "x", method=f"median latency{what}, cublas-bf16 / this")
 
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
@@ -119,17 +139,21 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                 latency = {}  # cublas-bf16's median ms: "" eager, "_graph" CUDA-graph replay
 
                 with rec.point(impl="cublas-bf16", quant="none"):
-                    fn = lambda: F.linear(x, w)
-                    rec.metric("max_rel_err", rel_err(fn(), truth), "", method=method_w)
-                    _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())), latency, "cublas")
+                    ws = weight_copies(lambda i: w if i == 0 else w.clone(), w.numel() * w.element_size(), device)
+                    fns = [lambda wi=wi: F.linear(x, wi) for wi in ws]
+                    rec.metric("max_rel_err", rel_err(fns[0](), truth), "", method=method_w)
+                    _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())), latency, "cublas")
+                    del ws, fns
 
                 for (impl, quant), qw in schemes.items():
                     with rec.point(impl=impl, quant=quant, group_size=qw.group_size):
-                        fn = lambda: wo_matmul(x, qw)
-                        y = fn()
+                        y = wo_matmul(x, qw)
                         rec.metric("max_rel_err", rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method)
                         rec.metric("max_rel_err_vs_unquantized", rel_err(y, truth), "", method=method_w)
-                        _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
+                        qws = weight_copies(lambda i: qw if i == 0 else clone_qw(qw), qw.nbytes, device)
+                        fns = [lambda q=q: wo_matmul(x, q) for q in qws]
+                        _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
+                        del qws, fns
 
                 for quant in int4:
                     with rec.point(impl="tinygemm-int4", quant=quant, group_size=G):
@@ -139,8 +163,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         qw = int4[quant]
                         try:
                             packed, sz, g = tinygemm_pack(qw)
-                            fn = lambda: torch._weight_int4pack_mm(x, packed, g, sz)
-                            y = fn()
+                            y = torch._weight_int4pack_mm(x, packed, g, sz)
                         except (RuntimeError, TypeError, StopIteration) as e:
                             rec.skipped(f"torch._weight_int4pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                             continue
@@ -148,7 +171,10 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         rec.metric("max_rel_err", err, "", method=method + " (scales rounded to bf16)")
                         if err > 5e-2:
                             raise PointFailed(f"tinygemm output does not match the dequantized weight (rel err {err:.2g}): layout mismatch")
-                        _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
+                        packs = weight_copies(lambda i: (packed, sz) if i == 0 else (packed.clone(), sz.clone()), qw.nbytes, device)
+                        fns = [lambda p=p, z=z: torch._weight_int4pack_mm(x, p, g, z) for p, z in packs]
+                        _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
+                        del packs, fns
 
                 with rec.point(impl="torch-int8", quant="int8"):
                     qw = schemes[("triton-int8", "int8")]
@@ -156,14 +182,16 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         rec.skipped("torch._weight_int8pack_mm needs CUDA and a torch that has it")
                     else:
                         scales = qw.scale.to(dtype)
-                        fn = lambda: torch._weight_int8pack_mm(x, qw.qweight, scales)
                         try:
-                            y = fn()
+                            y = torch._weight_int8pack_mm(x, qw.qweight, scales)
                         except (RuntimeError, NotImplementedError) as e:
                             rec.skipped(f"torch._weight_int8pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                         else:
                             rec.metric("max_rel_err", rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method + " (scales rounded to bf16)")
-                            _time(rec, fn, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, "torch-int8")
+                            packs = weight_copies(lambda i: qw.qweight if i == 0 else qw.qweight.clone(), qw.nbytes, device)
+                            fns = [lambda q=q: torch._weight_int8pack_mm(x, q, scales) for q in packs]
+                            _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, "torch-int8")
+                            del packs, fns
                 del x, truth
         del w, schemes
         if device.type == "cuda":
@@ -193,12 +221,22 @@ def _graph_time_us(make_fn, copies: int, reps: int = 3) -> float:
     return best
 
 
-FMA_TILES = [(8, 512, 4), (16, 256, 4), (16, 512, 4), (16, 1024, 8), (32, 512, 8)]  # (block_n, block_k, warps)
+FMA_TILES = [(8, 512, 4), (16, 256, 4), (16, 512, 4), (16, 1024, 8), (32, 512, 8)]  # int8, M = 1: (block_n, block_k, warps)
 DOT_TILES = [(16, 256, 4), (32, 128, 4), (64, 128, 4), (64, 256, 8), (128, 128, 8)]
+# int4, M = 1 (_int4_gemv_kernel): (block_n, block_k, warps, unroll). With block_k = 1024·warps one
+# tile row spans every thread (4 words each), so the block_n rows sit in each thread's registers
+# and share its x values; narrower tiles spread rows over threads (more programs, no x reuse).
+INT4_GEMV_TILES = [(2, 1024, 1, 16), (4, 1024, 1, 16), (8, 1024, 1, 4), (2, 2048, 2, 16), (4, 2048, 2, 16),
+                   (8, 2048, 2, 2), (4, 4096, 4, 16), (8, 4096, 4, 2), (8, 512, 4, 16), (8, 1024, 8, 16),
+                   (16, 256, 4, 16), (16, 64, 4, 16), (4, 64, 1, 16)]
 
 
-def tune_configs(M: int, bits: int, group: int) -> list[WoConfig]:
-    """At M = 1 both the FMA and the tl.dot path are tried; at M > 1 the tl.dot path."""
+def tune_configs(M: int, bits: int, group: int, K: int = 4096) -> list[WoConfig]:
+    """int4 at M = 1: the GEMV kernel's tiles (block_k at most K rounded up to a power of two);
+    otherwise at M = 1 both the FMA and the tl.dot path, at M > 1 the tl.dot path."""
+    if bits == 4 and M == 1:
+        out = [WoConfig(n, max(group, min(k, triton.next_power_of_2(K))), 1, w, 1, False, u) for n, k, w, u in INT4_GEMV_TILES]
+        return list(dict.fromkeys(out))
     tiles = [(t, False) for t in FMA_TILES] * (M == 1) + [(t, True) for t in DOT_TILES]
     out = []
     for ((n, k, w), dot), s in itertools.product(tiles, (1, 2, 4, 8)):
@@ -227,7 +265,7 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                 dense = [w.to(torch.bfloat16).clone() for _ in range(min(copies, max(2, math.ceil(l2_bytes / (N * K * 2)))))]
                 base = _graph_time_us(lambda i: (lambda: F.linear(x, dense[i])), len(dense))
                 results = []
-                for cfg in tune_configs(M, qw.bits, G):
+                for cfg in tune_configs(M, qw.bits, G, K):
                     try:
                         err = rel_err(wo_matmul(x, qws[0], cfg), ref)
                         us = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i], cfg)), copies)
@@ -241,8 +279,15 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                     rows.append(dict(N=N, K=K, M=M, scheme=scheme, cfg=cfg, us=us, cublas_us=base))
                 results.sort(key=lambda r: r[0])
                 heur = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i])), copies)
-                best = " | ".join(f"{us:.1f}us {'dot' if c.use_dot else 'fma'} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps}" for us, c in results[:top])
-                print(f"N={N} K={K} M={M} {scheme}: cublas {base:.1f}us heuristic {heur:.1f}us best {best}", flush=True)
+                peer = ""
+                if scheme == "int4" and hasattr(torch, "_weight_int4pack_mm"):
+                    try:
+                        packs = [tinygemm_pack(q) for q in qws]
+                        peer = f" tinygemm {_graph_time_us(lambda i: (lambda: torch._weight_int4pack_mm(x, packs[i][0], packs[i][2], packs[i][1])), copies):.1f}us"
+                    except (RuntimeError, TypeError, StopIteration) as e:
+                        peer = f" tinygemm failed ({type(e).__name__})"
+                best = " | ".join(f"{us:.1f}us {'dot' if c.use_dot else 'fma'} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps} u{c.unroll}" for us, c in results[:top])
+                print(f"N={N} K={K} M={M} {scheme}: cublas {base:.1f}us{peer} heuristic {heur:.1f}us best {best}", flush=True)
             del qws
         del w
         torch.cuda.empty_cache()

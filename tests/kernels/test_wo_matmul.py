@@ -88,6 +88,23 @@ def test_m1_on_the_dot_path(scheme):
     check(x, qw, WoConfig(block_n=16, block_k=128, split_k=2, use_dot=True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("cfg", [
+    WoConfig(block_n=1, block_k=64, num_warps=1, unroll=4),  # 11 tiles: steps of 4, the last one part masked
+    WoConfig(block_n=8, block_k=128, num_warps=2, unroll=16),  # the whole row in one unrolled step
+    WoConfig(block_n=4, block_k=64, split_k=2, num_warps=1, unroll=2),  # split K: float32 atomics
+], ids=["n1-k64-u4", "n8-k128-u16", "n4-split2"])
+def test_int4_gemv_unrolled_tiles(cfg, dtype):
+    """The M = 1 int4 kernel: tiles unrolled in steps (whole tiles past K masked), one row per
+    program, and x read as 16-bit pairs or, at an odd element offset, element by element."""
+    g = seeded("gemv", cfg, dtype)
+    N, K = 13, 704  # 11 groups of 64, 5.5 tiles of 128
+    qw = quantize_int4(torch.randn(N, K, generator=g), 64, False).to(DEVICE)
+    base = torch.randn(K + 1, generator=g).to(DEVICE, dtype)
+    check(base[:K][None], qw, cfg)  # aligned: pairs as int32 words (16-bit x)
+    check(base[1:][None], qw, cfg)  # odd offset: not word-aligned, per-element loads
+
+
 def test_strided_x():
     g = seeded("strided")
     qw = quantize_int4(torch.randn(20, 256, generator=g), 32, False).to(DEVICE)
