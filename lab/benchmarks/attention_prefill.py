@@ -97,3 +97,51 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         rec.metric("max_rel_err", _rel_err(o, ref, heads), "", method=method)
                         rec.time(fn, measure=measure, **cost)
             del q, k, v
+
+
+# ---- tuning -----------------------------------------------------------------------------------
+TUNE_TILES = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 5), (128, 128, 8, 2),
+              (128, 128, 8, 3), (128, 32, 8, 4), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 4, 3)]  # (BLOCK_M, BLOCK_N, warps, stages)
+
+
+def tune(shape_list=((4, 32, 32, 4096, 4096, 128, False), (4, 32, 8, 4096, 4096, 128, False)),
+         tiles=TUNE_TILES) -> list[dict]:
+    """Time each tile config alone (the autotuner given one config at a time) against SDPA-cuDNN
+    and -flash on the same inputs; prints one line per shape, best first. GPU only."""
+    import triton
+    from triton.testing import do_bench
+
+    import kernels.attention_prefill as ap
+
+    dev, rows = torch.device("cuda"), []
+    saved = ap._gpu_configs
+    try:
+        for B, H, H_kv, T, S, D, causal in shape_list:
+            q = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)
+            k = torch.randn(B, H_kv, S, D, device=dev, dtype=torch.bfloat16)
+            v = torch.randn(B, H_kv, S, D, device=dev, dtype=torch.bfloat16)
+            tf = lambda ms: flops(B, H, T, S, D, causal=causal) / ms / 1e9
+            peers = {}
+            for name, (backend, _) in _peers(dev, H != H_kv).items():
+                if backend is not None:
+                    with sdpa_kernel(backend):
+                        peers[name] = tf(do_bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=H != H_kv), return_mode="median"))
+            res = []
+            for m, n, w, s in tiles:
+                ap._gpu_configs = lambda c=(m, n, w, s): [triton.Config({"BLOCK_M": c[0], "BLOCK_N": c[1]}, num_warps=c[2], num_stages=c[3])]
+                ap._tuned = None
+                try:
+                    t = tf(do_bench(lambda: flash_attention(q, k, v, causal=causal), return_mode="median"))
+                except Exception as e:  # out of shared memory, registers …: skip it
+                    print(f"  skip {(m, n, w, s)}: {type(e).__name__}: {str(e)[:100]}")
+                    continue
+                res.append((t, (m, n, w, s)))
+                rows.append(dict(B=B, H=H, H_kv=H_kv, S=S, D=D, causal=causal, tile=(m, n, w, s), tflops=t, **{f"{p}_tflops": x for p, x in peers.items()}))
+            res.sort(reverse=True)
+            cud = peers.get("sdpa-cudnn", float("nan"))
+            print(f"B={B} H={H}/{H_kv} S={S} D={D} causal={causal}: " + " ".join(f"{p} {x:.0f}" for p, x in peers.items())
+                  + " | " + " ".join(f"{c}:{t:.0f}({t / cud:.3f})" for t, c in res[:4]), flush=True)
+            del q, k, v
+    finally:
+        ap._gpu_configs, ap._tuned = saved, None
+    return rows
