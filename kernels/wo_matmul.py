@@ -173,7 +173,7 @@ def _int4_gemv_kernel(
     stride_wn, stride_sn, stride_zn,
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL: tl.constexpr,
-    X_WORDS: tl.constexpr, ATOMIC: tl.constexpr,
+    X_WORDS: tl.constexpr, X_VEC: tl.constexpr, ATOMIC: tl.constexpr,
 ):
     """int4 at M = 1: y[n] = Σ_k (code - zero)·scale·x[k] over a [BLOCK_N, k_per_split] stripe.
 
@@ -213,16 +213,27 @@ def _int4_gemv_kernel(
                 z = tl.full([BLOCK_N, GPT], 8.0, tl.float32)
             zb = (z + 8388608.0)[:, :, None]
             t = tl.zeros([BLOCK_N, GPT, WPG], dtype=tl.float32)
+            xm = g_ok[None, :, None]
+            if X_VEC:
+                # the 4 x words of each code word in ONE 16-byte load, then split in registers:
+                # four loads strided by 4 words would each touch 16 cache lines per warp
+                x4 = tl.load(X + 4 * w_idx[:, :, :, None] + tl.arange(0, 4)[None, None, None, :],
+                             mask=xm[:, :, :, None], other=0)  # [1, GPT, WPG, 4]
+                x02, x13 = tl.split(tl.reshape(x4, [1, GPT, WPG, 2, 2]))
+                x0, x2 = tl.split(x02)
+                x1, x3 = tl.split(x13)
             for b in tl.static_range(4):  # byte b of each word: k = 8w + 2b (low nibble), 8w + 2b + 1
-                xm = g_ok[None, :, None]
-                if X_WORDS == 1:  # bf16 pairs read as int32: bf16 -> float32 is a shift
-                    xw = tl.load(X + 4 * w_idx + b, mask=xm, other=0)
-                    xe = (xw << 16).to(tl.float32, bitcast=True)
-                    xo = (xw & -65536).to(tl.float32, bitcast=True)
-                elif X_WORDS == 2:  # fp16 pairs read as int32
-                    xw = tl.load(X + 4 * w_idx + b, mask=xm, other=0)
-                    xe = (xw & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                    xo = (xw >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                if X_WORDS != 0:
+                    if X_VEC:
+                        xw = x0 if b == 0 else (x1 if b == 1 else (x2 if b == 2 else x3))
+                    else:
+                        xw = tl.load(X + 4 * w_idx + b, mask=xm, other=0)
+                    if X_WORDS == 1:  # bf16 pairs read as int32: bf16 -> float32 is a shift
+                        xe = (xw << 16).to(tl.float32, bitcast=True)
+                        xo = (xw & -65536).to(tl.float32, bitcast=True)
+                    else:  # fp16 pairs read as int32
+                        xe = (xw & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                        xo = (xw >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
                 else:  # float32 (or unaligned) x: two strided loads
                     xe = tl.load(X + 8 * w_idx + 2 * b, mask=xm, other=0.0).to(tl.float32)
                     xo = tl.load(X + 8 * w_idx + 2 * b + 1, mask=xm, other=0.0).to(tl.float32)
@@ -251,6 +262,7 @@ class WoConfig:
     num_stages: int = 3
     use_dot: bool | None = None  # None: tl.dot for M > 1, the FMA path for M = 1
     unroll: int = 8  # int4 GEMV: tiles of block_k whose loads are issued together
+    x_vec: bool = True  # int4 GEMV, 16-bit x: a code word's 4 x words in one 16-byte load
 
 
 INTERPRET_CONFIG = WoConfig(block_n=16, block_k=64, split_k=1, num_warps=1, num_stages=1, unroll=2)  # block_k >= group (int4)
@@ -266,14 +278,20 @@ _TILES = {
     (False, 8): (64, 128, 8, True),
     (False, 4): (64, 128, 4, True),
 }
-# int4 at M = 1 (_int4_gemv_kernel): (block_n, block_k, num_warps), the whole row unrolled (up to
-# MAX_UNROLL tiles), never split. From lab/benchmarks/wo_matmul.py `tune` on an H200 (per call,
-# back to back in a CUDA graph over weight copies > L2; torch 2.11 / triton 3.6, 2026-11-21):
-# 8×1024 with 8 warps won at K >= 1024 (4096²: 9.0 µs, 14336×4096: 24.5, 576×1536: 2.6) and
-# 4×G with 1 warp at K < 1024 (49152×576: 13.9 µs vs 22.7 for 8×512/4 warps; 1536×576: 2.6).
-# Tiles of block_k = 1024·warps (a row across all threads, block_n rows sharing each thread's x)
-# were 1.5-3× slower.
-_INT4_GEMV = {True: (8, 1024, 8), False: (4, 0, 1)}  # K >= 1024 -> tile; block_k 0: one group
+# int4 at M = 1 (_int4_gemv_kernel): (block_n, block_k, num_warps, x_vec) by K, the whole row
+# unrolled (up to MAX_UNROLL tiles), never split. From lab/benchmarks/wo_matmul.py `tune` on an
+# H200 (per call, back to back in a CUDA graph over weight copies > L2; torch 2.11 / triton 3.6,
+# 2026-11-21; cuBLAS bf16 / tinygemm int4 beside): 16×512, 8 warps, x in 16-byte loads at
+# K >= 4096 (4096²: 7.9 µs vs 14.0 / 7.1; 14336×4096: 21.0 vs 35.8 / 19.0; 4096×14336: 23.5 vs
+# 36.8 / 19.5); 8×1024 at K >= 1024 (576×1536: 2.7 vs 5.1 / 2.4); 4×G, 1 warp below (49152×576:
+# 14.2 vs 19.7 / 20.8). The 16-byte x loads saved 10-18 % on the large shapes. Tiles of
+# block_k = 1024·warps (block_n rows in each thread's registers, sharing its x) were 1.5-3× slower.
+def _int4_gemv_tile(K: int) -> tuple[int, int, int, bool]:
+    if K >= 4096:
+        return 16, 512, 8, True
+    if K >= 1024:
+        return 8, 1024, 8, True
+    return 4, 0, 1, False  # block_k 0: one group
 
 
 def _interpreting() -> bool:
@@ -287,8 +305,8 @@ def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 
     block_k (not below a group, or 64) so that every split still has a tile to stream.
     Cached: the launcher calls it on every decode step with the same shapes."""
     if M == 1 and bits == 4:
-        block_n, block_k, warps = _INT4_GEMV[K >= 1024]
-        return WoConfig(block_n, max(block_k, group_size), 1, warps, 1, False, MAX_UNROLL)
+        block_n, block_k, warps, x_vec = _int4_gemv_tile(K)
+        return WoConfig(block_n, max(block_k, group_size), 1, warps, 1, False, MAX_UNROLL, x_vec)
     block_n, block_k, warps, use_dot = _TILES[(M == 1, bits)]
     if M > 1 and bits == 8 and K <= 2048:
         return WoConfig(16, 256, 1, 4, 3, True)
@@ -360,7 +378,7 @@ def _plan(M: int, N: int, K: int, bits: int, group: int, has_zero: bool, dtype: 
         x_words = (1 if dtype == torch.bfloat16 else 2) if dtype != torch.float32 and x_pairs else 0
         unroll = _unroll(triton.cdiv(k_per_split, cfg.block_k), min(cfg.unroll, MAX_UNROLL))
         meta = dict(GROUP=group, HAS_ZERO=has_zero, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, UNROLL=unroll,
-                    X_WORDS=x_words, ATOMIC=split_k > 1, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                    X_WORDS=x_words, X_VEC=bool(cfg.x_vec and x_words), ATOMIC=split_k > 1, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:
         x_words = 0
         meta = dict(

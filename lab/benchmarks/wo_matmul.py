@@ -223,19 +223,20 @@ def _graph_time_us(make_fn, copies: int, reps: int = 3) -> float:
 
 FMA_TILES = [(8, 512, 4), (16, 256, 4), (16, 512, 4), (16, 1024, 8), (32, 512, 8)]  # int8, M = 1: (block_n, block_k, warps)
 DOT_TILES = [(16, 256, 4), (32, 128, 4), (64, 128, 4), (64, 256, 8), (128, 128, 8)]
-# int4, M = 1 (_int4_gemv_kernel): (block_n, block_k, warps, unroll). With block_k = 1024·warps one
-# tile row spans every thread (4 words each), so the block_n rows sit in each thread's registers
-# and share its x values; narrower tiles spread rows over threads (more programs, no x reuse).
-INT4_GEMV_TILES = [(2, 1024, 1, 16), (4, 1024, 1, 16), (8, 1024, 1, 4), (2, 2048, 2, 16), (4, 2048, 2, 16),
-                   (8, 2048, 2, 2), (4, 4096, 4, 16), (8, 4096, 4, 2), (8, 512, 4, 16), (8, 1024, 8, 16),
-                   (16, 256, 4, 16), (16, 64, 4, 16), (4, 64, 1, 16)]
+# int4, M = 1 (_int4_gemv_kernel): (block_n, block_k, warps, unroll, x_vec). With block_k =
+# 1024·warps one tile row spans every thread (4 words each), so the block_n rows sit in each
+# thread's registers and share its x values; narrower tiles spread rows over threads.
+INT4_GEMV_TILES = [(8, 1024, 8, 16, True), (8, 1024, 8, 16, False), (8, 512, 4, 16, True), (16, 256, 4, 16, True),
+                   (16, 256, 4, 16, False), (4, 64, 1, 16, True), (4, 64, 1, 16, False), (16, 64, 4, 16, True),
+                   (8, 1024, 4, 16, True), (4, 1024, 4, 16, True), (16, 512, 8, 16, True), (4, 2048, 2, 16, True),
+                   (2, 1024, 1, 16, True)]
 
 
 def tune_configs(M: int, bits: int, group: int, K: int = 4096) -> list[WoConfig]:
     """int4 at M = 1: the GEMV kernel's tiles (block_k at most K rounded up to a power of two);
     otherwise at M = 1 both the FMA and the tl.dot path, at M > 1 the tl.dot path."""
     if bits == 4 and M == 1:
-        out = [WoConfig(n, max(group, min(k, triton.next_power_of_2(K))), 1, w, 1, False, u) for n, k, w, u in INT4_GEMV_TILES]
+        out = [WoConfig(n, max(group, min(k, triton.next_power_of_2(K))), 1, w, 1, False, u, xv) for n, k, w, u, xv in INT4_GEMV_TILES]
         return list(dict.fromkeys(out))
     tiles = [(t, False) for t in FMA_TILES] * (M == 1) + [(t, True) for t in DOT_TILES]
     out = []
@@ -246,7 +247,7 @@ def tune_configs(M: int, bits: int, group: int, K: int = 4096) -> list[WoConfig]
     return list(dict.fromkeys(out))
 
 
-def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: float = 100e6, top: int = 3) -> list[dict]:
+def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: float = 100e6, top: int = 5) -> list[dict]:
     """Sweep tune_configs on the current GPU (each config also checked against the dequantized
     reference); prints the best per shape and returns one row per (N, K, M, scheme, config)."""
     dev = torch.device("cuda")
@@ -286,7 +287,7 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                         peer = f" tinygemm {_graph_time_us(lambda i: (lambda: torch._weight_int4pack_mm(x, packs[i][0], packs[i][2], packs[i][1])), copies):.1f}us"
                     except (RuntimeError, TypeError, StopIteration) as e:
                         peer = f" tinygemm failed ({type(e).__name__})"
-                best = " | ".join(f"{us:.1f}us {'dot' if c.use_dot else 'fma'} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps} u{c.unroll}" for us, c in results[:top])
+                best = " | ".join(f"{us:.1f}us {'dot' if c.use_dot else 'fma'} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps} u{c.unroll}{' xv' if c.x_vec else ''}" for us, c in results[:top])
                 print(f"N={N} K={K} M={M} {scheme}: cublas {base:.1f}us{peer} heuristic {heur:.1f}us best {best}", flush=True)
             del qws
         del w

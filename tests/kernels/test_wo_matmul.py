@@ -93,7 +93,8 @@ def test_m1_on_the_dot_path(scheme):
     WoConfig(block_n=1, block_k=64, num_warps=1, unroll=4),  # 11 tiles: steps of 4, the last one part masked
     WoConfig(block_n=8, block_k=128, num_warps=2, unroll=16),  # the whole row in one unrolled step
     WoConfig(block_n=4, block_k=64, split_k=2, num_warps=1, unroll=2),  # split K: float32 atomics
-], ids=["n1-k64-u4", "n8-k128-u16", "n4-split2"])
+    WoConfig(block_n=8, block_k=128, num_warps=2, unroll=16, x_vec=False),  # x words loaded one by one
+], ids=["n1-k64-u4", "n8-k128-u16", "n4-split2", "n8-no-xvec"])
 def test_int4_gemv_unrolled_tiles(cfg, dtype):
     """The M = 1 int4 kernel: tiles unrolled in steps (whole tiles past K masked), one row per
     program, and x read as 16-bit pairs or, at an odd element offset, element by element."""
