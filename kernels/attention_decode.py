@@ -9,11 +9,24 @@ block_table[b, j // P] at offset j % P.
 Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FLOPs per token. So
   * one program reads one KV head's tiles ONCE for all G query heads of its group: the G query
     rows are loaded together and scored with one tl.dot([G_pad, D] × [D, BLOCK_N]) (G_pad >= 16,
-    the smallest tensor-core M; the padded rows cost FLOPs, which are free here, not bytes);
-  * the KV length is split (grid B × H_kv × splits) so that short batches still fill every SM:
-    each split leaves a partial (running max m, sum l, unnormalized output) and a second small
-    kernel merges them: o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the
-    merge is skipped and the first kernel writes o.
+    the smallest tensor-core M; the padded rows cost FLOPs, which are free here, not bytes). Each
+    tile's K and V loads are issued together, so both are in flight before the first is used.
+  * the KV length is split (grid B × H_kv × splits) so that short batches still fill every SM
+    (`SplitPolicy`: about `programs_per_sm` programs per SM, splits of at least `min_split`
+    tokens, chosen from the block table's capacity, so without a device-to-host sync). Each split
+    leaves a partial (running max m, sum l, unnormalized output) and the partials are merged:
+    o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the program writes o itself.
+  * the merge is fused by default: each program of a (sequence, KV head) writes its partials and
+    bumps an arrival counter (one atomic, acq_rel at GPU scope); the program that arrives last
+    reads the group's G·splits partials from L2 and writes o, and resets the counter to 0. That
+    saves the second launch (a few µs at batch 1, where the whole read is ~8 µs) for one atomic
+    per program and a merge tail of G·splits·D·4 bytes read by one program. The counters are one
+    zeroed int32 buffer per device, allocated once and left zeroed by every launch, so launches
+    need no memset and work in CUDA graphs. Two launches running at the same time on different
+    streams of one device would share counters: pass fused_merge=False there. Under the
+    interpreter the programs run one after another, so the last one merges, as on the GPU.
+    fused_merge=False (or no counter buffer yet while a graph is being captured) takes the
+    two-kernel path: a second small kernel, one program per (sequence, head), merges.
   * quantized caches are dequantized in registers: fp8 e4m3 and int8 values convert exactly to
     bf16/fp16 (with an fp8 cache the dot products run in fp16 whatever q's dtype: e4m3 -> fp16 is
     one instruction, -> bf16 three; q beyond fp16's ±65504 would overflow, which post-RoPE queries
@@ -28,6 +41,10 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
   float value = stored value · scale. Any kind works with either dtype; the usual choices are
   fp8 per tensor/head (e4m3's exponent covers the range) and int8 per token (its uniform grid
   needs a scale that tracks each token's outliers).
+
+Knobs, read at call time and set from `lab.benchmarks.attention_decode.tune()`'s output on an
+H200: `POLICY` (splits, fused merge), `DEFAULT_CONFIG` (the tile config with LAB_AUTOTUNE=0) and
+`GPU_CONFIGS` (what the autotuner tries).
 """
 from __future__ import annotations
 
@@ -76,8 +93,51 @@ class KVLayout(enum.Enum):
 # Kernels
 # ---------------------------------------------------------------------------------------------
 @triton.jit
+def _merge_partials(
+    PO, PM, PL, O, b64, head0, n_heads, H, num_splits, ml_stride, stride_ob, stride_oh,
+    HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
+):
+    """o[b, head0 : head0 + n_heads] from their split partials, CHUNK splits at a time (online:
+    the running max M and the sums are rescaled per chunk). Empty splits (m = -inf, l = 0) weigh
+    0. The partials were written by other programs of this launch, so no load may hit a line this
+    SM's L1 took before they were written: the 16-byte output loads bypass L1 (cp.async.cg), and
+    the 4-byte m/l loads, which cp.async can only do through L1, read rows padded to whole 128-byte
+    lines per head (ml_stride), lines that no merge of another group ever reads."""
+    r = tl.arange(0, ROWS)
+    c = tl.arange(0, CHUNK)
+    d = tl.arange(0, HEAD_DIM)
+    live = r < n_heads
+    head_row = b64 * H + head0 + r  # [ROWS]
+    m_run = tl.full([ROWS], float("-inf"), tl.float32)
+    l_run = tl.zeros([ROWS], tl.float32)
+    acc = tl.zeros([ROWS, HEAD_DIM], tl.float32)
+    for s0 in tl.range(0, num_splits, CHUNK, num_stages=STAGES):
+        s = s0 + c
+        ok = live[:, None] & (s < num_splits)[None, :]  # [ROWS, CHUNK]
+        ml = head_row[:, None] * ml_stride + s[None, :]
+        m = tl.load(PM + ml, mask=ok, other=float("-inf"), cache_modifier=".cg")
+        l = tl.load(PL + ml, mask=ok, other=0.0, cache_modifier=".cg")
+        row = head_row[:, None] * num_splits + s[None, :]
+        a = tl.load(PO + row[:, :, None] * HEAD_DIM + d[None, None, :], mask=ok[:, :, None], other=0.0,
+                    cache_modifier=".cg")  # [ROWS, CHUNK, D]
+        m_new = tl.maximum(m_run, tl.max(m, 1))
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # nothing seen yet: weights 0, not NaN
+        alpha = tl.math.exp2(m_run - m_ref)
+        w = tl.math.exp2(m - m_ref[:, None])  # [ROWS, CHUNK]
+        l_run = l_run * alpha + tl.sum(w * l, 1)
+        acc = acc * alpha[:, None] + tl.sum(w[:, :, None] * a, 1)
+        m_run = m_new
+    o = acc / tl.where(l_run == 0.0, 1.0, l_run)[:, None]  # L == 0: zeros
+    heads = head0 + r
+    tl.store(O + b64 * stride_ob + heads[:, None] * stride_oh + d[None, :], o.to(O.dtype.element_ty), mask=live[:, None])
+
+
+# int args that vary from call to call without changing the code: left unspecialized, so a new
+# split count or batch shape does not compile a new kernel (Triton specializes ints on == 1 and
+# on divisibility by 16; the strides stay specialized: that is what proves 16-byte alignment)
+@triton.jit(do_not_specialize=["G", "capacity", "num_splits", "ml_stride", "merge", "work_bucket"])
 def _decode_split(
-    Q, K, V, BT, LENS, KS, VS, O, PO, PM, PL,
+    Q, K, V, BT, LENS, KS, VS, O, PO, PM, PL, CNT,
     stride_qb, stride_qh,
     stride_kn, stride_kh, stride_kp,
     stride_vn, stride_vh, stride_vp,
@@ -85,25 +145,39 @@ def _decode_split(
     stride_ksn, stride_ksh, stride_ksp,
     stride_vsn, stride_vsh, stride_vsp,
     stride_ob, stride_oh,
-    stride_pob, stride_poh, stride_pos, pm_off, pl_off,
-    G, capacity, qk_scale, num_splits, work_bucket,  # work_bucket only keys the autotuner
+    G, capacity, qk_scale, num_splits, ml_stride,
+    merge,  # 0: one split, write o; 1: write partials (the merge kernel follows); 2: fused merge
+    work_bucket,  # only keys the autotuner
     PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
-    K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, SINGLE_SPLIT: tl.constexpr, DOT_F16: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+    K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, DOT_F16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ROWS: tl.constexpr, MERGE_CHUNK: tl.constexpr, MERGE_STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
     h_kv = tl.program_id(1)
     split = tl.program_id(2)
-    L = tl.minimum(tl.load(LENS + b), capacity)  # never index past the block table's row
-    split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
-    start = split * split_len
-    end = tl.minimum(L, start + split_len)
-
+    b64 = b.to(tl.int64)
+    bt_row = BT + b64 * stride_btb
+    L = tl.load(LENS + b)
     g = tl.arange(0, G_PAD)
     d = tl.arange(0, HEAD_DIM)
     heads = h_kv * G + g  # [G_PAD] the query heads of this KV head's group
-    b64 = b.to(tl.int64)
-    q = tl.load(Q + b64 * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=g[:, None] < G, other=0.0)
+    rows = g < G
+    # issued before L is needed: q (and the one table entry of a contiguous view) load in parallel
+    q = tl.load(Q + b64 * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=rows[:, None], other=0.0)
+    if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
+        blk0 = tl.load(bt_row).to(tl.int64)
+    L = tl.minimum(L, capacity)  # never index past the block table's row
+    # Splits are cut at multiples of 16 tokens, so they are balanced to within 16 tokens (not a
+    # whole tile: 44 splits of 8K cut at 128 tokens are 32 of 256 and 12 empty; at 16, 43 of 192).
+    # Only where a tile must stay inside one block (PAGE a multiple of BLOCK_N) are they cut at
+    # BLOCK_N. A split's last tile may be partial: masked lanes read no bytes.
+    if ONE_BLOCK or PAGE % BLOCK_N != 0:
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
+    else:
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
+    start = split * split_len
+    end = tl.minimum(L, start + split_len)
+
     if DOT_F16:  # fp8 e4m3 -> fp16 is one native conversion; -> bf16 takes three
         q = q.to(tl.float16)
     if K_SCALE == 1:  # per tensor / per head: fold into the softmax scale
@@ -112,11 +186,8 @@ def _decode_split(
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, HEAD_DIM], tl.float32)
-    bt_row = BT + b64 * stride_btb
     offs_n = tl.arange(0, BLOCK_N)
     h64 = h_kv.to(tl.int64)
-    if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
-        blk0 = tl.load(bt_row).to(tl.int64)
     for n0 in range(start, end, BLOCK_N):
         tok = n0 + offs_n  # [BN] logical token index
         valid = tok < end
@@ -131,8 +202,10 @@ def _decode_split(
             off = tok % PAGE
         k_row = blk * stride_kn + h64 * stride_kh + off * stride_kp  # [BN]
         v_row = blk * stride_vn + h64 * stride_vh + off * stride_vp
-        k = tl.load(K + k_row[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)  # [BN, D]
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [G_PAD, BN], log2 domain
+        # K and V together: 2·BN·D elements in flight per tile before the first dot waits
+        k = tl.load(K + k_row[:, None] + d[None, :], mask=valid[:, None], other=0.0)  # [BN, D]
+        v = tl.load(V + v_row[:, None] + d[None, :], mask=valid[:, None], other=0.0)  # [BN, D]
+        s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION) * qk_scale  # [G_PAD, BN], log2 domain
         if K_SCALE == 2:
             ks = tl.load(KS + blk * stride_ksn + h64 * stride_ksh + off * stride_ksp, mask=valid, other=0.0)
             s = s * ks.to(tl.float32)[None, :]
@@ -141,59 +214,125 @@ def _decode_split(
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(V + v_row[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)  # [BN, D]
         if V_SCALE == 2:
             vs = tl.load(VS + blk * stride_vsn + h64 * stride_vsh + off * stride_vsp, mask=valid, other=0.0)
             p = p * vs.to(tl.float32)[None, :]
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(q.dtype), v, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(p.to(q.dtype), v.to(q.dtype), acc, input_precision=DOT_PRECISION)
         m_i = m_new
     if V_SCALE == 1:
         acc = acc * tl.load(VS + h_kv * stride_vsh).to(tl.float32)
 
-    rows = g[:, None] < G
-    if SINGLE_SPLIT:
+    if merge == 0:
         o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # L == 0: zeros
-        tl.store(O + b64 * stride_ob + heads[:, None] * stride_oh + d[None, :], o.to(O.dtype.element_ty), mask=rows)
+        tl.store(O + b64 * stride_ob + heads[:, None] * stride_oh + d[None, :], o.to(O.dtype.element_ty), mask=rows[:, None])
     else:
-        part = b64 * stride_pob + heads * stride_poh + split * stride_pos  # [G_PAD]
-        tl.store(PO + part[:, None] * HEAD_DIM + d[None, :], acc, mask=rows)
-        tl.store(PM + pm_off + part, m_i, mask=g < G)
-        tl.store(PL + pl_off + part, l_i, mask=g < G)
+        H = G * tl.num_programs(1)
+        head_row = b64 * H + heads  # [G_PAD]
+        tl.store(PO + (head_row * num_splits + split)[:, None] * HEAD_DIM + d[None, :], acc, mask=rows[:, None])
+        tl.store(PM + head_row * ml_stride + split, m_i, mask=rows)
+        tl.store(PL + head_row * ml_stride + split, l_i, mask=rows)
+        if merge == 2:
+            # every thread's partial stores happen-before the release of the atomic (the barrier
+            # orders them at CTA scope, acq_rel at GPU scope carries them to the acquiring program)
+            tl.debug_barrier()
+            counter = CNT + b64 * tl.num_programs(1) + h_kv
+            arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
+            if arrived == num_splits - 1:  # the last of the group: every partial is written
+                tl.store(counter, 0)  # zero again for the next launch (no other program touches it now)
+                _merge_partials(PO, PM, PL, O, b64, h_kv * G, G, H, num_splits, ml_stride, stride_ob, stride_oh,
+                                HEAD_DIM, ROWS, MERGE_CHUNK, MERGE_STAGES)
 
 
-@triton.jit
-def _decode_merge(
-    PO, PM, PL, O, stride_pob, stride_poh, stride_pos, pm_off, pl_off, stride_ob, stride_oh, H, num_splits,
-    HEAD_DIM: tl.constexpr, SPLITS_PAD: tl.constexpr,
-):
-    b = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    s = tl.arange(0, SPLITS_PAD)
-    d = tl.arange(0, HEAD_DIM)
-    part = b * stride_pob + h * stride_poh + s * stride_pos  # [SPLITS_PAD]
-    m = tl.load(PM + pm_off + part, mask=s < num_splits, other=float("-inf"))
-    l = tl.load(PL + pl_off + part, mask=s < num_splits, other=0.0)
-    m_max = tl.max(m, 0)
-    w = tl.math.exp2(m - tl.where(m_max == float("-inf"), 0.0, m_max))  # empty splits weigh 0
-    acc = tl.load(PO + part[:, None] * HEAD_DIM + d[None, :], mask=(s < num_splits)[:, None], other=0.0)
-    total = tl.sum(w * l, 0)
-    o = tl.sum(w[:, None] * acc, 0) / tl.where(total == 0.0, 1.0, total)
-    tl.store(O + b * stride_ob + h * stride_oh + d, o.to(O.dtype.element_ty))
+@triton.jit(do_not_specialize=["H", "num_splits", "ml_stride"])
+def _decode_merge(PO, PM, PL, O, H, num_splits, ml_stride, stride_ob, stride_oh,
+                  HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr):
+    """The two-kernel path's second launch: grid (B, H), one head per program."""
+    _merge_partials(PO, PM, PL, O, tl.program_id(0).to(tl.int64), tl.program_id(1), 1, H, num_splits, ml_stride,
+                    stride_ob, stride_oh, HEAD_DIM, 1, CHUNK, STAGES)
 
 
 # ---------------------------------------------------------------------------------------------
-# Configs: autotuned on the GPU; one small config under TRITON_INTERPRET
+# Knobs: the split policy and the tile configs (autotuned on the GPU; one small tile under
+# TRITON_INTERPRET). Set from lab.benchmarks.attention_decode.tune()'s output.
 # ---------------------------------------------------------------------------------------------
-def _gpu_configs() -> list[triton.Config]:
-    # memory-bound: enough tokens per tile and stages in flight to cover HBM latency
-    # (measured on an H200: 128×4w×2 and 64×4w×2 won every shape; 8 warps and 32-token tiles never did)
-    shapes = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3)]
-    return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n, w, s in shapes]
+@dataclass(frozen=True)
+class SplitPolicy:
+    """How many KV-length splits a launch gets when num_splits is not given.
+
+    splits = clamp(ceil(programs_per_sm · SMs / (B · H_kv)), 1, min(ceil(capacity / min_split), max_splits))
+
+    Decided from the block table's capacity (max_blocks · P), never from seq_lens: no device-to-host
+    sync, the same split count for every call of a CUDA graph. Each split costs G·(D+2)·4 bytes of
+    partials written and read again by the merge (from L2), and the fused merge's tail (one
+    program reading G·splits·D·4 bytes) grows with the split count. Two programs per SM keep
+    every program resident at once (the default configs fit 3 per SM: ~72 KB of shared memory and
+    at most 168 registers a thread at D = 128), so there is no second wave, and with 2 K/V tiles ahead each that is
+    ~128 KB in flight per SM at D = 128, several times what Little's law asks (~32 GB/s per SM ×
+    ~1 µs). Before the fused merge the policy was (4, 256, 128) with two kernels.
+    fused_merge: merge in the split kernel (the last program of a group) instead of a second launch.
+    """
+
+    programs_per_sm: float = 2.0
+    min_split: int = 128  # tokens: 2 tiles of 64; shorter splits add partials, not bytes in flight
+    max_splits: int = 512
+    fused_merge: bool = True
+
+    def __post_init__(self):
+        if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1):
+            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1 and max_splits >= 1, got {self}")
+
+    def splits(self, B: int, H_kv: int, capacity: int, sms: int) -> int:
+        want = math.ceil(self.programs_per_sm * sms / max(B * H_kv, 1))
+        return max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
 
 
-INTERPRET_CONFIG = {"BLOCK_N": 16}
-DEFAULT_CONFIG = triton.Config({"BLOCK_N": 64}, num_warps=4, num_stages=3)  # LAB_AUTOTUNE=0
+@dataclass(frozen=True)
+class DecodeConfig:
+    """One tile config of the split kernel: keys per tile, warps, software-pipeline stages.
+    K/V bytes in flight per program ≈ tiles ahead · 2·block_n·D·kv_bytes, tiles ahead being
+    num_stages - 1 on a contiguous walk and (num_stages - 1) // 2 on a paged one (DEFAULT_CONFIG)."""
+
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __str__(self) -> str:
+        return f"n{self.block_n}w{self.num_warps}s{self.num_stages}"
+
+    def tiles_ahead(self, paged: bool) -> int:
+        return (self.num_stages - 1) // 2 if paged else self.num_stages - 1
+
+    def shared_bytes(self, D: int, kv_bytes: int, paged: bool) -> int:
+        """About the shared memory it takes (K/V buffers; q and scratch ~4-6 KB more)."""
+        return max(1, self.tiles_ahead(paged)) * 2 * self.block_n * D * kv_bytes
+
+    def check(self):
+        if self.block_n not in (16, 32, 64, 128, 256) or self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
+            _fail("config", f"needs block_n in 16..256 (a power of two), num_warps in 1..16 (a power of two), num_stages >= 1; got {self!r}")
+
+
+POLICY = SplitPolicy()
+# Tile configs by table walk: "contiguous" (one block per sequence: addresses are arithmetic) or
+# "paged" (a block-table load feeds every tile's addresses). Triton's software pipeliner splits
+# num_stages between that table load and the K/V loads it feeds, so a paged walk keeps only
+# (num_stages - 1) // 2 K/V tiles in flight ahead of the one being used (3 stages: 1, 5: 2)
+# where the contiguous walk keeps num_stages - 1 (checked in the sm_90 TTGIR: the shared-memory
+# buffers). Shared memory ≈ tiles in flight · 2·block_n·D·kv_bytes; an SM has 227 KB.
+DEFAULT_CONFIG = {"contiguous": DecodeConfig(64, 4, 3), "paged": DecodeConfig(64, 4, 5)}  # LAB_AUTOTUNE=0
+# what the autotuner tries (measured on an H200 before the fused merge and finer splits: 128×4w×2
+# and 64×4w×2 won every shape; 8 warps and 32-token tiles never did; 5 stages is for paged walks)
+GPU_CONFIGS = [DecodeConfig(64, 4, 2), DecodeConfig(64, 4, 3), DecodeConfig(128, 4, 2), DecodeConfig(128, 4, 3),
+               DecodeConfig(64, 4, 5), DecodeConfig(128, 4, 5)]
+INTERPRET_BLOCK_N = 16  # under TRITON_INTERPRET (unless a config is passed): small tiles, fast CPU tests
+# The merge loads [ROWS, MERGE_TILE // (ROWS·D), D] fp32 partials a step, MERGE_STAGES steps in
+# flight (cp.async into the main loop's shared memory, free by then). The fused merge is a
+# latency-bound tail (each step waits on L2), so steps are large: at D = 128, G = 4 a step is 8
+# splits (33 splits: 5 steps). The price is registers for the whole kernel (sm_90, n64w4s3,
+# D = 128: 84 without the merge, 128 at 2048, 167 at 4096 = still 3 programs per SM, the shared-
+# memory bound of the default configs; 8192 at D = 64 also grows shared memory past the K/V buffers)
+MERGE_TILE = 4096
+MERGE_STAGES = 3
 _tuned = None
 
 
@@ -201,19 +340,20 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _launch_split(grid, *args, **meta):
+def _launch_split(grid, config: DecodeConfig | None, *args, **meta):
     global _tuned
     if _interpreting():
-        _decode_split[grid](*args, **meta, **INTERPRET_CONFIG)
-    elif os.environ.get("LAB_AUTOTUNE", "1") == "0":
-        c = DEFAULT_CONFIG
-        _decode_split[grid](*args, **meta, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+        _decode_split[grid](*args, **meta, BLOCK_N=config.block_n if config else INTERPRET_BLOCK_N)
+    elif config is not None or os.environ.get("LAB_AUTOTUNE", "1") == "0":
+        c = config or DEFAULT_CONFIG["contiguous" if meta["ONE_BLOCK"] else "paged"]
+        _decode_split[grid](*args, **meta, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages)
     else:
         if _tuned is None:
-            # keyed on what changes the best tile: the table walk (PAGE, ONE_BLOCK), the dtypes, and
-            # the tokens one program streams (work_bucket = log2 of the split length)
-            _tuned = triton.autotune(_gpu_configs(), key=["HEAD_DIM", "G_PAD", "K_SCALE", "V_SCALE", "SINGLE_SPLIT",
-                                                          "PAGE", "ONE_BLOCK", "work_bucket"])(_decode_split)
+            # keyed on what changes the best tile: the table walk (PAGE, ONE_BLOCK), the dtypes, the
+            # merge path, and the tokens one program streams (work_bucket = log2 of the split length)
+            configs = [triton.Config({"BLOCK_N": c.block_n}, num_warps=c.num_warps, num_stages=c.num_stages) for c in GPU_CONFIGS]
+            _tuned = triton.autotune(configs, key=["HEAD_DIM", "G_PAD", "K_SCALE", "V_SCALE", "merge",
+                                                   "PAGE", "ONE_BLOCK", "work_bucket"])(_decode_split)
         _tuned[grid](*args, **meta)
 
 
@@ -230,12 +370,37 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
-def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, min_split: int = 256, max_splits: int = 128) -> int:
-    """Enough splits for about four programs per SM (a ragged last wave then costs at most a
-    quarter), each split at least `min_split` tokens. Uses the block table's capacity, not
-    seq_lens, so choosing costs no device-to-host sync."""
-    want = _cdiv(4 * _sm_count(device), max(B * H_kv, 1))
-    return max(1, min(want, _cdiv(capacity, min_split), max_splits))
+def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None) -> int:
+    """`policy.splits` (default: the module's POLICY) on this device's SM count."""
+    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(torch.device(device)))
+
+
+# Arrival counters of the fused merge: one zeroed int32 buffer per device. Buffers are never
+# freed (a captured CUDA graph keeps pointing at the one it was captured with), only replaced by
+# a bigger one: a few KB each.
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+_RETIRED: list[torch.Tensor] = []
+
+
+def arrival_counters(device: torch.device, n: int) -> torch.Tensor | None:
+    """At least n zeroed int32 counters on `device`, reused by every fused launch (each leaves
+    them zero). None while a CUDA graph is being captured and no buffer is big enough yet:
+    zeroing one then would only be recorded into the graph, so the caller merges with the second
+    kernel instead (run once outside the capture, as warm-up, to get the fused path)."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # one key per GPU, as tensors name it
+    buf = _COUNTERS.get(device)
+    if buf is not None and buf.numel() >= n:
+        return buf
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return None
+    if buf is not None:
+        _RETIRED.append(buf)
+    buf = torch.zeros(max(4096, _pow2(n)), dtype=torch.int32, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # once per buffer: zeroed before a launch on any stream reads it
+    _COUNTERS[device] = buf
+    return buf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,13 +445,17 @@ def paged_decode_attention(
     num_splits: int | None = None,
     layout: KVLayout = KVLayout.HND,
     out: torch.Tensor | None = None,
+    fused_merge: bool | None = None,
+    config: DecodeConfig | None = None,
 ) -> torch.Tensor:
     """Attention of one new query per sequence over its paged cache.
 
     q ``(B, H, D)``; k_cache/v_cache ``(N, H_kv, P, D)`` (HND) or ``(N, P, H_kv, D)`` (NHD), float
     like q or fp8 e4m3 / int8 with scales; block_table ``(B, max_blocks)`` int32; seq_lens ``(B,)``
     int32 (clamped to max_blocks·P) -> ``(B, H, D)`` in q's dtype.
-    num_splits: KV-length splits (flash-decoding); default `default_num_splits`.
+    num_splits: KV-length splits (flash-decoding); default `default_num_splits` (POLICY).
+    fused_merge: merge the splits in the split kernel (default POLICY.fused_merge) or in a second one.
+    config: the split kernel's tile config (default: autotuned; DEFAULT_CONFIG with LAB_AUTOTUNE=0).
     """
     if not isinstance(layout, KVLayout):
         _fail("layout", f"must be a KVLayout (HND or NHD), got {layout!r}")
@@ -326,6 +495,12 @@ def paged_decode_attention(
         _fail("block_table", "and seq_lens must be contiguous along their last dim")
     if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
         _fail("num_splits", f"must be a positive int or None, got {num_splits!r}")
+    if fused_merge not in (None, True, False):
+        _fail("fused_merge", f"must be True, False or None (POLICY's choice), got {fused_merge!r}")
+    if config is not None:
+        if not isinstance(config, DecodeConfig):
+            _fail("config", f"must be a DecodeConfig or None, got {type(config).__name__}")
+        config.check()
     k_kind, ks, ks_strides = _scale_kind("k_scale", k_scale, k_cache, layout, H_kv, q.device)
     v_kind, vs, vs_strides = _scale_kind("v_scale", v_scale, v_cache, layout, H_kv, q.device)
     if out is None:
@@ -340,34 +515,43 @@ def paged_decode_attention(
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
     splits = num_splits or default_num_splits(B, H_kv, capacity, q.device)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    single = splits == 1
-    if single:
-        part = out  # unused
-        p_strides = (0, 0, 0, 0, 0)
-    else:
-        # one allocation, three arrays: [B, H, splits, D] unnormalized outputs, then [B, H, splits]
-        # running max (log2 domain) at offset n·D, running sum at n·(D+1); strides in partial rows
-        n = B * H * splits
-        part = torch.empty(n * (D + 2), dtype=torch.float32, device=q.device)
-        p_strides = (H * splits, splits, 1, n * D, n * (D + 1))
+    # merge is a runtime argument (one compiled kernel for every path); unused pointers get
+    # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
+    merge, counters = 0, seq_lens  # 0: one split writes o
+    if splits > 1:
+        merge = 2 if (POLICY.fused_merge if fused_merge is None else fused_merge) else 1
+        if merge == 2:
+            counters = arrival_counters(q.device, B * H_kv)
+            merge, counters = (1, seq_lens) if counters is None else (2, counters)
+    # one allocation: [B, H, splits, D] unnormalized outputs, then [B, H, ml_stride] running max
+    # (log2 domain) and running sum, rows padded to 32 floats (whole 128-byte lines: see
+    # _merge_partials), each array starting on a line
+    rows_bh = B * H if merge else 1
+    ml_stride = _cdiv(splits, 32) * 32
+    n_o = _cdiv(rows_bh * splits * D, 32) * 32
+    n_ml = rows_bh * ml_stride
+    buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=q.device)
+    po, pm, pl = buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :]
+    rows = _pow2(G)
     ks = q if ks is None else ks
     vs = q if vs is None else vs
     _launch_split(
-        (B, H_kv, splits),
-        q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, part, part, part,
+        (B, H_kv, splits), config,
+        q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, po, pm, pl, counters,
         q.stride(0), q.stride(1),
         *layout.strides(k_cache), *layout.strides(v_cache),
         block_table.stride(0), *ks_strides, *vs_strides,
-        out.stride(0), out.stride(1), *p_strides,
-        G, capacity, scale * LOG2E, splits, _cdiv(capacity, splits).bit_length(),
-        PAGE=1 if one_block else P, ONE_BLOCK=one_block, HEAD_DIM=D, G_PAD=max(16, _pow2(G)),
-        K_SCALE=k_kind, V_SCALE=v_kind, SINGLE_SPLIT=single,
+        out.stride(0), out.stride(1),
+        G, capacity, scale * LOG2E, splits, ml_stride, merge, _cdiv(capacity, splits).bit_length(),
+        PAGE=1 if one_block else P, ONE_BLOCK=one_block, HEAD_DIM=D, G_PAD=max(16, rows),
+        K_SCALE=k_kind, V_SCALE=v_kind,
         DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        ROWS=rows, MERGE_CHUNK=max(1, MERGE_TILE // (rows * D)), MERGE_STAGES=MERGE_STAGES,
     )
-    if not single:
-        _decode_merge[(B, H)](part, part, part, out, *p_strides, out.stride(0), out.stride(1), H, splits,
-                              HEAD_DIM=D, SPLITS_PAD=_pow2(splits))
+    if merge == 1:
+        _decode_merge[(B, H)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
+                              HEAD_DIM=D, CHUNK=max(1, MERGE_TILE // D), STAGES=MERGE_STAGES)
     return out
 
 
@@ -519,6 +703,8 @@ def flops(H: int, D: int, kv_tokens: int) -> float:
 
 
 def bytes_moved(B: int, H: int, H_kv: int, D: int, kv_tokens: int, kv_dtype_bytes: int = 2, q_dtype_bytes: int = 2, scale_bytes_per_token: int = 0) -> float:
-    """K and V of every cached token read once (plus per-token scales), q read, o written.
-    Block-table entries and split partials are ignored (under 1% at P >= 16, splits << tokens)."""
+    """K and V of every cached token read once (plus per-token scales), q read, o written: the
+    least traffic. Not counted: block-table entries (under 1% at P >= 16) and split partials,
+    B·H·splits·(D+2)·4 bytes written and read back mostly through L2 (at batch 1, 32/8 heads,
+    D = 128, 8K tokens and 33 splits: 0.55 MB each way beside 33.5 MB of K and V)."""
     return float(2 * kv_tokens * H_kv * (D * kv_dtype_bytes + scale_bytes_per_token) + 2 * B * H * D * q_dtype_bytes)

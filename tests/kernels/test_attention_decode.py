@@ -3,6 +3,8 @@
 On CPU the kernel runs under TRITON_INTERPRET=1 with 16-token tiles, so the three ways a tile
 meets the table are all exercised: one block per sequence (the contiguous view), tiles inside a
 block (P = 16, 32, 48) and tiles across blocks (P = 8, 40), with partially filled last blocks.
+Split partials are merged by the last program of each group (fused, the default) or by a second
+kernel; under the interpreter the programs run in turn, so the last one in grid order merges.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import torch
 
 import pytest
 
+import kernels.attention_decode as ad
 from kernels.attention_decode import (
+    DecodeConfig,
     KVLayout,
+    SplitPolicy,
     bytes_moved,
     decode_reference,
     default_num_splits,
@@ -70,11 +75,32 @@ def test_matches_reference(case, splits):
 
 
 @pytest.mark.skipif(not GPU, reason="bf16 is not faithful under the interpreter")
-@pytest.mark.parametrize("splits", [1, 4, None])
-def test_bf16_on_gpu(splits):
+@pytest.mark.parametrize("splits,fused", [(1, None), (4, True), (4, False), (None, None), (150, True)])
+def test_bf16_on_gpu(splits, fused):
     q, k, v = make(4, 32, 8, 1000, 128, torch.bfloat16, seed=5)
     lens = torch.tensor([1000, 999, 513, 7], dtype=torch.int32, device=DEVICE)
-    check(q, paged_from_contiguous(k, v, lens, block_size=16, shuffle=True), num_splits=splits)
+    check(q, paged_from_contiguous(k, v, lens, block_size=16, shuffle=True), num_splits=splits, fused_merge=fused)
+
+
+@pytest.mark.skipif(not GPU, reason="CUDA graphs need a GPU")
+def test_fused_merge_in_a_cuda_graph():
+    # captured after one eager call (compile, counters); every replay leaves the counters zero
+    q, k, v = make(2, 32, 8, 3000, 128, torch.bfloat16, seed=50)
+    lens = torch.tensor([3000, 1234], dtype=torch.int32, device=DEVICE)
+    paged = paged_from_contiguous(k, v, lens, block_size=16, shuffle=True)
+    out = torch.empty_like(q)
+    fn = lambda: paged_decode_attention(q, **paged.kwargs(), out=out, num_splits=24, fused_merge=True)
+    eager = fn().clone()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+        fn()  # twice in one graph: the second launch finds the counters the first one left at zero
+    for _ in range(3):
+        out.zero_()
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager) and torch.count_nonzero(_counters()) == 0
 
 
 def test_splits_more_than_tiles_and_empty_sequence():
@@ -90,6 +116,83 @@ def test_default_splits_and_custom_scale():
     paged = paged_from_contiguous(k, v, block_size=48, shuffle=True)  # 3 tiles per block
     assert default_num_splits(1, 2, 304, torch.device("cpu")) > 1  # short batch: split the length
     check(q, paged, scale=0.05)
+
+
+# ---- many splits: the fused merge (last program of a group) and the two-kernel merge ----------
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "two-kernel"])
+def test_many_splits_ragged(fused):
+    # the 17-token sequence leaves most splits empty, the empty sequence all; the fused merge of
+    # G = 4 heads at D = 128 takes several steps (MERGE_TILE // (4·128) splits a step)
+    splits = 2 * (ad.MERGE_TILE // (4 * 128)) + 3
+    q, k, v = make(3, 4, 1, 300, 128, torch.float32, seed=20)
+    lens = torch.tensor([300, 17, 0], dtype=torch.int32, device=DEVICE)
+    paged = paged_from_contiguous(k, v, lens, block_size=16, shuffle=True, generator=torch.Generator().manual_seed(20))
+    o = check(q, paged, num_splits=splits, fused_merge=fused)
+    assert o[2].abs().max() == 0
+
+
+def test_more_splits_than_the_old_cap_and_than_tokens():
+    # 130 splits (the old policy stopped at 128) of 150 tokens: splits are cut at 16 tokens, so
+    # only the first 10 hold keys; the partials of 120 empty splits must weigh nothing
+    q, k, v = make(1, 4, 1, 150, 32, torch.float32, seed=21)
+    check(q, paged_from_contiguous(k, v), num_splits=130)
+
+
+def _counters() -> torch.Tensor:
+    return ad._COUNTERS[torch.empty(0, device=DEVICE).device]  # keyed as tensors name it ("cuda:0")
+
+
+def test_fused_merge_leaves_its_counters_zero_and_reuses_them():
+    # fresh random inputs each call, shapes that use different counter slots and split counts;
+    # after every call the counters are zero again (no memset needed) and the buffer is the same
+    calls = [  # B, H, H_kv, S, D, P, lens, splits
+        (2, 4, 2, 120, 32, 16, [120, 5], 4),
+        (2, 4, 4, 90, 32, None, [90, 33], 3),
+        (3, 6, 3, 40, 32, 8, [40, 0, 17], 2),
+    ]
+    results, buf = [], None
+    for i, (B, H, H_kv, S, D, P, lens, splits) in enumerate(calls):
+        q, k, v = make(B, H, H_kv, S, D, torch.float32, seed=30 + i)
+        lens_t = torch.tensor(lens, dtype=torch.int32, device=DEVICE)
+        paged = paged_from_contiguous(k, v, lens_t, block_size=P, shuffle=P is not None, generator=torch.Generator().manual_seed(i))
+        results.append((q, paged, splits, check(q, paged, num_splits=splits, fused_merge=True)))
+        buf = _counters() if buf is None else buf
+        assert _counters() is buf and torch.count_nonzero(buf) == 0
+    for q, paged, splits, first in results:  # the same calls again: bit-identical (the merge order is fixed)
+        again = paged_decode_attention(q, **paged.kwargs(), num_splits=splits, fused_merge=True)
+        assert torch.equal(again, first)
+    assert torch.count_nonzero(_counters()) == 0
+
+
+def test_counter_buffer_grows_and_keeps_the_old_one():
+    old = ad.arrival_counters(torch.device(DEVICE), 1)
+    bigger = ad.arrival_counters(torch.device(DEVICE), old.numel() + 1)
+    assert bigger.numel() > old.numel() and torch.count_nonzero(bigger) == 0
+    assert any(t is old for t in ad._RETIRED)  # a captured graph may still point at it: never freed
+    assert ad.arrival_counters(torch.device(DEVICE), 5) is bigger
+
+
+@pytest.mark.parametrize("P,block_n", [(None, 64), (16, 32), (32, 32), (64, 32)], ids=["view-n64", "P16-n32", "P32-n32", "P64-n32"])
+def test_tile_configs_and_split_cuts(P, block_n):
+    # splits are cut at 16 tokens where tiles may start anywhere (contiguous view, P < tile) and
+    # at the tile where a tile must stay inside one block (P a multiple of block_n)
+    q, k, v = make(2, 8, 2, 200, 64, torch.float32, seed=40 + block_n)
+    lens = torch.tensor([200, 77], dtype=torch.int32, device=DEVICE)
+    paged = paged_from_contiguous(k, v, lens, block_size=P, shuffle=P is not None, generator=torch.Generator().manual_seed(1))
+    check(q, paged, num_splits=5, config=DecodeConfig(block_n, 4, 3))
+
+
+def test_split_policy():
+    p = SplitPolicy(programs_per_sm=4, min_split=128, max_splits=512)
+    assert p.splits(1, 8, 8192, 132) == 64  # ceil(528 / 8) = 66, but at most 8192 / 128
+    assert p.splits(1, 8, 131072, 132) == 66
+    assert p.splits(1, 1, 1 << 20, 132) == 512  # max_splits
+    assert p.splits(64, 8, 8192, 132) == 2
+    assert p.splits(256, 8, 8192, 132) == 1
+    assert p.splits(1, 8, 100, 132) == 1  # shorter than one split
+    assert default_num_splits(1, 8, 8192, torch.device("cpu"), p) == p.splits(1, 8, 8192, 4)
+    with pytest.raises(ValueError, match="SplitPolicy"):
+        SplitPolicy(programs_per_sm=0)
 
 
 def test_view_of_a_preallocated_cache_needs_no_copy():
@@ -153,6 +256,9 @@ def test_launcher_errors_name_the_argument(monkeypatch):
         (dict(num_splits=0), "num_splits must be a positive int"),
         (dict(layout="HND"), "layout must be a KVLayout"),
         (dict(out=torch.empty(2, 4, 64, device=DEVICE)), "out must be"),
+        (dict(fused_merge="yes"), "fused_merge must be True, False or None"),
+        (dict(config=(64, 4, 3)), "config must be a DecodeConfig"),
+        (dict(config=DecodeConfig(48, 4, 3)), "config needs block_n in 16..256"),
     ]
     for change, msg in bad:
         args = base | change
