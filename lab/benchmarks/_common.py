@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from lab.measure.timing import MeasureConfig
+from lab.measure.timing import MeasureConfig, stream_copies
 from lab.records import Recorder
 
 COMPILE_BUDGET_S = 30.0
@@ -77,3 +77,35 @@ def compare(rec: Recorder, impls: dict, error, measure: MeasureConfig, cost: dic
         with rec.point(impl=name):
             rec.metric("max_rel_err", error(fn()), "", method=method)
             rec.time(fn, measure=measure, **cost)
+
+
+def time_ways(rec: Recorder, fns: list, measure: MeasureConfig, cost: dict) -> dict[str, float]:
+    """Median ms of one call, three ways; `fns[i]` makes the same call on input copy i (see
+    `input_copies`):
+      ""         fns[0] as called (host launch overhead included, as an eager decode loop pays it)
+      "_graph"   fns[0] replayed alone from a CUDA graph (plus the graph's own launch latency)
+      "_stream"  all fns back to back in one CUDA graph, per call: the kernel as a captured
+                 decode step runs it, each call reading its inputs from DRAM. The fair comparison
+                 for kernels of a few µs, whose lone replay is mostly the ~3-4 µs launch latency.
+    Rows `latency[_graph|_stream]_*`; the returned dict has the suffixes that were measured (the
+    CPU: only ""). A graph that cannot be captured is recorded as failed, the others still run."""
+    out = {"": rec.time(fns[0], measure=measure, **cost).median_ms}
+    if rec.device.type != "cuda":
+        return out
+    for suffix, timed in (("_graph", lambda: rec.time(fns[0], metric="latency_graph", measure=replace(measure, cuda_graph=True), **cost)),
+                          ("_stream", lambda: rec.time_stream(fns, measure=measure, **cost))):
+        try:
+            out[suffix] = timed().median_ms
+        except RuntimeError as e:
+            rec.failed(e, metric=f"latency{suffix}_ms")
+    return out
+
+
+WAYS = {"": "eager launches", "_graph": "one call per CUDA-graph replay", "_stream": "calls back to back in one CUDA graph"}
+
+
+def input_copies(make, nbytes: int, device: torch.device) -> list:
+    """make(i) for as many i as together exceed twice the L2 (lab.measure.timing.stream_copies),
+    make(0) first (the eager and single-graph rows use it); one on the CPU."""
+    n = stream_copies(nbytes, device) if device.type == "cuda" else 1
+    return [make(i) for i in range(n)]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +40,7 @@ from kernels.wo_matmul import (
     unpack_int4,
     wo_matmul,
 )
-from lab.benchmarks._common import bench_dtype, bench_measure, rel_err
-from lab.measure.timing import stream_copies
+from lab.benchmarks._common import WAYS, bench_dtype, bench_measure, input_copies, rel_err, time_ways
 from lab.records import PointFailed, Recorder
 
 GROUP = 128
@@ -81,42 +79,20 @@ def tinygemm_pack(qw: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor, int]
 
 
 
-def weight_copies(make, nbytes: int, device: torch.device) -> list:
-    """make(i) for as many i as together exceed twice the L2 (lab.measure.timing.stream_copies);
-    make(0) first, which the eager rows use. One on the CPU."""
-    n = stream_copies(nbytes, device) if device.type == "cuda" else 1
-    return [make(i) for i in range(n)]
-
-
 def clone_qw(qw: QuantizedWeight) -> QuantizedWeight:
     zero = qw.zero.clone() if qw.zero is not None else None
     return QuantizedWeight(qw.qweight.clone(), qw.scale.clone(), zero, qw.bits, qw.group_size, qw.shape, qw.dtype)
 
 
 def _time(rec: Recorder, fns: list, measure, cost: dict, base: dict, key: str) -> None:
-    """fns[i] runs the same call on weight copy i. Recorded three ways:
-      latency_*         fns[0] as called (host launch overhead included, as an eager decode loop pays it)
-      latency_graph_*   fns[0] replayed alone from a CUDA graph (plus the graph's launch latency)
-      latency_stream_*  all fns back to back in one graph, per call: the kernel as a captured
-                        decode step runs it, every call reading its weight from DRAM. The goal's
-                        comparison, since at a few µs per call the lone replay's ~3-4 µs launch
-                        latency, not the kernel, would decide it.
-    and `speedup_vs_cublas[_graph|_stream]` from each. `base` collects cublas-bf16's medians
-    under `key` (it is timed first at every point)."""
-    how = {"": rec.time(fns[0], measure=measure, **cost).median_ms}
-    if rec.device.type == "cuda":
-        for suffix, timed in (("_graph", lambda: rec.time(fns[0], metric="latency_graph", measure=replace(measure, cuda_graph=True), **cost)),
-                              ("_stream", lambda: rec.time_stream(fns, measure=measure, **cost))):
-            try:
-                how[suffix] = timed().median_ms
-            except RuntimeError as e:
-                rec.failed(e, metric=f"latency{suffix}_ms")
-    for suffix, ms in how.items():
+    """fns[i] runs the same call on weight copy i, timed three ways (_common.time_ways; the goal's
+    comparison is `_stream`), and `speedup_vs_cublas[_graph|_stream]` from each. `base` collects
+    cublas-bf16's medians under `key` (it is timed first at every point)."""
+    for suffix, ms in time_ways(rec, fns, measure, cost).items():
         if key == "cublas":
             base[suffix] = ms
         elif suffix in base:
-            what = {"": " (eager launches)", "_graph": " (one call per CUDA-graph replay)", "_stream": " (calls back to back in one CUDA graph)"}[suffix]
-            rec.metric(f"speedup_vs_cublas{suffix}", base[suffix] / ms, "x", method=f"median latency{what}, cublas-bf16 / this")
+            rec.metric(f"speedup_vs_cublas{suffix}", base[suffix] / ms, "x", method=f"median latency ({WAYS[suffix]}), cublas-bf16 / this")
 
 
 def run(rec: Recorder, device: torch.device, size: str) -> None:
@@ -139,7 +115,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                 latency = {}  # cublas-bf16's median ms: "" eager, "_graph" CUDA-graph replay
 
                 with rec.point(impl="cublas-bf16", quant="none"):
-                    ws = weight_copies(lambda i: w if i == 0 else w.clone(), w.numel() * w.element_size(), device)
+                    ws = input_copies(lambda i: w if i == 0 else w.clone(), w.numel() * w.element_size(), device)
                     fns = [lambda wi=wi: F.linear(x, wi) for wi in ws]
                     rec.metric("max_rel_err", rel_err(fns[0](), truth), "", method=method_w)
                     _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())), latency, "cublas")
@@ -150,7 +126,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         y = wo_matmul(x, qw)
                         rec.metric("max_rel_err", rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method)
                         rec.metric("max_rel_err_vs_unquantized", rel_err(y, truth), "", method=method_w)
-                        qws = weight_copies(lambda i: qw if i == 0 else clone_qw(qw), qw.nbytes, device)
+                        qws = input_copies(lambda i: qw if i == 0 else clone_qw(qw), qw.nbytes, device)
                         fns = [lambda q=q: wo_matmul(x, q) for q in qws]
                         _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
                         del qws, fns
@@ -171,7 +147,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                         rec.metric("max_rel_err", err, "", method=method + " (scales rounded to bf16)")
                         if err > 5e-2:
                             raise PointFailed(f"tinygemm output does not match the dequantized weight (rel err {err:.2g}): layout mismatch")
-                        packs = weight_copies(lambda i: (packed, sz) if i == 0 else (packed.clone(), sz.clone()), qw.nbytes, device)
+                        packs = input_copies(lambda i: (packed, sz) if i == 0 else (packed.clone(), sz.clone()), qw.nbytes, device)
                         fns = [lambda p=p, z=z: torch._weight_int4pack_mm(x, p, g, z) for p, z in packs]
                         _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
                         del packs, fns
@@ -188,7 +164,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                             rec.skipped(f"torch._weight_int8pack_mm failed here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                         else:
                             rec.metric("max_rel_err", rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method + " (scales rounded to bf16)")
-                            packs = weight_copies(lambda i: qw.qweight if i == 0 else qw.qweight.clone(), qw.nbytes, device)
+                            packs = input_copies(lambda i: qw.qweight if i == 0 else qw.qweight.clone(), qw.nbytes, device)
                             fns = [lambda q=q: torch._weight_int8pack_mm(x, q, scales) for q in packs]
                             _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, "torch-int8")
                             del packs, fns
