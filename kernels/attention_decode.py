@@ -271,12 +271,19 @@ class SplitPolicy:
     ~128 KB in flight per SM at D = 128, several times what Little's law asks (~32 GB/s per SM ×
     ~1 µs). Before the fused merge the policy was (4, 256, 128) with two kernels.
     fused_merge: merge in the split kernel (the last program of a group) instead of a second launch.
+
+    The defaults are from `tune()` on an H200 (per call, back to back in a CUDA graph, 2026-11-21):
+    at B·H_kv = 8 (batch 1, 32/8 heads) 2 programs per SM won at 8K-128K (32-33 splits: 14.9 µs
+    at 8K, 40.5 at 32K, 130 at 128K = 97 % of copy bandwidth, against 18.6 / 43.1 / 131.6 with
+    128-token splits and the fused merge, and 14.9 / 46.5 / 144 with the old policy). The fused
+    merge was 0.9 µs slower than the second launch in the median (faster on 14 of 36 shapes,
+    by up to 3 µs at B = 16), so it is off by default; splits under 256 tokens did not pay.
     """
 
     programs_per_sm: float = 2.0
-    min_split: int = 128  # tokens: 2 tiles of 64; shorter splits add partials, not bytes in flight
+    min_split: int = 256  # tokens; shorter splits add partials and merge work, not bytes in flight
     max_splits: int = 512
-    fused_merge: bool = True
+    fused_merge: bool = False
 
     def __post_init__(self):
         if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1):
