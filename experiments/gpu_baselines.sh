@@ -2,6 +2,8 @@
 # Runs the GPU baselines on a lent machine and packs what they wrote for results/baselines/<gpu>/.
 #
 #   bash experiments/gpu_baselines.sh PART      PART = kernels | model | attention | all
+#                                               | kernels_a | kernels_b | kernels_c (the kernel
+#                                                 suites in calls of under 10 min, one run: RUN_ID=...)
 #
 # Expects (see the device notes): wheels for hydra-core, omegaconf, antlr4, plotly and gguf in
 # .whl/, and the SmolLM2 GGUF at $LAB_MODEL_PATH (joined from two carried parts by the caller).
@@ -33,5 +35,11 @@ case "$PART" in
     lab -m +experiment=attention_scaling ;;&
   wo_matmul)
     lab +experiment=kernels 'scenario.suites=[wo_matmul]' ;;
+  kernels_a)
+    lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[attention_decode,wo_matmul]' ;;
+  kernels_c)
+    lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[sampling]' ;;
+  kernels_b)
+    lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[attention_prefill,rope,rmsnorm,swiglu]' ;;
 esac
 tar czf "$OUT/results.tgz" -C "$RES" . && log "packed $(du -sh "$OUT/results.tgz" | cut -f1)"
