@@ -100,15 +100,17 @@ def time_stream(fns: Sequence[Callable[[], Any]], device: torch.device | str, cf
     one replay divided by len(fns). Timing one call per replay instead adds the graph's launch
     latency (~3-4 µs on an H200) to every sample, which a decode step of hundreds of kernels pays
     once; for kernels of a few µs that latency, not the kernel, would decide the comparison.
-    On the CPU the calls simply run in turn."""
+    No L2 flush before a replay: the copies already make every call read DRAM, and a flush
+    would leave L2 full of dirty lines whose write-back the first calls would pay (~60 MB on an
+    H200: +3-5 µs a call over 4 copies). On the CPU the calls simply run in turn."""
     fns = list(fns)
     n = len(fns)
     if n == 0:
         raise ValueError("time_stream: needs at least one call to time")
     run_all = lambda: [f() for f in fns]
     device = torch.device(device)
-    t = time_fn(run_all, device, replace(cfg, cuda_graph=device.type == "cuda"))
-    method = f"{n} calls back to back on {n} input copies, per call; {t.method}"
+    t = time_fn(run_all, device, replace(cfg, cuda_graph=device.type == "cuda", l2_flush=False))
+    method = f"{n} calls back to back on {n} input copies (> 2x L2, no flush), per call; {t.method}"
     return Timing(t.samples_ms / n, method, t.l2_flush, t.graph, {**t.extra, "calls_per_sample": n})
 
 
