@@ -16,7 +16,10 @@ kept too (a sort would keep an arbitrary subset of them). In the kernel, values 
 float32 ulps of the threshold count as ties (the search stops when its interval cannot be split).
 
 Every kept set is {s >= t} for some threshold t (with min-p's cut beside it), found without a
-sort. One program owns one row; every pass streams the row in [BLOCK_V/4, 4] tiles with per-lane
+sort. Two schedules, picked on the host from B, V and the parameters' types (no device sync):
+
+ONE PROGRAM PER ROW (B above SPLIT_TABLE's buckets, a row of one chunk, or top_k a Python int
+<= SPLIT_FAST_TOP_K). Every pass streams the row in [BLOCK_V/4, 4] tiles with per-lane
 accumulators, reduced once after the loop (no barrier inside a loop: the warps stream apart):
   1. pass 1: per lane the max, min, finite count and Σ exp(s - max) (online softmax) -> m, Z.
   2. a lower bound lo of t: top-k: the k-th largest of the BLOCK_V lane maxima (they are
@@ -34,16 +37,47 @@ accumulators, reduced once after the loop (no barrier inside a loop: the warps s
      accept if the mass above j is < top_p · mass(top-k set) (j is then in the top-p set, and an
      accepted proposal is distributed as p on the kept set), else raise the pivot to s_j (no
      token at or below it can be kept) and propose again: ~1-2 rounds of two passes.
+
+SPLIT ROWS (small B: one program per row would leave most SMs idle, each ALU-bound). A row is
+cut into C chunks of CHUNK tokens, one program per (chunk, row); sums across chunks happen
+between launches: each launch adds up the C partials the previous one wrote, every program of a
+row in the same order, so they agree bit for bit (no atomics, no host sync: CUDA-graph safe).
+ROUNDS + 4 launches:
+  stats     per chunk: max, Σ exp(s - max), min, finite count (online softmax) -> m, Z.
+  round ×R  the row's search state: phase K (top-k: count(s >= x) >= k, from [min, max]),
+            phase P (top-p alone: mass(s >= x) >= top_p · Z, from step 2's lower bound) or done
+            from the start (no top-k or top-p: t = min-p's cut; greedy: t = max).
+            NP pivots span [lo, hi], both ends included; each chunk counts and weighs its tokens
+            at every pivot ([BLOCK/4, NP] per-lane accumulators); the next launch sums the
+            chunks and keeps the sub-interval holding t. A row is done (t = lo) once one token
+            is left in [lo, hi), the interval cannot be split, or (top-k alone) count(s >= lo)
+            == k. Top-k followed by top-p only narrows t_k here: its top-p cut needs the list.
+  gather    what is left goes into a per-row list of CAP slots (chunk c at the prefix sum of the
+            earlier chunks' counts): FULL, every token >= lo (thresholds then come as on the
+            fast path, top-p after top-k included); else INTERVAL, the tokens in [lo, hi) (those
+            above hi are already counted and weighed).
+  finish    every program of a row finds t from the list in registers, then draws. FULL: one
+            program, Gumbel-max over the list. DONE, INTERVAL: no per-token random numbers:
+            each BLOCK-token tile τ gets the key log M_τ - log E (M_τ its kept mass, one E per
+            tile), so the best key over the row's tiles is tile τ with probability M_τ / Σ M;
+            each program keeps its best tile and draws the token inside it by inverse CDF in
+            index order (u · M_τ against the running sum: a sampling order need not be sorted).
+  pick      per row, the best of the C chunk keys. Rows that no mode could settle within ROUNDS
+            (top-k > CAP followed by top-p, or too many tokens left) run the one-program
+            general path here, from the rounds' lo: exact, as slow as before.
 Random numbers: Philox4x32 (tl.randint4x) keyed by seed + row (+ round); token v of sample j uses
-counter j·ceil(V/4) + v // 4, word v % 4. E = -log(1 - u) with a series for small u, so the
-winners (small E) keep full float32 precision.
+counter j·ceil(V/4) + v // 4, word v % 4 (both schedules' Gumbel-max over candidates alike);
+tile τ of sample j: key seed + row + 2^29, counter j·ceil(V/BLOCK) + τ, words 0 (E) and 1 (u).
+E = -log(1 - u) with a series for small u, so the winners (small E) keep full float32 precision.
 Exactness: the kept set equals the reference's (up to float32 rounding of masses right at the
-top-p boundary), and argmax(log p - log E) over a set is distributed as p renormalized on it.
-kept_mask(...) returns the kernel's kept set (on the general path the top-p cut then comes from
-the streaming bisection, which sampling itself does not need).
+top-p boundary), argmax(log p - log E) over a set is distributed as p renormalized on it, and
+the inverse-CDF draw is off only by float32 rounding of the running sums (~1e-7 of M_τ).
+kept_mask(...) returns the kernel's kept set (on the one-program general path the top-p cut then
+comes from the streaming bisection, which sampling itself does not need).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -55,7 +89,7 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernel
+# Kernels: shared helpers, the one-program-per-row kernel, then the split-row kernels
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def _load_s(base, idx, V, inv_t):
@@ -183,16 +217,9 @@ def _rand4(seed, counter, comp):
 
 
 @triton.jit
-def _sample_kernel(
-    L, TOK, MASK, CAND_S, CAND_I, TEMP, TOPK, TOPP, MINP,
-    temp_val, topk_val, topp_val, minp_val,
-    V, stride_l, seed, n_samples,
-    T_ROW: tl.constexpr, K_ROW: tl.constexpr, P_ROW: tl.constexpr, MINP_ROW: tl.constexpr,
-    BLOCK_V: tl.constexpr, CAP: tl.constexpr, NP: tl.constexpr, NS: tl.constexpr,
-    MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
-):
-    row = tl.program_id(0)
-    base = L + row.to(tl.int64) * stride_l
+def _row_params(row, TEMP, TOPK, TOPP, MINP, temp_val, topk_val, topp_val, minp_val,
+                T_ROW: tl.constexpr, K_ROW: tl.constexpr, P_ROW: tl.constexpr, MINP_ROW: tl.constexpr):
+    """A row's (temperature, top_k, top_p, min_p): from its tensor [B], or the one number."""
     if T_ROW:
         temp = tl.load(TEMP + row).to(tl.float32)
     else:
@@ -209,13 +236,185 @@ def _sample_kernel(
         min_p = tl.load(MINP + row).to(tl.float32)
     else:
         min_p = minp_val
+    return temp, k, top_p, min_p
+
+
+@triton.jit
+def _filters(m, nf, k, top_p, min_p, greedy):
+    """Which filters act on a row, m_up (strictly above the max: nothing lies at or above it) and
+    lo_mp, a lower bound of min-p's cut (it keeps exp(s - m) >= min_p, i.e. s >= m + log(min_p);
+    a little lower to cover rounding)."""
+    k_on = (k > 0) & (k < nf) & (~greedy)
+    p_on = (top_p < 1.0) & (~greedy)
+    mp_on = (min_p > 0.0) & (~greedy)
+    m_up = m + (tl.abs(m) + 1.0) * 1e-6
+    log_mp = tl.log(tl.maximum(min_p, 1e-30))
+    lo_mp = tl.where(mp_on, m + log_mp - 1e-5 * (1.0 + tl.abs(m) + tl.abs(log_mp)), float("-inf"))
+    return k_on, p_on, mp_on, m_up, lo_mp
+
+
+@triton.jit
+def _kept(s, t, m, min_p, mp_on, greedy):
+    """The kept set's membership: s >= t, finite, min-p's exact condition; greedy: s == max."""
+    keep = (s >= t) & (s > float("-inf"))
+    if mp_on:
+        keep = keep & (tl.exp(s - m) >= min_p)
+    return tl.where(greedy, s == m, keep)
+
+
+@triton.jit
+def _write_mask(MASK_ROW, base, start, end, inv_t, t, m, min_p, mp_on, greedy, BLOCK: tl.constexpr):
+    """kept_mask's tokens start..end-1 of one row: the kept set as int8, for tests."""
+    offs = tl.arange(0, BLOCK)
+    for v0 in range(start, end, BLOCK):
+        idx = v0 + offs
+        s = _load_s(base, idx, end, inv_t)
+        tl.store(MASK_ROW + idx, _kept(s, t, m, min_p, mp_on, greedy).to(tl.int8), mask=idx < end)
+
+
+@triton.jit
+def _cand_threshold(cs, e_c, lo, hi, m_up, k, k_on, p_on, top_p, target, lo_mp,
+                    NP: tl.constexpr, MAX_ITERS: tl.constexpr):
+    """The final threshold t from candidates in registers that hold every token >= lo (values cs,
+    weights e_c = exp(cs - m), padding -inf): top-k by count in [lo, hi), then top-p by mass
+    relative to the top-k set (target = top_p · Z when top-k is off) in [lo, hi), or in
+    [max(t_k, lo_mp), m_up) after top-k. The kept set is {s >= t} with min-p's condition."""
+    t_k = tl.full((), float("-inf"), tl.float32)
+    if k_on:
+        t_k, dom_k = _search_regs(cs, e_c, lo, hi, k, 0.0, False, NP, MAX_ITERS)
+    t = tl.maximum(t_k, lo)
+    if p_on:
+        lo_p = lo
+        hi_p = hi
+        tgt = target
+        if k_on:  # top-p is relative to the mass of the top-k set
+            lo_p = tl.maximum(t_k, lo_mp)
+            hi_p = m_up
+            tgt = top_p * tl.sum(tl.where(cs >= t_k, e_c, 0.0), axis=0)
+        # target > 0: at least the most probable token is kept, even at top_p = 0
+        t, dom_p = _search_regs(cs, e_c, lo_p, hi_p, k, tl.maximum(tgt, 1e-30), True, NP, MAX_ITERS)
+    return t
+
+
+@triton.jit
+def _cand_draw(TOK, row, cs, ci, surv_c, greedy, seed, V4, n_samples, NS: tl.constexpr):
+    """Gumbel-max over the surviving candidates, NS samples at a time: argmax(s - log E),
+    E ~ Exp(1) from token ci's Philox word (the same word whichever path draws it)."""
+    for j0 in range(0, n_samples, NS):
+        js = j0 + tl.arange(0, NS)  # [NS]
+        r = _rand4(seed + row, js[:, None] * V4 + (ci // 4)[None, :], (ci % 4)[None, :])  # [NS, CAP]
+        key = tl.where(greedy, 0.0, cs[None, :] - tl.log(_exp1(r)))
+        key = tl.where(surv_c[None, :], key, float("-inf"))
+        best = tl.max(key, axis=1)
+        pick = tl.min(tl.where(key == best[:, None], ci[None, :], 2147483647), axis=1)  # ties: first index
+        tl.store(TOK + row.to(tl.int64) * n_samples + js, pick.to(tl.int64), mask=js < n_samples)
+
+
+@triton.jit
+def _general_row(
+    base, TOK, row, V, inv_t, m, z, lo, m_up, k, top_p, min_p, k_on, p_on, mp_on, greedy, lo_mp,
+    seed, n_samples,
+    BLOCK_V: tl.constexpr, NP: tl.constexpr, NS: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
+):
+    """One program draws a row's samples streaming it (lo: a lower bound of the threshold).
+    top-k: bisection streaming the row. top-p: rejection sampling (exact): propose
+    j ~ p on {s >= t_base, s > pivot, min-p}; keep it if the mass above it (within the top-k
+    set) is < top_p · mass(top-k set), i.e. j is in the top-p set; otherwise no token with
+    s <= s_j can be, so pivot = s_j and propose again. A proposal accepted is distributed as p on
+    the kept set; a round costs two passes and accepts with probability >= top_p at the first,
+    so ~1-2 rounds. Returns the threshold t of the kept set (the exact top-p cut only when
+    WRITE_MASK: sampling does not need it)."""
+    Q: tl.constexpr = BLOCK_V // 4
+    qq = tl.arange(0, Q)
+    flat = qq[:, None] * 4 + tl.arange(0, 4)[None, :]  # [Q, 4]: token v0 + 4q + c
+    V4 = (V + 3) // 4
+    zero = row * 0
+    t_base = lo
+    if k_on:
+        t_base, dom_k = _search(base, V, inv_t, m, lo, m_up, k, 0.0, 0.0, 0.0,
+                                False, BLOCK_V, NP, MAX_ITERS)
+    t = t_base
+    if WRITE_MASK:  # the exact top-p cut, only for the kept mask
+        if p_on:
+            if k_on:
+                lo_p = tl.maximum(t_base, lo_mp)
+                target = zero.to(tl.float32) - 1.0  # top_p · mass of the top-k set, summed in pass 1
+            else:
+                lo_p = lo
+                target = top_p * z
+            t, dom_p = _search(base, V, inv_t, m, lo_p, m_up, k, top_p, target, t_base,
+                               True, BLOCK_V, NP, MAX_ITERS)
+    ns_idx = tl.arange(0, NS)
+    for j0 in range(0, n_samples, NS):
+        js = j0 + ns_idx  # [NS]
+        pivot = tl.full([NS], float("-inf"), tl.float32)
+        done = (js >= n_samples).to(tl.int32)
+        tok = tl.zeros([NS], dtype=tl.int32)
+        rnd = zero
+        while (tl.min(done, axis=0) == 0) & (rnd <= V):
+            # proposal: Gumbel-max over the base set above each sample's pivot
+            bk = tl.full([NS, Q, 4], float("-inf"), tl.float32)
+            bi = tl.zeros([NS, Q, 4], dtype=tl.int32)
+            for v0 in range(0, V, BLOCK_V):
+                idx = v0 + flat
+                s = _load_s(base, idx, V, inv_t)
+                ok = (s >= t_base) & (s > float("-inf"))
+                if mp_on:
+                    ok = ok & (tl.exp(s - m) >= min_p)
+                ok = tl.where(greedy, s == m, ok)
+                r0, r1, r2, r3 = tl.randint4x(seed + row + rnd * 1000003, js[:, None] * V4 + (v0 // 4 + qq)[None, :])
+                c4 = tl.arange(0, 4)[None, None, :]
+                r = tl.where(c4 == 0, r0[:, :, None], tl.where(c4 == 1, r1[:, :, None],
+                             tl.where(c4 == 2, r2[:, :, None], r3[:, :, None])))  # [NS, Q, 4]
+                key = tl.where(greedy, 0.0, s[None, :, :] - tl.log(_exp1(r)))
+                key = tl.where(ok[None, :, :] & (s[None, :, :] > pivot[:, None, None]), key, float("-inf"))
+                upd = key > bk
+                bk = tl.where(upd, key, bk)
+                bi = tl.where(upd, idx[None, :, :], bi)
+            best = tl.max(tl.max(bk, axis=2), axis=1)  # [NS]
+            arg = tl.min(tl.min(tl.where(bk == best[:, None, None], bi, 2147483647), axis=2), axis=1)
+            s_j = _load_s(base, arg, V, inv_t)  # [NS] the proposals' values
+            accept = (done == 0)
+            if p_on:  # check: mass above each proposal, and the top-k set's mass
+                gt = tl.zeros([NS, Q, 4], dtype=tl.float32)
+                mk_vec = tl.zeros([Q, 4], dtype=tl.float32)
+                for v0 in range(0, V, BLOCK_V):
+                    s = _load_s(base, v0 + flat, V, inv_t)
+                    e = tl.where(s > float("-inf"), tl.exp(s - m), 0.0)
+                    gt += tl.where(s[None, :, :] > s_j[:, None, None], e[None, :, :], 0.0)
+                    mk_vec += tl.where(s >= t_base, e, 0.0)
+                mass_gt = tl.sum(tl.sum(gt, axis=2), axis=1)
+                mass_k = tl.where(k_on, tl.sum(tl.sum(mk_vec, axis=1), axis=0), z)
+                # the most probable token is always kept (top-p keeps at least one)
+                accept = accept & ((mass_gt < top_p * mass_k) | (s_j >= m))
+            tok = tl.where(accept, arg, tok)
+            done = tl.where(accept, 1, done)
+            pivot = tl.where(done == 0, s_j, pivot)
+            rnd += 1
+        tl.store(TOK + row.to(tl.int64) * n_samples + js, tok.to(tl.int64), mask=js < n_samples)
+    return t
+
+
+@triton.jit
+def _sample_kernel(
+    L, TOK, MASK, CAND_S, CAND_I, TEMP, TOPK, TOPP, MINP,
+    temp_val, topk_val, topp_val, minp_val,
+    V, stride_l, seed, n_samples,
+    T_ROW: tl.constexpr, K_ROW: tl.constexpr, P_ROW: tl.constexpr, MINP_ROW: tl.constexpr,
+    BLOCK_V: tl.constexpr, CAP: tl.constexpr, NP: tl.constexpr, NS: tl.constexpr,
+    MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
+):
+    """One program per row: the whole sampler (module docstring, "one program per row")."""
+    row = tl.program_id(0)
+    base = L + row.to(tl.int64) * stride_l
+    temp, k, top_p, min_p = _row_params(row, TEMP, TOPK, TOPP, MINP, temp_val, topk_val, topp_val, minp_val,
+                                         T_ROW, K_ROW, P_ROW, MINP_ROW)
     greedy = temp <= 0.0
     inv_t = 1.0 / tl.where(greedy, 1.0, temp)
     V4 = (V + 3) // 4  # Philox counters per sample (4 random words each)
-    zero = row * 0
-    # Tiles are [Q, 4]: token v0 + 4q + c, so one Philox call (4 words) serves 4 tokens. Every
-    # pass keeps per-lane accumulators and reduces once after its loop: no barrier inside a
-    # loop, the warps stream independently and keep more loads in flight.
+    # Tiles are [Q, 4]: token v0 + 4q + c. Every pass keeps per-lane accumulators and reduces
+    # once after its loop: no barrier inside a loop, the warps stream independently and keep
+    # more loads in flight.
     Q: tl.constexpr = BLOCK_V // 4
     qq = tl.arange(0, Q)
     flat = qq[:, None] * 4 + tl.arange(0, 4)[None, :]  # [Q, 4]
@@ -239,14 +438,7 @@ def _sample_kernel(
     z = tl.sum(tl.sum(z_vec * tl.exp(m_vec - m_sub), axis=1), axis=0)  # Z = Σ exp(s - m)
     mn = tl.min(tl.min(mn_vec, axis=1), axis=0)
     nf = tl.sum(tl.sum(nf_vec, axis=1), axis=0)
-
-    k_on = (k > 0) & (k < nf) & (~greedy)
-    p_on = (top_p < 1.0) & (~greedy)
-    mp_on = (min_p > 0.0) & (~greedy)
-    m_up = m + (tl.abs(m) + 1.0) * 1e-6  # strictly above the max: nothing lies at or above it
-    # min-p keeps exp(s - m) >= min_p, i.e. s >= m + log(min_p); a little lower to cover rounding
-    log_mp = tl.log(tl.maximum(min_p, 1e-30))
-    lo_mp = tl.where(mp_on, m + log_mp - 1e-5 * (1.0 + tl.abs(m) + tl.abs(log_mp)), float("-inf"))
+    k_on, p_on, mp_on, m_up, lo_mp = _filters(m, nf, k, top_p, min_p, greedy)
 
     # ---- a lower bound lo of the final threshold: every kept token has s >= lo ----
     lo = mn
@@ -270,7 +462,6 @@ def _sample_kernel(
     nc = tl.sum(tl.sum(c_vec, axis=1), axis=0)
 
     t = lo  # the kept set is {s >= t} (and min-p's condition), finite s only
-    slot = tl.arange(0, CAP)
     if nc <= CAP:
         # ---- fast path. Pass 3 gathers the candidates into a per-row scratch, lane by lane
         # (lane i writes at the exclusive prefix sum of the lane counts: no barrier) ----
@@ -285,121 +476,419 @@ def _sample_kernel(
             off += sel.to(tl.int32)
         tl.debug_barrier()  # other warps' scratch writes must be visible before the reads below
         # thresholds by bisection on the candidates in registers; no further pass over the row
+        slot = tl.arange(0, CAP)
         cs = tl.load(CAND_S + row * CAP + slot, mask=slot < nc, other=float("-inf"))  # [CAP]
         ci = tl.load(CAND_I + row * CAP + slot, mask=slot < nc, other=0)
         e_c = tl.where(cs > float("-inf"), tl.exp(cs - m), 0.0)
-        t_k = zero.to(tl.float32) + float("-inf")
-        if k_on:
-            t_k, dom_k = _search_regs(cs, e_c, lo, m_up, k, 0.0, False, NP, MAX_ITERS)
-        if p_on:
-            if k_on:  # top-p is relative to the mass of the top-k set
-                mass_k = tl.sum(tl.where(cs >= t_k, e_c, 0.0), axis=0)
-                lo_p = tl.maximum(t_k, lo_mp)
-            else:
-                mass_k = z
-                lo_p = lo
-            t, dom_p = _search_regs(cs, e_c, lo_p, m_up, k, top_p * mass_k, True, NP, MAX_ITERS)
-        else:
-            t = tl.maximum(t_k, lo)
-        surv_c = (cs >= t) & (slot < nc)
-        if mp_on:
-            surv_c = surv_c & (e_c >= min_p)
-        surv_c = tl.where(greedy, (cs == m) & (slot < nc), surv_c)
-        for j0 in range(0, n_samples, NS):
-            js = j0 + tl.arange(0, NS)  # [NS]
-            r = _rand4(seed + row, js[:, None] * V4 + (ci // 4)[None, :], (ci % 4)[None, :])  # [NS, CAP]
-            key = tl.where(greedy, 0.0, cs[None, :] - tl.log(_exp1(r)))
-            key = tl.where(surv_c[None, :], key, float("-inf"))
-            best = tl.max(key, axis=1)
-            pick = tl.min(tl.where(key == best[:, None], ci[None, :], 2147483647), axis=1)  # ties: first index
-            tl.store(TOK + row.to(tl.int64) * n_samples + js, pick.to(tl.int64), mask=js < n_samples)
+        t = _cand_threshold(cs, e_c, lo, m_up, m_up, k, k_on, p_on, top_p, top_p * z, lo_mp, NP, MAX_ITERS)
+        surv_c = _kept(cs, t, m, min_p, mp_on, greedy) & (slot < nc)
+        _cand_draw(TOK, row, cs, ci, surv_c, greedy, seed, V4, n_samples, NS)
     else:
         # ---- general path (many candidates: a flat distribution, a large k) ----
-        # top-k: bisection streaming the row. top-p: rejection sampling (exact): propose
-        # j ~ p on {s >= t_base, s > pivot, min-p}; keep it if the mass above it (within the
-        # top-k set) is < top_p · mass(top-k set), i.e. j is in the top-p set; otherwise no
-        # token with s <= s_j can be, so pivot = s_j and propose again. A proposal accepted is
-        # distributed as p on the kept set; a round costs two passes and accepts with
-        # probability >= top_p at the first, so ~1-2 rounds.
-        t_base = lo
-        if k_on:
-            t_base, dom_k = _search(base, V, inv_t, m, lo, m_up, k, 0.0, 0.0, 0.0,
-                                    False, BLOCK_V, NP, MAX_ITERS)
-        t = t_base
-        if WRITE_MASK:  # the exact top-p cut, only for the kept mask
-            if p_on:
-                if k_on:
-                    lo_p = tl.maximum(t_base, lo_mp)
-                    target = zero.to(tl.float32) - 1.0  # top_p · mass of the top-k set, summed in pass 1
-                else:
-                    lo_p = lo
-                    target = top_p * z
-                t, dom_p = _search(base, V, inv_t, m, lo_p, m_up, k, top_p, target, t_base,
-                                   True, BLOCK_V, NP, MAX_ITERS)
-        ns_idx = tl.arange(0, NS)
-        for j0 in range(0, n_samples, NS):
-            js = j0 + ns_idx  # [NS]
-            pivot = tl.full([NS], float("-inf"), tl.float32)
-            done = (js >= n_samples).to(tl.int32)
-            tok = tl.zeros([NS], dtype=tl.int32)
-            rnd = zero
-            while (tl.min(done, axis=0) == 0) & (rnd <= V):
-                # proposal: Gumbel-max over the base set above each sample's pivot
-                bk = tl.full([NS, Q, 4], float("-inf"), tl.float32)
-                bi = tl.zeros([NS, Q, 4], dtype=tl.int32)
-                for v0 in range(0, V, BLOCK_V):
-                    idx = v0 + flat
-                    s = _load_s(base, idx, V, inv_t)
-                    ok = (s >= t_base) & (s > float("-inf"))
-                    if mp_on:
-                        ok = ok & (tl.exp(s - m) >= min_p)
-                    ok = tl.where(greedy, s == m, ok)
-                    r0, r1, r2, r3 = tl.randint4x(seed + row + rnd * 1000003, js[:, None] * V4 + (v0 // 4 + qq)[None, :])
-                    c4 = tl.arange(0, 4)[None, None, :]
-                    r = tl.where(c4 == 0, r0[:, :, None], tl.where(c4 == 1, r1[:, :, None],
-                                 tl.where(c4 == 2, r2[:, :, None], r3[:, :, None])))  # [NS, Q, 4]
-                    key = tl.where(greedy, 0.0, s[None, :, :] - tl.log(_exp1(r)))
-                    key = tl.where(ok[None, :, :] & (s[None, :, :] > pivot[:, None, None]), key, float("-inf"))
-                    upd = key > bk
-                    bk = tl.where(upd, key, bk)
-                    bi = tl.where(upd, idx[None, :, :], bi)
-                best = tl.max(tl.max(bk, axis=2), axis=1)  # [NS]
-                arg = tl.min(tl.min(tl.where(bk == best[:, None, None], bi, 2147483647), axis=2), axis=1)
-                s_j = _load_s(base, arg, V, inv_t)  # [NS] the proposals' values
-                accept = (done == 0)
-                if p_on:  # check: mass above each proposal, and the top-k set's mass
-                    gt = tl.zeros([NS, Q, 4], dtype=tl.float32)
-                    mk_vec = tl.zeros([Q, 4], dtype=tl.float32)
-                    for v0 in range(0, V, BLOCK_V):
-                        s = _load_s(base, v0 + flat, V, inv_t)
-                        e = tl.where(s > float("-inf"), tl.exp(s - m), 0.0)
-                        gt += tl.where(s[None, :, :] > s_j[:, None, None], e[None, :, :], 0.0)
-                        mk_vec += tl.where(s >= t_base, e, 0.0)
-                    mass_gt = tl.sum(tl.sum(gt, axis=2), axis=1)
-                    mass_k = tl.where(k_on, tl.sum(tl.sum(mk_vec, axis=1), axis=0), z)
-                    # the most probable token is always kept (top-p keeps at least one)
-                    accept = accept & ((mass_gt < top_p * mass_k) | (s_j >= m))
-                tok = tl.where(accept, arg, tok)
-                done = tl.where(accept, 1, done)
-                pivot = tl.where(done == 0, s_j, pivot)
-                rnd += 1
-            tl.store(TOK + row.to(tl.int64) * n_samples + js, tok.to(tl.int64), mask=js < n_samples)
-
+        t = _general_row(base, TOK, row, V, inv_t, m, z, lo, m_up, k, top_p, min_p, k_on, p_on, mp_on,
+                         greedy, lo_mp, seed, n_samples, BLOCK_V, NP, NS, MAX_ITERS, WRITE_MASK)
     if WRITE_MASK:  # the kept set, for tests
-        for v0 in range(0, V, BLOCK_V):
-            idx = v0 + flat
-            s = _load_s(base, idx, V, inv_t)
-            surv = (s >= t) & (s > float("-inf"))
-            if mp_on:
-                surv = surv & (tl.exp(s - m) >= min_p)
-            surv = tl.where(greedy, s == m, surv)
-            tl.store(MASK + row.to(tl.int64) * V + idx, surv.to(tl.int8), mask=idx < V)
+        _write_mask(MASK + row.to(tl.int64) * V, base, 0, V, inv_t, t, m, min_p, mp_on, greedy, BLOCK_V)
 
 
 # ---------------------------------------------------------------------------------------------
-# Configs: a heuristic table. One program per row streams BLOCK_V logits a step: at small B a
-# row's passes are latency-bound, so a step should keep ~16 KB in flight (BLOCK_V = 4096 float32,
-# 8 warps). NP pivots per bisection pass trade passes (≈ log_NP(range / gap)) against
+# Split rows: C programs per row (small B). Cross-chunk sums happen between launches: each
+# launch reduces the C partials the previous one wrote, every program of a row in the same
+# order, so a row's programs agree bit for bit (no atomics, no host sync: graph-capturable).
+# Workspace: one float32 buffer (token indices < 2^24 are exact as float32), carved by
+# _ws_layout. Per row: STATS [C_PAD, 4], ROWC [NF] (row constants), SST [2][NF] (search state,
+# double-buffered: launch r reads r-1's, writes its own), PIV [2][NP] (a round's pivots),
+# PART [2][C_PAD, 2, NP] (per chunk count and mass at the pivots), CAND [2, CAP] (values, then
+# indices), DRAW [n_samples, 2, C_PAD] (per chunk best key and its token).
+# ---------------------------------------------------------------------------------------------
+NF_FIELDS = 16
+NF = tl.constexpr(NF_FIELDS)  # floats in a ROWC or SST record
+PHASE_K = tl.constexpr(0)  # searching t_k: count(s >= x) >= k
+PHASE_P = tl.constexpr(1)  # searching t_p: mass(s >= x) >= target
+PHASE_DONE = tl.constexpr(2)  # the threshold is lo
+SPLIT_MODES = ("done", "full", "interval", "fallback")  # how a split row settled: split_modes' codes
+MODE_DONE = tl.constexpr(0)  # after the gather: t = lo, draw by tiles
+MODE_FULL = tl.constexpr(1)  # every token >= lo is in CAND: thresholds and draw as the fast path
+MODE_INTERVAL = tl.constexpr(2)  # the tokens in [lo, hi) are in CAND: t from them, draw by tiles
+MODE_FALLBACK = tl.constexpr(3)  # too many left: the pick launch runs the one-program general path
+
+
+@triton.jit
+def _ws_layout(WS, B, n_samples, C_PAD, NP, CAP):
+    STATS = WS
+    ROWC = STATS + B * C_PAD * 4
+    SST = ROWC + B * NF
+    PIV = SST + 2 * B * NF
+    PART = PIV + 2 * B * NP
+    CAND = PART + 2 * B * C_PAD * 2 * NP
+    DRAW = CAND + B * 2 * CAP
+    return STATS, ROWC, SST, PIV, PART, CAND, DRAW
+
+
+def _ws_floats(B: int, n_samples: int, C_PAD: int, NP: int, CAP: int) -> int:
+    """The workspace size _ws_layout carves (float32 elements)."""
+    return B * (C_PAD * 4 + NF_FIELDS + 2 * NF_FIELDS + 2 * NP + 2 * C_PAD * 2 * NP + 2 * CAP + max(n_samples, 1) * 2 * C_PAD)
+
+
+@triton.jit
+def _rowc_load(P):
+    flags = tl.load(P + 8).to(tl.int32)
+    return (tl.load(P + 0), tl.load(P + 1), tl.load(P + 2), tl.load(P + 3), tl.load(P + 4),
+            tl.load(P + 5).to(tl.int32), tl.load(P + 6), tl.load(P + 7),
+            (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, (flags & 8) != 0)
+
+
+@triton.jit
+def _sst_load(P):
+    return (tl.load(P + 0), tl.load(P + 1), tl.load(P + 2), tl.load(P + 3), tl.load(P + 4), tl.load(P + 5),
+            tl.load(P + 6).to(tl.int32), tl.load(P + 7).to(tl.int32), tl.load(P + 8).to(tl.int32),
+            tl.load(P + 9).to(tl.int32))
+
+
+@triton.jit
+def _sst_store(P, lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode, do):
+    tl.store(P + 0, lo, mask=do)
+    tl.store(P + 1, hi, mask=do)
+    tl.store(P + 2, target, mask=do)
+    tl.store(P + 3, cnt_lo, mask=do)
+    tl.store(P + 4, cnt_hi, mask=do)
+    tl.store(P + 5, mass_hi, mask=do)
+    tl.store(P + 6, phase.to(tl.float32), mask=do)
+    tl.store(P + 7, jlo.to(tl.float32), mask=do)
+    tl.store(P + 8, jhi.to(tl.float32), mask=do)
+    tl.store(P + 9, mode.to(tl.float32), mask=do)
+
+
+@triton.jit
+def _pivots(lo, hi, NP: tl.constexpr):
+    """NP pivots from lo to hi, both included (non-decreasing in float32 too)."""
+    j = tl.arange(0, NP)
+    piv = lo + j.to(tl.float32) * ((hi - lo) / (NP - 1))
+    return tl.where(j == NP - 1, hi, tl.minimum(piv, hi))
+
+
+@triton.jit(do_not_specialize=["CHUNK"])
+def _split_stats_kernel(L, WS, TEMP, temp_val, V, stride_l, CHUNK,
+                        T_ROW: tl.constexpr, C_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    """Per chunk: max, Σ exp(s - max), min and finite count (online softmax, per lane)."""
+    c = tl.program_id(0)
+    row = tl.program_id(1)
+    base = L + row.to(tl.int64) * stride_l
+    if T_ROW:
+        temp = tl.load(TEMP + row).to(tl.float32)
+    else:
+        temp = temp_val
+    inv_t = 1.0 / tl.where(temp <= 0.0, 1.0, temp)
+    offs = tl.arange(0, BLOCK)
+    start = c * CHUNK
+    end = tl.minimum(start + CHUNK, V)
+    m_vec = tl.full([BLOCK], float("-inf"), tl.float32)
+    mn_vec = tl.full([BLOCK], float("inf"), tl.float32)
+    z_vec = tl.zeros([BLOCK], dtype=tl.float32)
+    nf_vec = tl.zeros([BLOCK], dtype=tl.float32)
+    for v0 in range(start, end, BLOCK):
+        s = _load_s(base, v0 + offs, end, inv_t)
+        fin = s > float("-inf")
+        m_new = tl.maximum(m_vec, s)
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        z_vec = z_vec * tl.exp(m_vec - m_sub) + tl.exp(s - m_sub)
+        m_vec = m_new
+        mn_vec = tl.minimum(mn_vec, tl.where(fin, s, float("inf")))
+        nf_vec += fin.to(tl.float32)
+    m = tl.max(m_vec, axis=0)
+    m_sub = tl.where(m == float("-inf"), 0.0, m)
+    P = WS + (row * C_PAD + c) * 4  # STATS is the workspace's first region
+    tl.store(P + 0, m)
+    tl.store(P + 1, tl.sum(z_vec * tl.exp(m_vec - m_sub), axis=0))
+    tl.store(P + 2, tl.min(mn_vec, axis=0))
+    tl.store(P + 3, tl.sum(nf_vec, axis=0))
+
+
+@triton.jit
+def _split_advance(PART_ROW, PIV_ROW, C, lo, hi, target, k, p_on, phase, C_PAD: tl.constexpr, NP: tl.constexpr):
+    """One bisection step of a row from the previous round's per-chunk counts and masses at its
+    pivots. Keeps the invariant pred(lo), not pred(hi); settles the row (t = lo) once one token
+    is left in [lo, hi), the interval cannot be split, or (top-k alone) count(s >= lo) == k."""
+    cc = tl.arange(0, C_PAD)
+    j = tl.arange(0, NP)
+    ptr = PART_ROW + cc[:, None] * (2 * NP) + j[None, :]
+    ok = (cc < C)[:, None]
+    cnt = tl.sum(tl.load(ptr, mask=ok, other=0.0), axis=0)  # [NP] count(s >= P_j) over the row
+    mass = tl.sum(tl.load(ptr + NP, mask=ok, other=0.0), axis=0)  # [NP] Σ exp(s - m) over s >= P_j
+    piv = tl.load(PIV_ROW + j)
+    is_k = phase == PHASE_K
+    pred = tl.where(is_k, cnt >= k.to(tl.float32), mass >= target)  # non-increasing in j
+    ok0 = tl.sum(tl.where(j == 0, pred.to(tl.int32), 0), axis=0) > 0
+    jlo = tl.max(tl.where(pred, j, 0), axis=0)
+    jhi = tl.min(tl.where(pred, NP - 1, j), axis=0)
+    new_lo = tl.sum(tl.where(j == jlo, piv, 0.0), axis=0)
+    new_hi = tl.sum(tl.where(j == jhi, piv, 0.0), axis=0)
+    cnt_lo = tl.sum(tl.where(j == jlo, cnt, 0.0), axis=0)
+    cnt_hi = tl.sum(tl.where(j == jhi, cnt, 0.0), axis=0)
+    mass_hi = tl.sum(tl.where(j == jhi, mass, 0.0), axis=0)
+    progress = (new_lo != lo) | (new_hi != hi)
+    # top-k followed by top-p never settles here: its top-p cut needs the gathered top-k set
+    settled = tl.where(is_k, (~p_on) & ((cnt_lo == k.to(tl.float32)) | (~progress)),
+                       (cnt_lo - cnt_hi <= 1.0) | (~progress))
+    # pred fails at lo: in a search's first round t lies below lo and lo decides (min-p's cut);
+    # later only float noise could say so. Either way the row is done at lo.
+    settled = settled | ((~ok0) & ~(is_k & p_on))
+    lo = tl.where(ok0, new_lo, lo)
+    hi = tl.where(ok0, new_hi, hi)
+    phase = tl.where(settled, PHASE_DONE, phase)
+    return lo, hi, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi
+
+
+@triton.jit
+def _weigh(s, piv, m, acc_n, acc_m):
+    """Add a tile's count and mass at each pivot: [n, NP] per-lane accumulators (4 ops a pair)."""
+    ge = s[:, None] >= piv[None, :]
+    e = tl.where(s > float("-inf"), tl.exp(s - m), 0.0)
+    return acc_n + ge.to(tl.float32), acc_m + tl.where(ge, e[:, None], 0.0)
+
+
+@triton.jit(do_not_specialize=["B", "CHUNK", "C", "r"])  # one compile for any batch, chunking, round
+def _split_round_kernel(
+    L, WS, TEMP, TOPK, TOPP, MINP, temp_val, topk_val, topp_val, minp_val,
+    B, V, stride_l, CHUNK, C, n_samples, r,
+    T_ROW: tl.constexpr, K_ROW: tl.constexpr, P_ROW: tl.constexpr, MINP_ROW: tl.constexpr,
+    FIRST: tl.constexpr, GATHER: tl.constexpr,
+    C_PAD: tl.constexpr, NP: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Launch r of a row's search: take the state (FIRST: from the chunk statistics; else one
+    bisection step from launch r-1's partials), then either count and weigh this chunk's tokens
+    at the state's NP pivots (a round) or (GATHER, the last launch) copy this chunk's undecided
+    tokens into the row's candidate list."""
+    c = tl.program_id(0)
+    row = tl.program_id(1)
+    base = L + row.to(tl.int64) * stride_l
+    STATS, ROWC, SST, PIV, PART, CAND, DRAW = _ws_layout(WS, B, n_samples, C_PAD, NP, CAP)
+    par_out = r % 2
+    par_in = 1 - par_out
+    lead = c == 0  # the program that writes the row's records (all of them compute the same)
+    cc = tl.arange(0, C_PAD)
+    jj = tl.arange(0, NP)
+    offs = tl.arange(0, BLOCK)
+    start = c * CHUNK
+    end = tl.minimum(start + CHUNK, V)
+    if FIRST:
+        temp, k, top_p, min_p = _row_params(row, TEMP, TOPK, TOPP, MINP, temp_val, topk_val, topp_val, minp_val,
+                                             T_ROW, K_ROW, P_ROW, MINP_ROW)
+        sp = STATS + row * C_PAD * 4 + cc * 4
+        m_c = tl.load(sp + 0, mask=cc < C, other=float("-inf"))
+        m = tl.max(m_c, axis=0)
+        m_sub = tl.where(m == float("-inf"), 0.0, m)
+        z = tl.sum(tl.where(m_c > float("-inf"), tl.load(sp + 1, mask=cc < C, other=0.0) * tl.exp(m_c - m_sub), 0.0), axis=0)
+        mn = tl.min(tl.load(sp + 2, mask=cc < C, other=float("inf")), axis=0)
+        nf = tl.sum(tl.load(sp + 3, mask=cc < C, other=0.0), axis=0)
+        greedy = temp <= 0.0
+        inv_t = 1.0 / tl.where(greedy, 1.0, temp)
+        k_on, p_on, mp_on, m_up, lo_mp = _filters(m, nf, k, top_p, min_p, greedy)
+        rp = ROWC + row * NF
+        tl.store(rp + 0, m, mask=lead)
+        tl.store(rp + 1, z, mask=lead)
+        tl.store(rp + 2, m_up, mask=lead)
+        tl.store(rp + 3, lo_mp, mask=lead)
+        tl.store(rp + 4, inv_t, mask=lead)
+        tl.store(rp + 5, tl.where(k_on, k, 0).to(tl.float32), mask=lead)  # < V: exact
+        tl.store(rp + 6, top_p, mask=lead)
+        tl.store(rp + 7, min_p, mask=lead)
+        flags = k_on.to(tl.int32) + 2 * p_on.to(tl.int32) + 4 * mp_on.to(tl.int32) + 8 * greedy.to(tl.int32)
+        tl.store(rp + 8, flags.to(tl.float32), mask=lead)
+        # the first interval [lo, hi): top-k by count from the min (min-p's cut when it alone
+        # decides below t_k); top-p alone by mass from the lower bound of the one-program path
+        bound = m + tl.log(tl.maximum((1.0 - top_p) * z / nf, 1e-30)) - 1e-3
+        lo = tl.where(k_on, tl.where(mp_on & (~p_on), tl.maximum(mn, lo_mp), mn),
+                      tl.where(p_on, tl.maximum(tl.maximum(mn, bound), lo_mp), lo_mp))
+        lo = tl.where(greedy, m, lo)
+        hi = m_up
+        target = tl.maximum(top_p * z, 1e-30)  # > 0: the most probable token is always kept
+        phase = tl.where(k_on, PHASE_K, tl.where(p_on, PHASE_P, PHASE_DONE)).to(tl.int32)
+        cnt_lo = z * 0.0
+        cnt_hi = cnt_lo
+        mass_hi = cnt_lo
+        jlo = phase * 0
+        jhi = jlo + NP - 1
+    else:
+        m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy = _rowc_load(ROWC + row * NF)
+        lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode = _sst_load(SST + (par_in * B + row) * NF)
+        if phase != PHASE_DONE:
+            lo, hi, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi = _split_advance(
+                PART + (par_in * B + row) * (C_PAD * 2 * NP), PIV + (par_in * B + row) * NP, C,
+                lo, hi, target, k, p_on, phase, C_PAD, NP)
+    mode = phase * 0 + MODE_DONE
+    if GATHER:
+        # FULL when every token >= lo fits (the search then finishes in registers, as the fast
+        # path); INTERVAL when the tokens in [lo, hi) fit (not for top-k followed by top-p);
+        # else the one-program fallback
+        n_int = cnt_lo - cnt_hi
+        fits_interval = ((phase == PHASE_P) | (~p_on)) & (n_int <= CAP)
+        mode = tl.where(phase == PHASE_DONE, MODE_DONE,
+                        tl.where(cnt_lo <= CAP, MODE_FULL, tl.where(fits_interval, MODE_INTERVAL, MODE_FALLBACK)))
+        if (mode == MODE_FULL) | (mode == MODE_INTERVAL):
+            full = mode == MODE_FULL
+            hi_g = tl.where(full, float("inf"), hi)  # FULL: every token >= lo
+            # this chunk's first slot: the candidates of the chunks before it (last round's counts)
+            pp = PART + (par_in * B + row) * (C_PAD * 2 * NP) + cc * (2 * NP)
+            n_lo = tl.load(pp + jlo, mask=cc < c, other=0.0)
+            n_hi = tl.load(pp + jhi, mask=cc < c, other=0.0)
+            off = tl.sum(tl.where(full, n_lo, n_lo - n_hi), axis=0).to(tl.int32)
+            cand = CAND + row * (2 * CAP)
+            for v0 in range(start, end, BLOCK):
+                idx = v0 + offs
+                s = _load_s(base, idx, end, inv_t)
+                sel = (s >= lo) & (s < hi_g)
+                si = sel.to(tl.int32)
+                pos = off + tl.cumsum(si, axis=0) - si
+                tl.store(cand + pos, s, mask=sel & (pos < CAP))
+                tl.store(cand + CAP + pos, idx.to(tl.float32), mask=sel & (pos < CAP))
+                off += tl.sum(si, axis=0)
+    _sst_store(SST + (par_out * B + row) * NF, lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode, lead)
+    if not GATHER:
+        if phase != PHASE_DONE:
+            piv = _pivots(lo, hi, NP)  # [NP]; stored, so the next launch compares the same floats
+            if c == 0:
+                tl.store(PIV + (par_out * B + row) * NP + jj, piv)
+            # Per-lane accumulators [BLOCK/4, NP] (registers cap BLOCK·NP), reduced once after
+            # the loop (no barrier in it); each step issues its 4 quarter-tile loads before any
+            # use, so 4 are in flight per thread (no software pipelining for plain loads here).
+            SUB: tl.constexpr = BLOCK // 4
+            sub = tl.arange(0, SUB)
+            acc_n = tl.zeros([SUB, NP], dtype=tl.float32)
+            acc_m = tl.zeros([SUB, NP], dtype=tl.float32)
+            for v0 in range(start, end, BLOCK):
+                s0 = _load_s(base, v0 + sub, end, inv_t)
+                s1 = _load_s(base, v0 + SUB + sub, end, inv_t)
+                s2 = _load_s(base, v0 + 2 * SUB + sub, end, inv_t)
+                s3 = _load_s(base, v0 + 3 * SUB + sub, end, inv_t)
+                acc_n, acc_m = _weigh(s0, piv, m, acc_n, acc_m)
+                acc_n, acc_m = _weigh(s1, piv, m, acc_n, acc_m)
+                acc_n, acc_m = _weigh(s2, piv, m, acc_n, acc_m)
+                acc_n, acc_m = _weigh(s3, piv, m, acc_n, acc_m)
+            pp = PART + ((par_out * B + row) * C_PAD + c) * (2 * NP)
+            tl.store(pp + jj, tl.sum(acc_n, axis=0))
+            tl.store(pp + NP + jj, tl.sum(acc_m, axis=0))
+
+
+@triton.jit
+def _tile_draw(base, DRAW_ROW, c, start, end, NT, inv_t, t, m, min_p, mp_on, greedy, key_seed, n_samples,
+               C_PAD: tl.constexpr, BLOCK: tl.constexpr, NS: tl.constexpr):
+    """This chunk's candidate for each sample: every BLOCK-token tile τ of the kept set gets the
+    key log M_τ - log E (M_τ: its kept mass, E ~ Exp(1), one Philox call per tile and sample),
+    so the best key over all tiles of the row is tile τ with probability M_τ / Σ M; inside the
+    chunk's best tile the token is drawn by inverse CDF in index order (u · M_τ against the
+    running sum). Greedy: key -τ, the first kept token (the first max). Writes (key, token)."""
+    offs = tl.arange(0, BLOCK)
+    for j0 in range(0, n_samples, NS):
+        js = j0 + tl.arange(0, NS)  # [NS]
+        best = tl.full([NS], float("-inf"), tl.float32)
+        best_tile = tl.zeros([NS], dtype=tl.int32)
+        for v0 in range(start, end, BLOCK):
+            s = _load_s(base, v0 + offs, end, inv_t)
+            kept = _kept(s, t, m, min_p, mp_on, greedy)
+            mass = tl.sum(tl.where(kept, tl.exp(s - m), 0.0), axis=0)
+            tile = v0 // BLOCK
+            r0, r1, r2, r3 = tl.randint4x(key_seed, js * NT + tile)
+            key = tl.where(mass > 0.0, tl.log(tl.maximum(mass, 1e-37)) - tl.log(_exp1(r0)), float("-inf"))  # [NS]
+            key = tl.where(greedy, tl.where(mass > 0.0, -tile.to(tl.float32), float("-inf")), key)
+            upd = key > best
+            best = tl.where(upd, key, best)
+            best_tile = tl.where(upd, tile, best_tile)
+        idx = best_tile[:, None] * BLOCK + offs[None, :]  # [NS, BLOCK]
+        s = _load_s(base, idx, end, inv_t)
+        kept = _kept(s, t, m, min_p, mp_on, greedy)
+        cum = tl.cumsum(tl.where(kept, tl.exp(s - m), 0.0), axis=1)
+        r0, r1, r2, r3 = tl.randint4x(key_seed, js * NT + best_tile)
+        u = (r1.to(tl.float32) + 0.5) * 2.3283064365386963e-10  # (0, 1)
+        goal = u * tl.max(cum, axis=1)
+        first = tl.min(tl.where(kept & (cum > goal[:, None]), idx, 2147483647), axis=1)
+        last = tl.max(tl.where(kept, idx, -1), axis=1)  # u · M rounded up to M: the last kept token
+        tok = tl.where(first < 2147483647, first, last)
+        tok = tl.where(greedy, tl.min(tl.where(kept, idx, 2147483647), axis=1), tok)
+        dp = DRAW_ROW + js * (2 * C_PAD) + c
+        tl.store(dp, best, mask=js < n_samples)
+        tl.store(dp + C_PAD, tok.to(tl.float32), mask=js < n_samples)
+
+
+@triton.jit(do_not_specialize=["B", "CHUNK", "C", "par"])
+def _split_finish_kernel(
+    L, TOK, MASK, WS, B, V, stride_l, CHUNK, C, seed, n_samples, par,
+    C_PAD: tl.constexpr, NP: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+    NPF: tl.constexpr, NS: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
+):
+    """Every program of a row: the final threshold t (FULL, INTERVAL: from the candidate list in
+    registers; DONE: lo), then FULL: program 0 draws by Gumbel-max over the list; DONE,
+    INTERVAL: this chunk's candidate per sample (_tile_draw). FALLBACK rows wait for the pick."""
+    c = tl.program_id(0)
+    row = tl.program_id(1)
+    base = L + row.to(tl.int64) * stride_l
+    STATS, ROWC, SST, PIV, PART, CAND, DRAW = _ws_layout(WS, B, n_samples, C_PAD, NP, CAP)
+    m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy = _rowc_load(ROWC + row * NF)
+    lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode = _sst_load(SST + (par * B + row) * NF)
+    start = c * CHUNK
+    end = tl.minimum(start + CHUNK, V)
+    t = lo
+    # FULL rows need t only where it draws (program 0) or writes the mask
+    if ((mode == MODE_FULL) & ((c == 0) | WRITE_MASK)) | (mode == MODE_INTERVAL):
+        nc = tl.where(mode == MODE_FULL, cnt_lo, cnt_lo - cnt_hi).to(tl.int32)
+        slot = tl.arange(0, CAP)
+        cand = CAND + row * (2 * CAP)
+        cs = tl.load(cand + slot, mask=slot < nc, other=float("-inf"))  # [CAP]
+        ci = tl.load(cand + CAP + slot, mask=slot < nc, other=0.0).to(tl.int32)
+        e_c = tl.where(cs > float("-inf"), tl.exp(cs - m), 0.0)
+        if mode == MODE_FULL:
+            t = _cand_threshold(cs, e_c, lo, hi, m_up, k, phase == PHASE_K, p_on, top_p, target, lo_mp, NPF, MAX_ITERS)
+            if c == 0:
+                surv_c = _kept(cs, t, m, min_p, mp_on, greedy) & (slot < nc)
+                _cand_draw(TOK, row, cs, ci, surv_c, greedy, seed, (V + 3) // 4, n_samples, NS)
+        else:  # the tokens above hi are counted and weighed: the search needs only what is left
+            if phase == PHASE_K:
+                t, dom = _search_regs(cs, e_c, lo, hi, k - cnt_hi.to(tl.int32), 0.0, False, NPF, MAX_ITERS)
+            else:
+                t, dom = _search_regs(cs, e_c, lo, hi, k, target - mass_hi, True, NPF, MAX_ITERS)
+    if (mode == MODE_DONE) | (mode == MODE_INTERVAL):
+        _tile_draw(base, DRAW + row * n_samples * (2 * C_PAD), c, start, end, (V + BLOCK - 1) // BLOCK, inv_t, t, m,
+                   min_p, mp_on, greedy, seed + row + 0x20000000, n_samples, C_PAD, BLOCK, NS)
+    if WRITE_MASK:
+        if mode != MODE_FALLBACK:
+            _write_mask(MASK + row.to(tl.int64) * V, base, start, end, inv_t, t, m, min_p, mp_on, greedy, BLOCK)
+
+
+@triton.jit(do_not_specialize=["B", "C", "par", "NP", "CAP"])
+def _split_pick_kernel(
+    L, TOK, MASK, WS, B, V, stride_l, C, seed, n_samples, par, NP, CAP,
+    C_PAD: tl.constexpr, NSP: tl.constexpr, BLOCK_V: tl.constexpr, NPG: tl.constexpr, NSG: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
+):
+    """One program per row: DONE, INTERVAL: each sample's token is the one of the chunk with the
+    best key (ties: the first chunk). FALLBACK: the one-program general path, from lo."""
+    row = tl.program_id(0)
+    base = L + row.to(tl.int64) * stride_l
+    STATS, ROWC, SST, PIV, PART, CAND, DRAW = _ws_layout(WS, B, n_samples, C_PAD, NP, CAP)
+    m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy = _rowc_load(ROWC + row * NF)
+    lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode = _sst_load(SST + (par * B + row) * NF)
+    if (mode == MODE_DONE) | (mode == MODE_INTERVAL):
+        cc = tl.arange(0, C_PAD)
+        for j0 in range(0, n_samples, NSP):
+            js = j0 + tl.arange(0, NSP)
+            ok = (js < n_samples)[:, None] & (cc < C)[None, :]
+            dp = DRAW + (row * n_samples + js[:, None]) * (2 * C_PAD) + cc[None, :]
+            key = tl.load(dp, mask=ok, other=float("-inf"))  # [NSP, C_PAD]
+            tok = tl.load(dp + C_PAD, mask=ok, other=0.0)
+            best = tl.max(key, axis=1)
+            first = tl.min(tl.where(key == best[:, None], cc[None, :], C_PAD), axis=1)
+            pick = tl.sum(tl.where(cc[None, :] == first[:, None], tok, 0.0), axis=1)
+            tl.store(TOK + row.to(tl.int64) * n_samples + js, tl.maximum(pick, 0.0).to(tl.int64), mask=js < n_samples)
+    if mode == MODE_FALLBACK:
+        t = _general_row(base, TOK, row, V, inv_t, m, z, lo, m_up, k, top_p, min_p, k_on, p_on, mp_on, greedy,
+                         lo_mp, seed, n_samples, BLOCK_V, NPG, NSG, MAX_ITERS, WRITE_MASK)
+        if WRITE_MASK:
+            _write_mask(MASK + row.to(tl.int64) * V, base, 0, V, inv_t, t, m, min_p, mp_on, greedy, BLOCK_V)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs. One program per row: a heuristic table. It streams BLOCK_V logits a step: at small B
+# a row's passes are latency-bound, so a step should keep ~16 KB in flight (BLOCK_V = 4096
+# float32, 8 warps). NP pivots per bisection pass trade passes (≈ log_NP(range / gap)) against
 # [tile, NP] compares; in a first H200 sweep (an earlier version of this kernel) NP = 8 beat 16
 # and 32, and 2048-wide tiles beat 1024. CAP candidate slots decide when the fast path applies.
 # ---------------------------------------------------------------------------------------------
@@ -407,14 +896,107 @@ MAX_ITERS = 48  # a search never needs more: each pass shrinks the interval NP-f
 
 
 def _config(V: int, n_samples: int, override: dict | None = None) -> dict:
-    if _interpreting():
+    if not override or set(override) <= {"split"}:
+        return _config_default(V, n_samples, _interpreting())
+    return _config_build(V, n_samples, override, _interpreting())
+
+
+@functools.lru_cache(maxsize=1024)
+def _config_default(V: int, n_samples: int, interpreting: bool) -> dict:
+    """Cached: at small B the launcher's Python is part of the latency (read-only to callers)."""
+    return _config_build(V, n_samples, None, interpreting)
+
+
+def _config_build(V: int, n_samples: int, override: dict | None, interpreting: bool) -> dict:
+    if interpreting:
         cfg = dict(BLOCK_V=min(512, max(16, triton.next_power_of_2(V))), NP=8, CAP=256, num_warps=4, ns_elems=16384)
     else:
         cfg = dict(BLOCK_V=min(4096, max(64, triton.next_power_of_2(V))), NP=8, CAP=1024, num_warps=8, ns_elems=4096)
     cfg["CAP"] = min(cfg["CAP"], triton.next_power_of_2(V))  # a short row needs no more slots
-    cfg.update(override or {})
+    cfg.update({k: v for k, v in (override or {}).items() if k != "split"})
     width = max(cfg["BLOCK_V"], cfg["CAP"])
     cfg["NS"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), cfg.pop("ns_elems") // width))
+    return cfg
+
+
+# Split rows (small B): C = ceil(V / chunk) programs per row; the first row of SPLIT_TABLE with
+# B <= max_b applies, above the last one program per row (B rows already fill the SMs).
+#   chunk   tokens per program (whole BLOCK tiles): ~2 programs per SM (132 on H100/H200) at the
+#           largest V, >= 2048 tokens each (every program redoes the C-way sums: C·NP loads)
+#   NP      pivots per round: ~4·NP ops a token per round ([BLOCK/4, NP] compare, count, weigh)
+#   ROUNDS  rounds before the gather: [lo, hi) shrinks ~(NP-1)^ROUNDS-fold (flat N(0, 2²) logits,
+#           V = 152k: ~220 tokens left after 2 rounds of 32 pivots); the rest must fit CAP slots,
+#           or the row falls back to the slow one-program path
+#   CAP     candidate slots; the finish searches them in registers ([CAP, NPF] compares)
+#   BLOCK   tokens a loop step (rounds: as 4 quarter-tile loads in flight); num_warps: all kernels
+# tune() in lab/benchmarks/sampling.py prints the fastest settings per (V, B): edit from its output.
+SPLIT_TABLE = (
+    dict(max_b=8, chunk=2048, NP=32, ROUNDS=2, CAP=2048, BLOCK=1024, num_warps=8),
+    dict(max_b=32, chunk=8192, NP=32, ROUNDS=2, CAP=2048, BLOCK=1024, num_warps=8),
+    dict(max_b=64, chunk=16384, NP=32, ROUNDS=2, CAP=2048, BLOCK=1024, num_warps=8),
+)
+SPLIT_KEYS = ("chunk", "NP", "ROUNDS", "CAP", "BLOCK", "num_warps", "NPF")
+SPLIT_FAST_TOP_K = 256  # top_k a Python int in 1..this: the one-program fast path (~k candidates) is as quick
+MAX_CHUNKS = 256  # C_PAD: the per-row chunk slots every reduction spans; longer chunks beyond it
+CONFIG_KEYS = ("BLOCK_V", "NP", "CAP", "num_warps", "ns_elems", "split")
+
+
+def _split_config(fn: str, B: int, V: int, top_k, n_samples: int, override: dict | None) -> dict | None:
+    """The split path's settings, or None for one program per row. override["split"]: False
+    (never), True (always, defaults), a dict of SPLIT_KEYS (always, these settings); absent:
+    SPLIT_TABLE decides (cached: edit it before the first call), and only when a row spans more
+    than one chunk. top_k: the Python int every row shares, or None (a tensor)."""
+    want = (override or {}).get("split")
+    if want is None:
+        if isinstance(top_k, int) and 0 < top_k <= SPLIT_FAST_TOP_K:
+            return None
+        return _split_default(B, V, n_samples, _interpreting())
+    if want is False:
+        return None
+    cfg = dict(next((r for r in SPLIT_TABLE if B <= r["max_b"]), SPLIT_TABLE[-1]))
+    if _interpreting():  # small tiles: the interpreter pays per operation, not per element
+        cfg.update(NP=8, CAP=256, BLOCK=64, num_warps=4)
+    if isinstance(want, dict):
+        bad = sorted(set(want) - set(SPLIT_KEYS))
+        if bad:
+            _fail(fn, "config['split']", f"has unknown keys {bad}; known: {list(SPLIT_KEYS)}")
+        cfg.update(want)
+    elif want is not True:
+        _fail(fn, "config['split']", f"must be True, False or a dict of {list(SPLIT_KEYS)}, got {want!r}")
+    return _split_finish_config(fn, cfg, B, V, n_samples, forced=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_default(B: int, V: int, n_samples: int, interpreting: bool) -> dict | None:
+    cfg = next((dict(r) for r in SPLIT_TABLE if B <= r["max_b"]), None)
+    return None if cfg is None else _split_finish_config("sample", cfg, B, V, n_samples, forced=False)
+
+
+def _split_finish_config(fn: str, cfg: dict, B: int, V: int, n_samples: int, forced: bool) -> dict | None:
+    """Checks the settings and derives the launch's: CHUNK (whole BLOCK tiles), C, C_PAD, NS, NSP."""
+    cfg.pop("max_b", None)
+    cfg.setdefault("NPF", 8)
+    for key in ("NP", "CAP", "BLOCK", "NPF"):
+        if not (isinstance(cfg[key], int) and cfg[key] >= 2 and cfg[key] & (cfg[key] - 1) == 0):
+            _fail(fn, f"config['split']['{key}']", f"must be a power of two >= 2, got {cfg[key]!r}")
+    if not (isinstance(cfg["ROUNDS"], int) and cfg["ROUNDS"] >= 1):
+        _fail(fn, "config['split']['ROUNDS']", f"must be an int >= 1, got {cfg['ROUNDS']!r}")
+    if not (isinstance(cfg["chunk"], int) and cfg["chunk"] >= 1):
+        _fail(fn, "config['split']['chunk']", f"must be an int >= 1 (tokens per program), got {cfg['chunk']!r}")
+    BLOCK = cfg["BLOCK"]
+    chunk = triton.cdiv(max(cfg["chunk"], triton.cdiv(V, MAX_CHUNKS)), BLOCK) * BLOCK
+    C = triton.cdiv(V, chunk)
+    if not forced and C < 2:
+        return None
+    C_PAD = MAX_CHUNKS  # one size: one compile per setting (the masked slots cost ~C_PAD·NP/threads issue slots)
+    if V >= 2**24 or _ws_floats(B, n_samples, C_PAD, cfg["NP"], cfg["CAP"]) >= 2**31:
+        if not forced:
+            return None
+        _fail(fn, "config['split']", f"cannot split V = {V} (needs V < 2^24 and a workspace < 2^31 floats)")
+    cfg.update(CHUNK=chunk, C=C, C_PAD=C_PAD)
+    elems = 2**16 if _interpreting() else 4096  # samples a block: [NS, max(BLOCK, CAP)], [NSP, C_PAD]
+    cfg["NS"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), elems // max(BLOCK, cfg["CAP"])))
+    cfg["NSP"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), elems // C_PAD))
     return cfg
 
 
@@ -448,7 +1030,8 @@ def _param(fn: str, name: str, v, B: int, device, dtype, integer: bool):
     return None, v
 
 
-def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: int, write_mask: bool, config: dict | None = None):
+def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: int, write_mask: bool,
+            config: dict | None = None, debug: dict | None = None):
     if not isinstance(logits, torch.Tensor):
         _fail(fn, "logits", f"must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dtype not in SUPPORTED_DTYPES:
@@ -459,6 +1042,11 @@ def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: 
         _fail(fn, "logits", f"must be contiguous along V (stride(1) == 1), got strides {tuple(logits.stride())}; pass logits.contiguous()")
     if logits.device.type != "cuda" and not _interpreting():
         _fail(fn, "logits", f"is on {logits.device}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    if config is not None and not isinstance(config, dict):
+        _fail(fn, "config", f"must be a dict or None, got {type(config).__name__}")
+    bad = sorted(set(config or {}) - set(CONFIG_KEYS))
+    if bad:
+        _fail(fn, "config", f"has unknown keys {bad}; known: {list(CONFIG_KEYS)}")
     B, V = logits.shape
     dev = logits.device
     t_ptr, t_val = _param(fn, "temperature", temperature, B, dev, torch.float32, False)
@@ -474,21 +1062,69 @@ def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: 
     if B == 0:
         return tokens, mask
     cfg = _config(V, n_samples, config)
+    scfg = _split_config(fn, B, V, k_val if k_ptr is None else None, n_samples, config)
+    dummy = logits
+    params = (t_ptr if t_ptr is not None else dummy, k_ptr if k_ptr is not None else dummy,
+              p_ptr if p_ptr is not None else dummy, mp_ptr if mp_ptr is not None else dummy,
+              float(t_val), int(k_val), float(p_val), float(mp_val))
+    per_row = dict(T_ROW=t_ptr is not None, K_ROW=k_ptr is not None, P_ROW=p_ptr is not None, MINP_ROW=mp_ptr is not None)
+    seed = seed & 0x3FFFFFFF
+    if scfg is not None:
+        ws = _launch_split(logits, tokens, mask, params, per_row, seed, n_samples, write_mask, scfg, cfg)
+        if debug is not None:  # split_modes reads the rows' records
+            debug.update(ws=ws, split=scfg)
+        return tokens, mask
     cand_s = torch.empty((B, cfg["CAP"]), dtype=torch.float32, device=dev)  # candidate scratch
     cand_i = torch.empty((B, cfg["CAP"]), dtype=torch.int32, device=dev)
-    dummy = logits
     _sample_kernel[(B,)](
-        logits, tokens, mask, cand_s, cand_i,
-        t_ptr if t_ptr is not None else dummy, k_ptr if k_ptr is not None else dummy,
-        p_ptr if p_ptr is not None else dummy, mp_ptr if mp_ptr is not None else dummy,
-        float(t_val), int(k_val), float(p_val), float(mp_val),
-        V, logits.stride(0), seed & 0x3FFFFFFF, n_samples,
-        T_ROW=t_ptr is not None, K_ROW=k_ptr is not None, P_ROW=p_ptr is not None, MINP_ROW=mp_ptr is not None,
+        logits, tokens, mask, cand_s, cand_i, *params,
+        V, logits.stride(0), seed, n_samples, **per_row,
         BLOCK_V=cfg["BLOCK_V"], CAP=cfg["CAP"], NP=cfg["NP"], NS=cfg["NS"],
         MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
         num_warps=cfg["num_warps"],
     )
     return tokens, mask
+
+
+def _launch_split(logits, tokens, mask, params, per_row, seed, n_samples, write_mask, s, g) -> torch.Tensor:
+    """ROUNDS + 4 launches on a (C, B) grid (the pick on B): module docstring, "split rows".
+    s: the split settings, g: the one-program settings (the fallback's)."""
+    B, V = logits.shape
+    C, C_PAD, NP, CAP, BLOCK, warps = s["C"], s["C_PAD"], s["NP"], s["CAP"], s["BLOCK"], s["num_warps"]
+    ws = torch.empty(_ws_floats(B, n_samples, C_PAD, NP, CAP), dtype=torch.float32, device=logits.device)
+    grid = (C, B)
+    stride = logits.stride(0)
+    _split_stats_kernel[grid](logits, ws, params[0], params[4], V, stride, s["CHUNK"],
+                              T_ROW=per_row["T_ROW"], C_PAD=C_PAD, BLOCK=BLOCK, num_warps=warps)
+    R = s["ROUNDS"]
+    for r in range(R + 1):  # launches 0..R-1: rounds (0 also sets the search up); R: the gather
+        _split_round_kernel[grid](logits, ws, *params, B, V, stride, s["CHUNK"], C, n_samples, r, **per_row,
+                                  FIRST=r == 0, GATHER=r == R, C_PAD=C_PAD, NP=NP, CAP=CAP, BLOCK=BLOCK, num_warps=warps)
+    _split_finish_kernel[grid](logits, tokens, mask, ws, B, V, stride, s["CHUNK"], C, seed, n_samples, R % 2,
+                               C_PAD=C_PAD, NP=NP, CAP=CAP, BLOCK=BLOCK, NPF=s["NPF"], NS=s["NS"],
+                               MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
+                               num_warps=max(warps, CAP // 256))  # [CAP, NPF] searches: no spills up to 2048
+    _split_pick_kernel[(B,)](logits, tokens, mask, ws, B, V, stride, C, seed, n_samples, R % 2, NP, CAP,
+                             C_PAD=C_PAD, NSP=s["NSP"], BLOCK_V=g["BLOCK_V"], NPG=g["NP"], NSG=g["NS"],
+                             MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask, num_warps=g["num_warps"])
+    return ws
+
+
+def split_modes(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, config: dict | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """How the split path settled each row, and the kept set it found (tests, tuning): (int64
+    [B] of indices into SPLIT_MODES (done: t found by the rounds; full, interval: the candidate
+    list; fallback: the one-program general path), or -1 everywhere when these rows are not
+    split; kept_mask's bool [B, V])."""
+    debug = {}
+    _, mask = _launch("split_modes", logits, temperature, top_k, top_p, min_p, 0, 0, True, config, debug)
+    B = logits.shape[0]
+    if not debug:
+        return torch.full((B,), -1, dtype=torch.int64), mask.bool()
+    s = debug["split"]
+    sst = B * (s["C_PAD"] * 4 + NF_FIELDS)  # _ws_layout's SST region, the gather's parity
+    rec = debug["ws"][sst + (s["ROUNDS"] % 2) * B * NF_FIELDS:][: B * NF_FIELDS].view(B, NF_FIELDS)
+    return rec[:, 9].long().cpu(), mask.bool()
 
 
 def _seed(seed: int | None, generator: torch.Generator | None) -> int:
@@ -497,8 +1133,6 @@ def _seed(seed: int | None, generator: torch.Generator | None) -> int:
     device = generator.device if generator is not None else "cpu"
     # one host read of a random int (a sync if the generator is a CUDA one): pass seed= to avoid it
     return int(torch.randint(0, 2**30, (1,), generator=generator, device=device).item())
-
-
 def sample(
     logits: torch.Tensor,
     temperature: float | torch.Tensor = 1.0,
@@ -530,7 +1164,7 @@ def sample_many(
     config: dict | None = None,
 ) -> torch.Tensor:
     """``num_samples`` independent tokens per row -> ``(B, num_samples)``: the thresholds are
-    found once per row, then each sample is one Gumbel-max pass (n-best / parallel sampling)."""
+    found once per row, then each sample is one draw pass (n-best / parallel sampling)."""
     if not isinstance(num_samples, int) or num_samples < 1:
         _fail("sample_many", "num_samples", f"must be an int >= 1, got {num_samples!r}")
     tokens, _ = _launch("sample_many", logits, temperature, top_k, top_p, min_p, _seed(seed, generator), num_samples, False, config)
@@ -651,10 +1285,14 @@ def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------------
 # Cost formulas
 # ---------------------------------------------------------------------------------------------
-def passes(fast: bool = True, top_k_search: bool = False, rounds: float = 1.2) -> float:
+def passes(fast: bool = True, top_k_search: bool = False, rounds: float = 1.2, split_rounds: int | None = None) -> float:
     """Full passes over a row, for the roofline (an estimate, not a bound): the fast path makes 3
     (statistics, count, gather); the general path 2, plus ~3 for a streaming top-k search, plus
-    2 per rejection round (top-p: ~1-2 rounds at top_p >= 0.5)."""
+    2 per rejection round (top-p: ~1-2 rounds at top_p >= 0.5). Split rows (split_rounds =
+    ROUNDS): statistics, each round, the gather and the draw read it once each, ROUNDS + 3 (a
+    row settled by the rounds skips the rest of them; one that falls back adds the general path)."""
+    if split_rounds is not None:
+        return split_rounds + 3.0
     if fast:
         return 3.0
     return 2.0 + 3.0 * top_k_search + 2.0 * rounds

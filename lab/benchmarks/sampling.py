@@ -1,8 +1,10 @@
 """Benchmark suite: sampling a token per row from logits [B, V] with temperature, top-k, top-p.
 
 Implementations, on the same float32 logits:
-  impl=triton       kernels.sampling.sample: thresholds by multi-pivot bisection, Gumbel-max
-                    draw, one program per row, no sort, no host sync (seed passed in)
+  impl=triton       kernels.sampling.sample: thresholds by multi-pivot bisection, no sort, no
+                    host sync (seed passed in). Small B: each row split over C programs
+                    (SPLIT_TABLE; a few launches, inverse-CDF draw); else one program per row
+                    (Gumbel-max draw). top_k a small Python int keeps one program per row.
   impl=torch-sort   kernels.sampling.sample_sorted: topk + sort + softmax + cumsum + scatter +
                     multinomial, as Hugging Face's logits warpers do it (the usual eager path)
 Two logit shapes, because the sort-free search costs what the kept set's shape makes it cost:
@@ -11,20 +13,44 @@ Two logit shapes, because the sort-free search costs what the kept set's shape m
   dist=flat    N(0, 2²) only, T = 1, top_p = 0.9, no top-k: the kept set holds tens of thousands
                of tokens (the worst case for the search: every pass touches most of the row)
 Bytes: one read of the logits (kernels.sampling.bytes_moved, n_passes=1): GB/s is an effective
-rate; the kernel itself makes ~3-8 passes (L2-resident at small B). Speedup: median latency of
-torch-sort / triton. Quality (no max_rel_err for a sampler): on row 0, 2000 draws from each
-implementation against kernels.sampling.reference_probs by a chi-square test: `stat_pvalue`, and
-`stat_pass` = 1 when p > 1e-3 and no draw falls outside the reference support.
+rate; the kernels make ~3-8 passes (L2-resident at small B). Latency: `latency_*` eager calls
+(host launch overhead included, as an eager decode loop pays it); on CUDA also `latency_graph_*`,
+replays of a CUDA graph of the call (the kernels alone, as a graph-captured decode step runs
+them). torch-sort's graph uses its generator when that can be captured, else the default CUDA
+generator (the method says so), else a skipped row with the reason. Speedup: median latency of
+torch-sort / triton, eager (`speedup_vs_torch_sort`) and graph (`speedup_vs_torch_sort_graph`).
+Quality (no max_rel_err for a sampler): on row 0, 2000 draws from each implementation against
+kernels.sampling.reference_probs by a chi-square test: `stat_pvalue`, and `stat_pass` = 1 when
+p > 1e-3 and no draw falls outside the reference support.
 Full (GPU): V = 32000, 49152, 128256, 151936 (Llama-2, SmolLM2, Llama-3, Qwen2) × B = 1, 32, 256.
 Small (CPU, interpreter): V = 300 × B = 2.
+
+`tune()` times candidate split settings per (V, B, dist) with CUDA-graph replays and prints the
+best beside torch-sort: how kernels.sampling.SPLIT_TABLE is set.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 
+import numpy as np
 import torch
+import triton
 
-from kernels.sampling import bytes_moved, chi_square_pvalue, flops, reference_probs, sample, sample_many, sample_sorted
+from kernels.sampling import (
+    SPLIT_MODES,
+    SPLIT_TABLE,
+    bytes_moved,
+    chi_square_pvalue,
+    flops,
+    reference_probs,
+    sample,
+    sample_many,
+    sample_sorted,
+    split_modes,
+)
 from lab.benchmarks._common import bench_measure
+from lab.measure.timing import time_fn
 from lab.records import Recorder
 
 SETTINGS = {  # dist -> (temperature, top_k, top_p, min_p)
@@ -58,9 +84,48 @@ def _check(tokens: torch.Tensor, probs: torch.Tensor, rec: Recorder, method: str
     rec.metric("stat_pass", float(inside and pval > ALPHA), "bool", method=method + f"; pass = p > {ALPHA} and no draw outside the support")
 
 
+def graph_error(fn) -> str | None:
+    """Why fn cannot be captured in a CUDA graph (None: it can). Warms up on a side stream first,
+    as torch's docs ask."""
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        torch.cuda.synchronize()
+        return None
+    except Exception as e:  # capture errors come as RuntimeError or from torch's checks
+        torch.cuda.synchronize()
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def _time_graph(rec: Recorder, fn, measure, cost: dict, alt=None, alt_note: str = "") -> float | None:
+    """`latency_graph_ms` from replays of fn captured in a CUDA graph, or of `alt` when only it
+    can be captured (the method says why); None, with a skipped row saying why, when neither."""
+    err = graph_error(fn)
+    note = ""
+    if err is not None and alt is not None and graph_error(alt) is None:
+        fn, note = alt, f"; {alt_note} (as called: {err})"
+    elif err is not None:
+        rec.skipped(f"cannot be captured in a CUDA graph: {err}", metric="latency_graph_ms")
+        return None
+    t = time_fn(fn, rec.device, replace(measure, cuda_graph=True))
+    if not t.graph:
+        rec.skipped(f"cannot be captured in a CUDA graph: {t.extra.get('graph_error', '?')}", metric="latency_graph_ms")
+        return None
+    t.method += note
+    rec.add_timing(t, metric="latency_graph", bootstrap=measure.bootstrap, **cost)
+    return t.median_ms
+
+
 def run(rec: Recorder, device: torch.device, size: str) -> None:
     device = torch.device(device)
     measure = bench_measure(rec, device)
+    graphs = device.type == "cuda"
     gen = torch.Generator(device=device).manual_seed(0)
     torch_gen = torch.Generator(device=device).manual_seed(1)
     for dist, (T, k, p, mp) in SETTINGS.items():
@@ -72,14 +137,143 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                 rec.metric("kept_tokens_row0", float((probs > 0).sum()), "tokens", method="support of reference_probs, row 0")
                 cost = dict(flops=flops(B, V), bytes_moved=bytes_moved(B, V, logits.element_size(), n_passes=1))
                 method = f"chi-square of {N_CHECK} draws from row 0 vs reference_probs (sort-based, float64)"
-                latency = {}
+                torch_ms = {}  # "" eager, "_graph" CUDA-graph replay
                 with rec.point(impl="torch-sort"):
                     fn = lambda: sample_sorted(logits, T, k, p, mp, generator=torch_gen)
                     _check(sample_sorted(logits[:1].expand(N_CHECK, V).contiguous(), T, k, p, mp, generator=torch_gen), probs, rec, method)
-                    latency["torch"] = rec.time(fn, measure=measure, **cost).median_ms
+                    torch_ms[""] = rec.time(fn, measure=measure, **cost).median_ms
+                    if graphs:
+                        torch_ms["_graph"] = _time_graph(rec, fn, measure, cost, alt=lambda: sample_sorted(logits, T, k, p, mp),
+                                                         alt_note="default CUDA generator: a custom one is not capturable here")
                 with rec.point(impl="triton"):
                     fn = lambda: sample(logits, T, k, p, mp, seed=1234)
                     _check(sample_many(logits[:1], N_CHECK, T, k, p, mp, seed=99)[0], probs, rec, method)
-                    t = rec.time(fn, measure=measure, **cost).median_ms
-                    rec.metric("speedup_vs_torch_sort", latency["torch"] / t, "x", method="median latency, torch-sort / triton")
+                    ours = {"": rec.time(fn, measure=measure, **cost).median_ms}
+                    if graphs:
+                        ours["_graph"] = _time_graph(rec, fn, measure, cost)
+                    for suffix, ms in ours.items():
+                        if ms and torch_ms.get(suffix):
+                            how = "CUDA-graph replays" if suffix else "eager calls"
+                            rec.metric(f"speedup_vs_torch_sort{suffix}", torch_ms[suffix] / ms, "x", method=f"median latency ({how}), torch-sort / triton")
                 del logits, probs
+
+
+# ---- tuning -----------------------------------------------------------------------------------
+TUNE_CHUNKS = {1: (1024, 2048, 4096), 8: (1024, 2048, 4096, 8192), 32: (2048, 4096, 8192, 16384)}
+TUNE_VARIANTS = (  # over the table's row for B, at its chunk; each new NP/BLOCK/warps costs ~5 s of compiles
+    dict(ROUNDS=3),
+    dict(NP=16),
+    dict(NP=16, ROUNDS=3),
+    dict(NP=64, ROUNDS=1, BLOCK=512),  # one launch less; [BLOCK/4, 64] accumulators
+    dict(BLOCK=512, num_warps=4),
+)
+_SPIN = 50_000  # GPU cycles of torch.cuda._sleep before an eager sample: hides the first launch's host time
+
+
+def tune_configs(B: int, V: int) -> list[dict]:
+    """Split settings to try at (B, V): the table's row for B at the TUNE_CHUNKS lengths, then
+    TUNE_VARIANTS at its own chunk; B beyond TUNE_CHUNKS: a 2-way split only."""
+    base = dict(next((r for r in SPLIT_TABLE if B <= r["max_b"]), SPLIT_TABLE[-1]))
+    base.pop("max_b")
+    if B not in TUNE_CHUNKS:
+        return [dict(base, chunk=triton.cdiv(V, 2))]
+    out = [dict(base, chunk=c) for c in TUNE_CHUNKS[B]] + [dict(base, **v) for v in TUNE_VARIANTS]
+    return [dict(t) for t in dict.fromkeys(tuple(sorted(c.items())) for c in out)]
+
+
+def _label(cfg: dict) -> str:
+    return f"chunk={cfg['chunk']} NP={cfg['NP']} R={cfg['ROUNDS']} CAP={cfg['CAP']} BLOCK={cfg['BLOCK']} w{cfg['num_warps']}"
+
+
+def _time_us(fn, reps: int) -> tuple[float | None, float]:
+    """(median µs of CUDA-graph replays of fn, or None when it cannot be captured; median µs of
+    eager calls, the GPU kept busy while the first launch is enqueued). L2 warm: a ranking."""
+    fn()
+    torch.cuda.synchronize()
+    med = lambda run: float(np.median([_event_us(run) for _ in range(reps)]))
+    eager = med(fn)
+    if graph_error(fn) is not None:
+        return None, eager
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    graph = med(g.replay)
+    del g
+    return graph, eager
+
+
+def _event_us(run) -> float:
+    torch.cuda._sleep(_SPIN)
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    run()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) * 1e3
+
+
+def tune(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32, 256), dists=("flat", "peaked"),
+         reps: int = 20, top: int = 3, budget_s: float = 85.0, device: str = "cuda") -> list[dict]:
+    """Time torch-sort, the current routing (`auto`), one program per row (`one-program`) and
+    tune_configs' split settings at every (V, B, dist) on the current GPU; each sampler's tokens
+    for rows 0-1 must lie in reference_probs' support. Prints one line per shape: torch-sort, auto
+    and one-program as graph/eager µs, the `top` fastest split settings by graph time (eager
+    beside), and how the best one's rows settled (split_modes). A setting that fails prints
+    "skip" and the sweep goes on; past budget_s the rest is skipped. Returns one row per timing."""
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    deadline = time.perf_counter() + budget_s
+    rows = []
+    for V in Vs:
+        for B in Bs:
+            for dist in dists:
+                T, k, p, mp = SETTINGS[dist]
+                logits = make_logits(B, V, dist, dev, gen)
+                support = reference_probs(logits[:2], T, k, p, mp) > 0  # [2, V]
+                shape = dict(V=V, B=B, dist=dist)
+                cands = {"torch-sort": (lambda: sample_sorted(logits, T, k, p, mp), None),
+                         "auto": (lambda: sample(logits, T, k, p, mp, seed=1234), None),
+                         "one-program": (lambda: sample(logits, T, k, p, mp, seed=1234, config={"split": False}), None)}
+                for cfg in tune_configs(B, V):
+                    cands[_label(cfg)] = ((lambda c=cfg: sample(logits, T, k, p, mp, seed=1234, config={"split": c})), cfg)
+                got = {}
+                for name, (fn, cfg) in cands.items():
+                    if time.perf_counter() > deadline:
+                        print(f"  skip {name} at V={V} B={B} {dist}: past the {budget_s:.0f} s budget", flush=True)
+                        continue
+                    try:
+                        tokens = fn()
+                        ok = bool(support.gather(1, tokens[:2, None].to(torch.int64)).all())
+                        g_us, e_us = _time_us(fn, reps)
+                    except Exception as e:  # a setting that does not compile or fit: skip it
+                        print(f"  skip {name} at V={V} B={B} {dist}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                        continue
+                    if not ok:
+                        print(f"  WRONG {name} at V={V} B={B} {dist}: a token outside the kept set", flush=True)
+                    got[name] = (g_us, e_us, ok, cfg)
+                    rows.append(dict(shape, impl=name, config=cfg, graph_us=g_us, eager_us=e_us, ok=ok))
+                print(_tune_line(shape, got, top, lambda c: split_modes(logits, T, k, p, mp, config={"split": c})[0]), flush=True)
+                del logits, support, cands
+                torch.cuda.empty_cache()
+    return rows
+
+
+def _tune_line(shape: dict, got: dict, top: int, modes_of) -> str:
+    fmt = lambda r: "-" if r is None else f"{r[0]:.1f}g/{r[1]:.1f}e" if r[0] is not None else f"{r[1]:.1f}e"
+    head = f"V={shape['V']} B={shape['B']} {shape['dist']}: torch {fmt(got.get('torch-sort'))} | auto {fmt(got.get('auto'))} | one-program {fmt(got.get('one-program'))}"
+    split = sorted(((r[0] if r[0] is not None else r[1], name, r) for name, r in got.items() if r[3] is not None and r[2]),
+                   key=lambda x: x[0])
+    if not split:
+        return head + " | no split setting timed"
+    torch_g = (got.get("torch-sort") or (None,))[0]
+    best = " ; ".join(f"{fmt(r)} {name}" + (f" (x{torch_g / us:.1f})" if torch_g else "") for us, name, r in split[:top])
+    try:
+        modes = modes_of(split[0][2][3]).tolist()
+        settled = ", ".join(f"{SPLIT_MODES[m]}: {modes.count(m)}" for m in sorted(set(modes)) if m >= 0)
+    except Exception as e:
+        settled = f"? ({type(e).__name__})"
+    return f"{head} | best {best} | rows settled {settled}"
+
+
+if __name__ == "__main__":
+    tune()

@@ -7,9 +7,12 @@ Two kinds of checks:
     as sample) against reference_probs by a chi-square test at a fixed seed. The same counts
     must REJECT plausible wrong distributions (top-k off by one, top-p without renormalizing
     after top-k, no filtering), so a broken kernel fails.
-Both code paths are checked: the fast one (the candidates above a cheap lower bound fit in CAP
-slots: thresholds searched in registers) and the general one (forced here with CAP = 1: top-k
-searched streaming the row, top-p by rejection sampling). On CPU the kernel runs under TRITON_INTERPRET=1.
+Every code path is checked. One program per row: the fast path (the candidates above a cheap
+lower bound fit in CAP slots: thresholds searched in registers) and the general one (forced here
+with CAP = 1: top-k searched streaming the row, top-p by rejection sampling). Split rows (C
+programs per row, forced on tiny rows with chunk = 64): each way a row can settle (split_modes
+says which one did): by the rounds, a FULL or an INTERVAL candidate list, or the fallback to the
+one-program general path. On CPU the kernels run under TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
@@ -20,20 +23,24 @@ import torch
 import pytest
 
 from kernels.sampling import (
+    SPLIT_MODES,
+    _split_config,
     bytes_moved,
     chi_square_pvalue,
     flops,
     kept_mask,
+    passes,
     reference_probs,
     sample,
     sample_many,
     sample_sorted,
+    split_modes,
 )
-from kernel_env import DEVICE
+from kernel_env import DEVICE, GPU
 
 N_DRAWS = 20_000
 ALPHA = 1e-3  # the right distribution must pass at this level; the wrong ones fail far below it
-PATHS = {"fast": None, "general": {"CAP": 1}}  # CAP = 1: only single-candidate rows stay fast
+PATHS = {"fast": {"split": False}, "general": {"split": False, "CAP": 1}}  # CAP = 1: only single-candidate rows stay fast
 
 
 def seeded(*parts) -> torch.Generator:
@@ -210,6 +217,135 @@ def test_greedy_is_first_argmax(path):
     assert tokens[2].item() == 10
 
 
+# ---- split rows: C programs per row -----------------------------------------------------------
+# chunk = 64 forces C = ceil(V / 64) > 1 on tiny rows; the other settings steer how rows settle
+SPLIT = {
+    "full": {"chunk": 64},  # 2 rounds of 8 pivots: everything >= lo usually fits the list
+    "interval": {"chunk": 64, "CAP": 16},  # only [lo, hi) fits 16 slots
+    "rounds": {"chunk": 64, "CAP": 16, "ROUNDS": 4, "BLOCK": 32},  # most rows settle in the rounds; 2 tiles a chunk
+    "fallback": {"chunk": 64, "CAP": 2, "ROUNDS": 1},  # nothing fits: the one-program general path
+}
+ROW_SETS = SETS + [(1.0, 0, 1.0, 0.0), (1.1, 500, 0.9, 0.0)]  # no filter; top-k > CAP with top-p
+
+
+def split_rows(B, V, *parts, scale=2.0):
+    """B rows, each with its own (T, k, top_p, min_p) from ROW_SETS, as tensors [B]."""
+    lg = logits_for(B, V, *parts, scale=scale)
+    rows = [ROW_SETS[i % len(ROW_SETS)] for i in range(B)]
+    T, k, p, mp = (torch.tensor([r[i] for r in rows], dtype=dt).to(DEVICE)
+                   for i, dt in enumerate((torch.float32, torch.int32, torch.float32, torch.float32)))
+    return lg, T, k, p, mp
+
+
+@pytest.mark.parametrize("how", list(SPLIT))
+def test_split_kept_set_equals_reference_support(how):
+    """Every setting of ROW_SETS at once (one row each, fresh logits), -inf logits included."""
+    B, V = len(ROW_SETS), 200
+    lg, T, k, p, mp = split_rows(B, V, "split-kept", how)
+    lg[0, :150] = float("-inf")  # a masked vocabulary
+    lg[3, 5::7] = float("-inf")
+    modes, mask = split_modes(lg, T, k, p, mp, config={"split": SPLIT[how]})
+    ref = reference_probs(lg, T, k, p, mp) > 0
+    assert torch.equal(mask, ref), f"rows differ: {(mask != ref).sum(-1).tolist()}, modes {modes.tolist()}"
+    settled, want = modes.tolist(), SPLIT_MODES.index(how if how != "rounds" else "done")
+    # compiled (H200), one row settled by the exact fallback where the interpreter takes the
+    # interval path (float rounding of the chunk masses); the kept set above is what must agree
+    assert want in settled or (GPU and SPLIT_MODES.index("fallback") in settled), f"no row settled as {how}: {settled}"
+
+
+def test_split_kept_set_half_logits():
+    lg = logits_for(3, 129, "split-half", dtype=torch.float16)
+    mask = kept_mask(lg, 0.9, 0, 0.8, 0.0, config={"split": {"chunk": 32}})
+    assert torch.equal(mask, reference_probs(lg.float(), 0.9, 0, 0.8, 0.0) > 0)
+
+
+SPLIT_STAT_SETS = [  # V, temperature, top_k, top_p, min_p, split settings, how the row settles
+    (100, 1.0, 0, 0.8, 0.0, "interval", "interval"),  # top-p alone: tile draw after the list
+    (100, 1.0, 0, 0.8, 0.02, "rounds", "done"),  # settled by the rounds, min-p in the tile draw
+    (100, 1.2, 0, 1.0, 0.0, "full", "done"),  # no filter: tile draw over every token
+    (64, 0.7, 30, 0.9, 0.0, "full", "full"),  # top-k then top-p on the full list, Gumbel-max over it
+    (100, 2.0, 40, 1.0, 0.0, {"chunk": 64, "CAP": 32, "ROUNDS": 1}, "interval"),  # top-k alone from the list
+]
+
+
+@pytest.mark.parametrize("params", SPLIT_STAT_SETS, ids=lambda p: "V{}-T{}-k{}-p{}-minp{}-{}".format(*p[:5], p[6]))
+def test_split_samples_follow_reference(params):
+    V, T, k, p, mp, how, settles = params
+    lg = logits_for(1, V, "split-stat", params[:5])
+    cfg = {"split": SPLIT[how] if isinstance(how, str) else how}
+    modes, _ = split_modes(lg, T, k, p, mp, config=cfg)
+    assert SPLIT_MODES[int(modes[0])] == settles
+    tokens = sample_many(lg, N_DRAWS // 2, T, k, p, mp, seed=4321, config=cfg)[0]
+    probs = reference_probs(lg, T, k, p, mp)[0]
+    assert (probs[tokens] > 0).all(), "drew a token outside the reference support"
+    counts = torch.bincount(tokens.cpu(), minlength=V)
+    pval = chi_square_pvalue(counts, probs)
+    assert pval > ALPHA, f"chi-square p = {pval:.2e} against the reference"
+    for name, wrong in wrong_distributions(lg, T, k, p, mp).items():
+        if torch.allclose(wrong[0], probs, atol=1e-3):
+            continue
+        assert chi_square_pvalue(counts, wrong[0]) < 1e-6, f"a sampler drawing from '{name}' would pass"
+
+
+def test_split_per_row_parameters_statistically():
+    """Rows with their own parameters and ways to settle, in one launch: no row drawn with another's."""
+    V, n = 90, 4000
+    lg = logits_for(3, V, "split-stat-rows")
+    T = torch.tensor([0.6, 1.0, 1.4]).to(DEVICE)
+    k = torch.tensor([10, 0, 0], dtype=torch.int32).to(DEVICE)
+    p = torch.tensor([1.0, 0.7, 1.0]).to(DEVICE)
+    mp = torch.tensor([0.0, 0.0, 0.05]).to(DEVICE)
+    cfg = {"split": SPLIT["interval"]}
+    tokens = sample_many(lg, n, T, k, p, mp, seed=5, config=cfg)
+    probs = reference_probs(lg, T, k, p, mp)
+    for b in range(3):
+        assert (probs[b][tokens[b]] > 0).all()
+        pval = chi_square_pvalue(torch.bincount(tokens[b].cpu(), minlength=V), probs[b])
+        assert pval > ALPHA, f"row {b}: p = {pval:.2e}"
+    assert chi_square_pvalue(torch.bincount(tokens[2].cpu(), minlength=V), probs[1]) < 1e-6
+
+
+def test_split_fallback_samples_in_support():
+    V = 80
+    lg = logits_for(2, V, "split-fallback")
+    cfg = {"split": SPLIT["fallback"]}
+    modes, _ = split_modes(lg, 1.0, 0, 0.8, 0.0, config=cfg)
+    assert modes.tolist() == [SPLIT_MODES.index("fallback")] * 2
+    tokens = sample_many(lg, 2000, 1.0, 0, 0.8, 0.0, seed=3, config=cfg)
+    probs = reference_probs(lg, 1.0, 0, 0.8, 0.0)
+    for b in range(2):
+        assert (probs[b][tokens[b]] > 0).all()
+        assert chi_square_pvalue(torch.bincount(tokens[b].cpu(), minlength=V), probs[b]) > ALPHA
+
+
+def test_split_sample_reproducible_and_greedy():
+    B, V = 3, 150
+    lg = logits_for(B, V, "split-one")
+    lg[1, 20] = lg[1, 130] = lg[1].max() + 1.0  # a tie across chunks: the first index wins
+    cfg = {"split": SPLIT["full"]}
+    a = sample(lg, 0.9, 0, 0.85, 0.0, seed=7, config=cfg)
+    assert a.shape == (B,) and a.dtype == torch.int64
+    assert (reference_probs(lg, 0.9, 0, 0.85, 0.0).gather(1, a[:, None]) > 0).all()
+    assert torch.equal(a, sample(lg, 0.9, 0, 0.85, 0.0, seed=7, config=cfg))
+    assert torch.equal(a, sample_many(lg, 1, 0.9, 0, 0.85, 0.0, seed=7, config=cfg)[:, 0])
+    draws = torch.stack([sample(lg, 1.0, seed=s, config=cfg) for s in range(3)])
+    assert (draws != draws[0]).any()
+    greedy = sample(lg, 0.0, 0, 1.0, 0.0, seed=0, config=cfg)
+    assert torch.equal(greedy, lg.argmax(-1)) and greedy[1].item() == 20
+
+
+def test_split_routing():
+    """SPLIT_TABLE splits small batches of long rows; large batches and small top-k stay one a row."""
+    assert _split_config("t", 1, 151936, 0, 1, None) is not None
+    assert _split_config("t", 32, 32000, 0, 1, None) is not None
+    assert _split_config("t", 256, 151936, 0, 1, None) is None  # B rows fill the SMs
+    assert _split_config("t", 1, 151936, 50, 1, None) is None  # top-k 50: the fast path
+    assert _split_config("t", 1, 1000, 0, 1, None) is None  # one chunk
+    assert _split_config("t", 1, 151936, 0, 1, {"split": False}) is None
+    cfg = _split_config("t", 1, 151936, 0, 1, None)
+    assert cfg["C"] * cfg["CHUNK"] >= 151936 and cfg["CHUNK"] % cfg["BLOCK"] == 0 and cfg["C"] <= cfg["C_PAD"]
+
+
 def test_sorted_peer_matches_reference():
     """The benchmark's eager peer (sort + cumsum + multinomial) samples the same distribution."""
     V = 64
@@ -221,6 +357,7 @@ def test_sorted_peer_matches_reference():
 
 def test_cost_formulas():
     assert flops(2, 100) == 1000 and bytes_moved(2, 100, 4, 3) == 2 * 100 * 4 * 3 + 16
+    assert passes() == 3 and passes(split_rounds=2) == 5
 
 
 @pytest.mark.parametrize(
@@ -234,6 +371,10 @@ def test_cost_formulas():
         (lambda lg: sample(lg, top_k=torch.ones(2, device=lg.device), seed=0), r"top_k must be an integer tensor"),
         (lambda lg: sample(lg, temperature=float("nan"), seed=0), r"temperature must be finite"),
         (lambda lg: sample_many(lg, 0, seed=0), r"num_samples must be an int >= 1"),
+        (lambda lg: sample(lg, seed=0, config={"BLOCK": 64}), r"config has unknown keys \['BLOCK'\]"),
+        (lambda lg: sample(lg, seed=0, config={"split": {"chunks": 4}}), r"config\['split'\] has unknown keys \['chunks'\]"),
+        (lambda lg: sample(lg, seed=0, config={"split": {"NP": 12}}), r"config\['split'\]\['NP'\] must be a power of two"),
+        (lambda lg: sample(lg, seed=0, config={"split": {"ROUNDS": 0}}), r"config\['split'\]\['ROUNDS'\] must be an int >= 1"),
     ],
 )
 def test_launcher_errors(call, match):
