@@ -2,6 +2,7 @@
 torch.compile peer."""
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import replace
 
@@ -109,3 +110,32 @@ def input_copies(make, nbytes: int, device: torch.device) -> list:
     make(0) first (the eager and single-graph rows use it); one on the CPU."""
     n = stream_copies(nbytes, device) if device.type == "cuda" else 1
     return [make(i) for i in range(n)]
+
+
+def stream_us(calls: list, reps: int = 5) -> float:
+    """Per-call µs for tuning sweeps: `calls` (each on its own input copy, together more than the
+    L2) captured back to back in one CUDA graph, median of `reps` replays / len(calls). A quick
+    form of Recorder.time_stream (no timed warm-up, no samples kept). Without CUDA (the
+    interpreter smoke run) the calls simply run in turn."""
+    for f in calls[:2]:
+        f()  # compile, allocate (e.g. decode's merge counters): nothing of that may happen under capture
+    if not torch.cuda.is_available():
+        t = time.perf_counter()
+        for f in calls:
+            f()
+        return (time.perf_counter() - t) * 1e6 / len(calls)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for f in calls:
+            f()
+    g.replay()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) * 1e3 / len(calls))
+    return float(statistics.median(ts))

@@ -46,7 +46,7 @@ from kernels.attention_decode import (
     paged_from_contiguous,
     quantize_kv,
 )
-from lab.benchmarks._common import bench_dtype, bench_measure, input_copies, rel_err, time_ways
+from lab.benchmarks._common import bench_dtype, bench_measure, input_copies, rel_err, stream_us, time_ways
 from lab.records import Recorder
 
 try:
@@ -176,36 +176,6 @@ COPY_BW = 4.27e12  # bytes/s, the H200's measured copy bandwidth: the "% of copy
 SMEM_BYTES = 227 * 1024  # per SM (H100/H200): configs needing more are not tried
 
 
-def _graph_us(calls, reps: int = 5) -> float:
-    """Per-call GPU time: `calls` (each on its own KV copy) captured back to back in one CUDA
-    graph, median of `reps` replays divided by len(calls). The copies together exceed the L2, so
-    every call reads its KV from DRAM, and the graph's own launch latency is paid once per replay.
-    Without CUDA (the interpreter smoke run) the calls simply run in turn."""
-    for f in calls[:2]:
-        f()  # compile, allocate the merge's counters: nothing of that may happen under capture
-    if not torch.cuda.is_available():
-        t = time.perf_counter()
-        for f in calls:
-            f()
-        return (time.perf_counter() - t) * 1e6 / len(calls)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in calls:
-            f()
-    g.replay()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / len(calls))
-    del g
-    return statistics.median(ts)
-
-
 def _why(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
 
@@ -317,7 +287,7 @@ def _tune_walk(shape: _TuneShape, walk: str, configs, sms: int, copy_bw: float, 
             if not err < 2e-2:
                 print(f"  WRONG {what}: rel err {err:.3g}", flush=True)
                 return None
-            us = _graph_us([lambda c=c: fn(c) for c in caches])
+            us = stream_us([lambda c=c: fn(c) for c in caches])
         except Exception as e:  # a config that does not compile or launch here
             print(f"  skip {what}: {_why(e)}", flush=True)
             return None
@@ -375,7 +345,7 @@ def _tune_sdpa(shape: _TuneShape) -> str:
             with sdpa_kernel(getattr(SDPBackend, attr)):
                 fn = lambda k, v: F.scaled_dot_product_attention(q4, k, v, enable_gqa=shape.H != shape.H_kv)
                 err = _rel_err(fn(*shape.kv[0])[:, :, 0], shape.ref)
-                us = _graph_us([lambda k=k, v=v: fn(k, v) for k, v in shape.kv])
+                us = stream_us([lambda k=k, v=v: fn(k, v) for k, v in shape.kv])
             parts.append(f"{name} {shape.gbps(us):.0f}" + ("" if err < 2e-2 else f" (rel err {err:.2g})"))
         except Exception as e:
             parts.append(f"{name} skip ({type(e).__name__})")

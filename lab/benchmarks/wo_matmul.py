@@ -40,7 +40,7 @@ from kernels.wo_matmul import (
     unpack_int4,
     wo_matmul,
 )
-from lab.benchmarks._common import WAYS, bench_dtype, bench_measure, input_copies, rel_err, time_ways
+from lab.benchmarks._common import WAYS, bench_dtype, bench_measure, input_copies, rel_err, stream_us, time_ways
 from lab.records import PointFailed, Recorder
 
 GROUP = 128
@@ -175,28 +175,6 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
 
 
 # ---- tuning -----------------------------------------------------------------------------------
-def _graph_time_us(make_fn, copies: int, reps: int = 3) -> float:
-    """GPU time of one call, from CUDA-graph replays cycling over `copies` weight copies (more
-    bytes than L2 holds, so every call reads its weight from DRAM as a decode step does)."""
-    fns = [make_fn(i) for i in range(copies)]
-    for f in fns[:2]:
-        f()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    best = math.inf
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        best = min(best, a.elapsed_time(b) * 1e3 / copies)
-    return best
-
-
 FMA_TILES = [(8, 512, 4), (16, 256, 4), (16, 512, 4), (16, 1024, 8), (32, 512, 8)]  # int8, M = 1: (block_n, block_k, warps)
 DOT_TILES = [(16, 256, 4), (32, 128, 4), (64, 128, 4), (64, 256, 8), (128, 128, 8)]
 # int4, M = 1 (_int4_gemv_kernel): (block_n, block_k, warps, unroll, x_vec). With block_k =
@@ -240,12 +218,12 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                 x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
                 ref = x.double() @ wd.T
                 dense = [w.to(torch.bfloat16).clone() for _ in range(min(copies, max(2, math.ceil(l2_bytes / (N * K * 2)))))]
-                base = _graph_time_us(lambda i: (lambda: F.linear(x, dense[i])), len(dense))
+                base = stream_us([lambda d=d: F.linear(x, d) for d in dense])
                 results = []
                 for cfg in tune_configs(M, qw.bits, G, K):
                     try:
                         err = rel_err(wo_matmul(x, qws[0], cfg), ref)
-                        us = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i], cfg)), copies)
+                        us = stream_us([lambda q=q: wo_matmul(x, q, cfg) for q in qws])
                     except Exception as e:  # a config that does not compile or fit: skip it
                         print(f"  skip {cfg}: {type(e).__name__}: {str(e)[:120]}")
                         continue
@@ -255,12 +233,12 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                     results.append((us, cfg))
                     rows.append(dict(N=N, K=K, M=M, scheme=scheme, cfg=cfg, us=us, cublas_us=base))
                 results.sort(key=lambda r: r[0])
-                heur = _graph_time_us(lambda i: (lambda: wo_matmul(x, qws[i])), copies)
+                heur = stream_us([lambda q=q: wo_matmul(x, q) for q in qws])
                 peer = ""
                 if scheme == "int4" and hasattr(torch, "_weight_int4pack_mm"):
                     try:
                         packs = [tinygemm_pack(q) for q in qws]
-                        peer = f" tinygemm {_graph_time_us(lambda i: (lambda: torch._weight_int4pack_mm(x, packs[i][0], packs[i][2], packs[i][1])), copies):.1f}us"
+                        peer = f" tinygemm {stream_us([lambda p=p: torch._weight_int4pack_mm(x, p[0], p[2], p[1]) for p in packs]):.1f}us"
                     except (RuntimeError, TypeError, StopIteration) as e:
                         peer = f" tinygemm failed ({type(e).__name__})"
                 best = " | ".join(f"{us:.1f}us {'dot' if c.use_dot else 'fma'} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps} u{c.unroll}{' xv' if c.x_vec else ''}" for us, c in results[:top])
