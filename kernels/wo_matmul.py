@@ -21,18 +21,22 @@ Formats (QuantizedWeight):
 
 Kernels: grid (N / BLOCK_N, SPLIT_K); each program streams a [BLOCK_N, K / SPLIT_K] stripe.
   * int4, M = 1 (_int4_gemv_kernel): a GEMV reads every byte once, so it runs at DRAM speed only
-    with enough loads in flight (~40-60 KB per SM). The codes are read as int32 words (8 codes,
-    16-byte vectors) and a whole stripe of K is unrolled (up to MAX_UNROLL tiles of BLOCK_K) with
-    no dependency between the tiles' loads, so they are all issued before the first is used.
-    Tiles hold whole groups, viewed as [BLOCK_N, groups, words], so a group's scale broadcasts
-    without a reshape; per lane acc += scale·Σ (code - zero)·x, reduced once after the loop.
+    with enough loads in flight and few enough instructions per byte. The codes are read as int32
+    words (8 codes, 16-byte vectors), UNROLL tiles of BLOCK_K per loop step. Tiles hold whole
+    groups, viewed as [BLOCK_N, groups, words], so a group's scale broadcasts without a reshape;
+    per lane acc += scale·Σ (code - zero)·x, reduced once after the loop. What it costs (ncu and
+    SASS on an H200, triton 3.6): ~6 instructions per code (one LOP3 decode, one subtract, one
+    FMA, the x pair to float32, addressing); the warps are mostly issue-bound (not_selected,
+    math-pipe throttle), then waiting at the barriers of x's layout change through shared memory,
+    which also keep ptxas from issuing more than about one tile's loads ahead.
   * int8 at M = 1 (_wo_matmul_kernel): codes times x in registers (no tensor cores: a GEMV does
     1 FLOP per weight, the ALUs keep up) into a [BLOCK_N, BLOCK_K] float32 accumulator, reduced
     and scaled once at the end.
   * M > 1 (_wo_matmul_kernel): dequantizes (code - zero)·scale one group at a time into x's
     dtype and runs tl.dot with x padded to 16 rows.
-Codes become floats by the 2^23 trick ((c | 0x4B000000) read as float32 is 2^23 + c: one OR and
-one subtract, no quarter-rate int->float conversion). 16-bit x is read as int32 words of (even k,
+Codes become floats without the quarter-rate int->float conversion: a code at bits 4j..4j+3 of a
+word, OR-ed with the exponent bits of 2^(23-4j), reads as the float32 2^(23-4j) + code (one LOP3,
+then one subtract takes the zero-point off; see _nibble). 16-bit x is read as int32 words of (even k,
 odd k) pairs, so the nibbles are never interleaved. SPLIT_K > 1 (small N: too few programs to fill
 the GPU) adds partial sums with float32 atomics into a zeroed buffer (then one cast to x's dtype).
 """
@@ -167,13 +171,29 @@ def _wo_matmul_kernel(
 
 
 @triton.jit
+def _nibble(word, word_hi, i: tl.constexpr, zero, LOP3: tl.constexpr):
+    """Code i of each int32 word (k = 8w + i) minus `zero`, as float32, exactly: see the caller."""
+    J: tl.constexpr = i - 3 * (i // 5)  # nibbles 5..7 are nibbles 2..4 of word >> 12
+    src = word if i < 5 else word_hi
+    mask: tl.constexpr = 15 << (4 * J)
+    magic: tl.constexpr = (150 - 4 * J) << 23  # the bits of 2^(23-4J) (biased exponent 150 - 4J)
+    if LOP3:  # ptxas splits (src & mask) | magic into two LOP3s (two immediates); one, with magic in a register
+        bits = tl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r",  # 0xEA: (a & b) | c
+                                         [src, tl.full(src.shape, mask, tl.int32), tl.full(src.shape, magic, tl.int32)],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    else:  # the interpreter has no inline PTX
+        bits = (src & mask) | magic
+    return bits.to(tl.float32, bitcast=True) - (zero + (1 << (23 - 4 * J)))
+
+
+@triton.jit
 def _int4_gemv_kernel(
     X, W32, S, Z, Y,
     N, K, k_per_split,
     stride_wn, stride_sn, stride_zn,
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL: tl.constexpr,
-    X_WORDS: tl.constexpr, X_VEC: tl.constexpr, ATOMIC: tl.constexpr,
+    X_WORDS: tl.constexpr, X_VEC: tl.constexpr, ATOMIC: tl.constexpr, LOP3: tl.constexpr,
 ):
     """int4 at M = 1: y[n] = Σ_k (code - zero)·scale·x[k] over a [BLOCK_N, k_per_split] stripe.
 
@@ -208,10 +228,15 @@ def _int4_gemv_kernel(
             gmask = n_mask[:, None] & g_ok[None, :]
             s = tl.load(S + offs_n[:, None] * stride_sn + g[None, :], mask=gmask, other=0.0).to(tl.float32)  # [BN, GPT]
             if HAS_ZERO:
-                z = tl.load(Z + offs_n[:, None] * stride_zn + g[None, :], mask=gmask, other=0).to(tl.float32)
+                z = tl.load(Z + offs_n[:, None] * stride_zn + g[None, :], mask=gmask, other=0).to(tl.float32)[:, :, None]
             else:
-                z = tl.full([BLOCK_N, GPT], 8.0, tl.float32)
-            zb = (z + 8388608.0)[:, :, None]
+                z = 8.0
+            # code -> float without the quarter-rate int->float op, in ONE logic op per code:
+            # nibble j sits at bits 4j..4j+3, so (word & 0xF<<4j) | bits(2^(23-4j)) read as
+            # float32 is 2^(23-4j) + c exactly (those bits have weight 1 at that exponent); one
+            # subtract of 2^(23-4j) + zero gives c - zero. Nibbles 5..7 would reach the exponent
+            # bits, so they are read from word >> 12 as nibbles 2..4 (one shift per word).
+            word_hi = word >> 12
             t = tl.zeros([BLOCK_N, GPT, WPG], dtype=tl.float32)
             xm = g_ok[None, :, None]
             if X_VEC:
@@ -237,11 +262,9 @@ def _int4_gemv_kernel(
                 else:  # float32 (or unaligned) x: two strided loads
                     xe = tl.load(X + 8 * w_idx + 2 * b, mask=xm, other=0.0).to(tl.float32)
                     xo = tl.load(X + 8 * w_idx + 2 * b + 1, mask=xm, other=0.0).to(tl.float32)
-                # code -> float by the 2^23 trick: (c | 0x4B000000) read as float32 is 2^23 + c, so
-                # one OR and one subtract give c - zero exactly (no quarter-rate int->float op)
-                lo = (((word >> (8 * b)) & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - zb
-                hi = (((word >> (8 * b + 4)) & 0xF) | 0x4B000000).to(tl.float32, bitcast=True) - zb
-                t += lo * xe + hi * xo
+                # separate updates: two FFMAs (t + (lo·xe + hi·xo) compiles to FMUL, FFMA, FADD)
+                t = t + _nibble(word, word_hi, 2 * b, z, LOP3) * xe
+                t = t + _nibble(word, word_hi, 2 * b + 1, z, LOP3) * xo
             acc += s[:, :, None] * t
     y = tl.sum(tl.sum(acc, axis=2), axis=1)  # [BN]
     if ATOMIC:
@@ -278,19 +301,22 @@ _TILES = {
     (False, 8): (64, 128, 8, True),
     (False, 4): (64, 128, 4, True),
 }
-# int4 at M = 1 (_int4_gemv_kernel): (block_n, block_k, num_warps, x_vec) by K, the whole row
-# unrolled (up to MAX_UNROLL tiles), never split. From lab/benchmarks/wo_matmul.py `tune` on an
+# int4 at M = 1 (_int4_gemv_kernel): (block_n, block_k, num_warps, x_vec) by K (and N), the whole
+# row unrolled (up to MAX_UNROLL tiles), never split. From lab/benchmarks/wo_matmul.py `tune` on an
 # H200 (per call, back to back in a CUDA graph over weight copies > L2; torch 2.11 / triton 3.6,
-# 2026-11-21; cuBLAS bf16 / tinygemm int4 beside): 16×512, 8 warps, x in 16-byte loads at
-# K >= 4096 (4096²: 7.9 µs vs 14.0 / 7.1; 14336×4096: 21.0 vs 35.8 / 19.0; 4096×14336: 23.5 vs
-# 36.8 / 19.5); 8×1024 at K >= 1024 (576×1536: 2.7 vs 5.1 / 2.4); 4×G, 1 warp below (49152×576:
-# 14.2 vs 19.7 / 20.8). The 16-byte x loads saved 10-18 % on the large shapes. Tiles of
-# block_k = 1024·warps (block_n rows in each thread's registers, sharing its x) were 1.5-3× slower.
-def _int4_gemv_tile(K: int) -> tuple[int, int, int, bool]:
+# 2026-11-21, one-LOP3 decode; cuBLAS bf16 / tinygemm int4 beside): 16×512, 8 warps at K >= 4096
+# (4096²: 6.9 µs vs 13.6 / 7.0; 14336×4096: 16.9 vs 35.6 / 19.0; 4096×14336: 18.3 vs 36.3 / 19.7);
+# 8×1024 at K >= 1024 (576×1536: 2.7 vs 5.1 / 2.3); below, 16×128 in one warp for long N
+# (49152×576: 10.4 vs 19.6 / 20.8), else one group in 4×G (1536×576: 2.6 vs 4.0 / 2.6). The
+# 16-byte x loads saved 10-18 %. Tiles with several rows per thread (sharing its x, 4 instead of 6
+# instructions per code) were slower: fewer programs, fewer loads in flight.
+def _int4_gemv_tile(N: int, K: int) -> tuple[int, int, int, bool]:
     if K >= 4096:
         return 16, 512, 8, True
     if K >= 1024:
         return 8, 1024, 8, True
+    if N >= 16384:
+        return 16, 128, 1, True
     return 4, 0, 1, False  # block_k 0: one group
 
 
@@ -305,7 +331,7 @@ def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 
     block_k (not below a group, or 64) so that every split still has a tile to stream.
     Cached: the launcher calls it on every decode step with the same shapes."""
     if M == 1 and bits == 4:
-        block_n, block_k, warps, x_vec = _int4_gemv_tile(K)
+        block_n, block_k, warps, x_vec = _int4_gemv_tile(N, K)
         return WoConfig(block_n, max(block_k, group_size), 1, warps, 1, False, MAX_UNROLL, x_vec)
     block_n, block_k, warps, use_dot = _TILES[(M == 1, bits)]
     if M > 1 and bits == 8 and K <= 2048:
@@ -378,7 +404,7 @@ def _plan(M: int, N: int, K: int, bits: int, group: int, has_zero: bool, dtype: 
         x_words = (1 if dtype == torch.bfloat16 else 2) if dtype != torch.float32 and x_pairs else 0
         unroll = _unroll(triton.cdiv(k_per_split, cfg.block_k), min(cfg.unroll, MAX_UNROLL))
         meta = dict(GROUP=group, HAS_ZERO=has_zero, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, UNROLL=unroll,
-                    X_WORDS=x_words, X_VEC=bool(cfg.x_vec and x_words), ATOMIC=split_k > 1, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                    X_WORDS=x_words, X_VEC=bool(cfg.x_vec and x_words), ATOMIC=split_k > 1, LOP3=not interpreting, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:
         x_words = 0
         meta = dict(

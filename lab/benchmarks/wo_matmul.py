@@ -180,10 +180,10 @@ DOT_TILES = [(16, 256, 4), (32, 128, 4), (64, 128, 4), (64, 256, 8), (128, 128, 
 # int4, M = 1 (_int4_gemv_kernel): (block_n, block_k, warps, unroll, x_vec). With block_k =
 # 1024·warps one tile row spans every thread (4 words each), so the block_n rows sit in each
 # thread's registers and share its x values; narrower tiles spread rows over threads.
-INT4_GEMV_TILES = [(8, 1024, 8, 16, True), (8, 1024, 8, 16, False), (8, 512, 4, 16, True), (16, 256, 4, 16, True),
-                   (16, 256, 4, 16, False), (4, 64, 1, 16, True), (4, 64, 1, 16, False), (16, 64, 4, 16, True),
-                   (8, 1024, 4, 16, True), (4, 1024, 4, 16, True), (16, 512, 8, 16, True), (4, 2048, 2, 16, True),
-                   (2, 1024, 1, 16, True)]
+INT4_GEMV_TILES = [(16, 512, 8, 16, True), (8, 1024, 8, 16, True), (4, 64, 1, 16, True), (2, 1024, 1, 16, True),
+                   (16, 512, 4, 16, True), (8, 512, 4, 16, True), (32, 512, 4, 16, True), (32, 256, 2, 16, True),
+                   (64, 512, 8, 16, True), (64, 256, 4, 16, True), (32, 1024, 8, 16, True), (16, 256, 2, 16, True),
+                   (32, 512, 4, 8, True), (64, 512, 4, 8, True), (16, 128, 1, 16, True), (8, 256, 1, 16, True)]
 
 
 def tune_configs(M: int, bits: int, group: int, K: int = 4096) -> list[WoConfig]:
