@@ -305,12 +305,16 @@ _TILES = {
 # row unrolled (up to MAX_UNROLL tiles), never split. From lab/benchmarks/wo_matmul.py `tune` on an
 # H200 (per call, back to back in a CUDA graph over weight copies > L2; torch 2.11 / triton 3.6,
 # 2026-11-21, one-LOP3 decode; cuBLAS bf16 / tinygemm int4 beside): 16×512, 8 warps at K >= 4096
-# (4096²: 6.9 µs vs 13.6 / 7.0; 14336×4096: 16.9 vs 35.6 / 19.0; 4096×14336: 18.3 vs 36.3 / 19.7);
+# (4096²: 6.9 µs vs 13.6 / 7.0; 14336×4096: 16.9 vs 35.6 / 19.0), 16×1024 above 8192 (4096×14336:
+# 17.6 vs 36.4 / 19.8);
 # 8×1024 at K >= 1024 (576×1536: 2.7 vs 5.1 / 2.3); below, 16×128 in one warp for long N
 # (49152×576: 10.4 vs 19.6 / 20.8), else one group in 4×G (1536×576: 2.6 vs 4.0 / 2.6). The
 # 16-byte x loads saved 10-18 %. Tiles with several rows per thread (sharing its x, 4 instead of 6
-# instructions per code) were slower: fewer programs, fewer loads in flight.
+# instructions per code) were slower: fewer programs, fewer loads in flight. Loading x in the
+# codes' own layout (no shared-memory barriers, 32-bit code loads) was no faster either.
 def _int4_gemv_tile(N: int, K: int) -> tuple[int, int, int, bool]:
+    if K > 8192:
+        return 16, 1024, 8, True
     if K >= 4096:
         return 16, 512, 8, True
     if K >= 1024:
