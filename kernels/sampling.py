@@ -41,8 +41,8 @@ accumulators, reduced once after the loop (no barrier inside a loop: the warps s
 SPLIT ROWS (small B: one program per row would leave most SMs idle, each ALU-bound). A row is
 cut into C chunks of CHUNK tokens, one program per (chunk, row); sums across chunks happen
 between launches: each launch adds up the C partials the previous one wrote, every program of a
-row in the same order, so they agree bit for bit (no atomics, no host sync: CUDA-graph safe).
-ROUNDS + 4 launches:
+row in the same order, so they agree bit for bit (no host sync: CUDA-graph safe).
+ROUNDS + 2 launches (+1 writing kept_mask's mask):
   stats     per chunk: max, Σ exp(s - max), min, finite count (online softmax) -> m, Z.
   round ×R  the row's search state: phase K (top-k: count(s >= x) >= k, from [min, max]),
             phase P (top-p alone: mass(s >= x) >= top_p · Z, from step 2's lower bound) or done
@@ -55,19 +55,23 @@ ROUNDS + 4 launches:
   gather    what is left goes into a per-row list of CAP slots (chunk c at the prefix sum of the
             earlier chunks' counts): FULL, every token >= lo (thresholds then come as on the
             fast path, top-p after top-k included); else INTERVAL, the tokens in [lo, hi) (those
-            above hi are already counted and weighed).
-  finish    every program of a row finds t from the list in registers, then draws. FULL: one
-            program, Gumbel-max over the list. DONE, INTERVAL: no per-token random numbers:
-            each BLOCK-token tile τ gets the key log M_τ - log E (M_τ its kept mass, one E per
-            tile), so the best key over the row's tiles is tile τ with probability M_τ / Σ M;
-            each program keeps its best tile and draws the token inside it by inverse CDF in
-            index order (u · M_τ against the running sum: a sampling order need not be sorted).
-  pick      per row, the best of the C chunk keys. Rows that no mode could settle within ROUNDS
-            (top-k > CAP followed by top-p, or too many tokens left) run the one-program
-            general path here, from the rounds' lo: exact, as slow as before.
+            above hi are already counted and weighed). Each chunk also writes the kept mass M_τ
+            of each BLOCK-token tile τ of the kept tokens not listed (DONE: s >= lo; INTERVAL:
+            s >= hi; FULL: none), then bumps the row's arrival counter (one atomic, acq_rel at
+            GPU scope, as in attention_decode's fused merge); the program that arrives last
+            finishes the row alone, so no finish or pick launch:
+    finish  t from the list in registers (FULL, INTERVAL; DONE: lo), then per sample Gumbel-max
+            over the tiles and the list's kept tokens as one more "tile", key log M - log E (one
+            E per tile, no per-token random numbers): the best is a tile (or the list) with
+            probability M / Σ M; inside it the token is drawn by inverse CDF in index order
+            (u · M against the running sum: a sampling order need not be sorted). Rows that no
+            mode could settle within ROUNDS (top-k > CAP followed by top-p, or too many tokens
+            left) run the one-program general path here, from the rounds' lo: exact, as slow
+            as before. The counter lives in the workspace, zeroed by round 0.
 Random numbers: Philox4x32 (tl.randint4x) keyed by seed + row (+ round); token v of sample j uses
-counter j·ceil(V/4) + v // 4, word v % 4 (both schedules' Gumbel-max over candidates alike);
-tile τ of sample j: key seed + row + 2^29, counter j·ceil(V/BLOCK) + τ, words 0 (E) and 1 (u).
+counter j·ceil(V/4) + v // 4, word v % 4 (the one-program Gumbel-max over candidates);
+split rows, sample j: key seed + row + 2^29, counter j·ceil(V/BLOCK) + τ, words 0 (E) and 1 (u)
+for tile τ, words 2 (E) and 3 (u) of tile 0's counter for the list.
 E = -log(1 - u) with a series for small u, so the winners (small E) keep full float32 precision.
 Exactness: the kept set equals the reference's (up to float32 rounding of masses right at the
 top-p boundary), argmax(log p - log E) over a set is distributed as p renormalized on it, and
@@ -80,10 +84,12 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime import driver
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -395,7 +401,7 @@ def _general_row(
     return t
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["topk_val", "seed", "n_samples"], do_not_specialize_on_alignment=["TEMP", "TOPK", "TOPP", "MINP"])
 def _sample_kernel(
     L, TOK, MASK, CAND_S, CAND_I, TEMP, TOPK, TOPP, MINP,
     temp_val, topk_val, topp_val, minp_val,
@@ -494,40 +500,43 @@ def _sample_kernel(
 # ---------------------------------------------------------------------------------------------
 # Split rows: C programs per row (small B). Cross-chunk sums happen between launches: each
 # launch reduces the C partials the previous one wrote, every program of a row in the same
-# order, so a row's programs agree bit for bit (no atomics, no host sync: graph-capturable).
+# order, so a row's programs agree bit for bit (no host sync: graph-capturable); the gather's
+# arrival counter only elects the program that finishes a row.
 # Workspace: one float32 buffer (token indices < 2^24 are exact as float32), carved by
-# _ws_layout. Per row: STATS [C_PAD, 4], ROWC [NF] (row constants), SST [2][NF] (search state,
-# double-buffered: launch r reads r-1's, writes its own), PIV [2][NP] (a round's pivots),
-# PART [2][C_PAD, 2, NP] (per chunk count and mass at the pivots), CAND [2, CAP] (values, then
-# indices), DRAW [n_samples, 2, C_PAD] (per chunk best key and its token).
+# _ws_layout. Per row: STATS [C_PAD, 4], ROWC [NF] (row constants, the final threshold, the
+# arrival counter), SST [2][NF] (search state, double-buffered: launch r reads r-1's, writes its
+# own), PIV [2][NP] (a round's pivots), PART [2][C_PAD, 2, NP] (per chunk count and mass at the
+# pivots), CAND [2, CAP] (values, then indices), TILE [NT] (kept mass of each BLOCK-token tile).
 # ---------------------------------------------------------------------------------------------
 NF_FIELDS = 16
 NF = tl.constexpr(NF_FIELDS)  # floats in a ROWC or SST record
+ROWC_T = tl.constexpr(9)  # ROWC field: the row's final threshold (for the mask launch)
+ROWC_ARRIVED = tl.constexpr(10)  # ROWC field: the gather's arrival counter
 PHASE_K = tl.constexpr(0)  # searching t_k: count(s >= x) >= k
 PHASE_P = tl.constexpr(1)  # searching t_p: mass(s >= x) >= target
 PHASE_DONE = tl.constexpr(2)  # the threshold is lo
 SPLIT_MODES = ("done", "full", "interval", "fallback")  # how a split row settled: split_modes' codes
 MODE_DONE = tl.constexpr(0)  # after the gather: t = lo, draw by tiles
-MODE_FULL = tl.constexpr(1)  # every token >= lo is in CAND: thresholds and draw as the fast path
-MODE_INTERVAL = tl.constexpr(2)  # the tokens in [lo, hi) are in CAND: t from them, draw by tiles
-MODE_FALLBACK = tl.constexpr(3)  # too many left: the pick launch runs the one-program general path
+MODE_FULL = tl.constexpr(1)  # every token >= lo is in CAND: thresholds from it, draw from it
+MODE_INTERVAL = tl.constexpr(2)  # the tokens in [lo, hi) are in CAND: t from them, draw from tiles and it
+MODE_FALLBACK = tl.constexpr(3)  # too many left: the finishing program runs the one-program general path
 
 
 @triton.jit
-def _ws_layout(WS, B, n_samples, C_PAD, NP, CAP):
+def _ws_layout(WS, B, C_PAD, NP, CAP):
     STATS = WS
     ROWC = STATS + B * C_PAD * 4
     SST = ROWC + B * NF
     PIV = SST + 2 * B * NF
     PART = PIV + 2 * B * NP
     CAND = PART + 2 * B * C_PAD * 2 * NP
-    DRAW = CAND + B * 2 * CAP
-    return STATS, ROWC, SST, PIV, PART, CAND, DRAW
+    TILE = CAND + B * 2 * CAP
+    return STATS, ROWC, SST, PIV, PART, CAND, TILE
 
 
-def _ws_floats(B: int, n_samples: int, C_PAD: int, NP: int, CAP: int) -> int:
+def _ws_floats(B: int, C_PAD: int, NP: int, CAP: int, NT: int) -> int:
     """The workspace size _ws_layout carves (float32 elements)."""
-    return B * (C_PAD * 4 + NF_FIELDS + 2 * NF_FIELDS + 2 * NP + 2 * C_PAD * 2 * NP + 2 * CAP + max(n_samples, 1) * 2 * C_PAD)
+    return B * (C_PAD * 4 + NF_FIELDS + 2 * NF_FIELDS + 2 * NP + 2 * C_PAD * 2 * NP + 2 * CAP + NT)
 
 
 @triton.jit
@@ -567,8 +576,12 @@ def _pivots(lo, hi, NP: tl.constexpr):
     return tl.where(j == NP - 1, hi, tl.minimum(piv, hi))
 
 
-@triton.jit(do_not_specialize=["CHUNK"])
-def _split_stats_kernel(L, WS, TEMP, temp_val, V, stride_l, CHUNK,
+# Every split kernel takes TILES (BLOCK-token tiles a chunk), not the chunk length: a chunk's
+# first token c·TILES·BLOCK is then a multiple of BLOCK for the compiler, and with V a multiple
+# of 16 (specialized) the masked tile loads stay vectorized. Every other int is unspecialized
+# (one compile for any batch, chunking, round, seed; _run_launches relies on it).
+@triton.jit(do_not_specialize=["TILES"], do_not_specialize_on_alignment=["TEMP"])
+def _split_stats_kernel(L, WS, TEMP, temp_val, V, stride_l, TILES,
                         T_ROW: tl.constexpr, C_PAD: tl.constexpr, BLOCK: tl.constexpr):
     """Per chunk: max, Σ exp(s - max), min and finite count (online softmax, per lane)."""
     c = tl.program_id(0)
@@ -580,8 +593,8 @@ def _split_stats_kernel(L, WS, TEMP, temp_val, V, stride_l, CHUNK,
         temp = temp_val
     inv_t = 1.0 / tl.where(temp <= 0.0, 1.0, temp)
     offs = tl.arange(0, BLOCK)
-    start = c * CHUNK
-    end = tl.minimum(start + CHUNK, V)
+    start = c * TILES * BLOCK
+    end = tl.minimum(start + TILES * BLOCK, V)
     m_vec = tl.full([BLOCK], float("-inf"), tl.float32)
     mn_vec = tl.full([BLOCK], float("inf"), tl.float32)
     z_vec = tl.zeros([BLOCK], dtype=tl.float32)
@@ -641,36 +654,34 @@ def _split_advance(PART_ROW, PIV_ROW, C, lo, hi, target, k, p_on, phase, C_PAD: 
 
 @triton.jit
 def _weigh(s, piv, m, acc_n, acc_m):
-    """Add a tile's count and mass at each pivot: [n, NP] per-lane accumulators (4 ops a pair)."""
-    ge = s[:, None] >= piv[None, :]
+    """Add a tile's count and mass at each pivot: s [n, 1], [n, NP] per-lane accumulators."""
+    ge = s >= piv[None, :]
     e = tl.where(s > float("-inf"), tl.exp(s - m), 0.0)
-    return acc_n + ge.to(tl.float32), acc_m + tl.where(ge, e[:, None], 0.0)
+    return acc_n + ge.to(tl.float32), acc_m + tl.where(ge, e, 0.0)
 
 
-@triton.jit(do_not_specialize=["B", "CHUNK", "C", "r"])  # one compile for any batch, chunking, round
+@triton.jit(do_not_specialize=["topk_val", "B", "TILES", "C", "r"],
+            do_not_specialize_on_alignment=["TEMP", "TOPK", "TOPP", "MINP"])
 def _split_round_kernel(
     L, WS, TEMP, TOPK, TOPP, MINP, temp_val, topk_val, topp_val, minp_val,
-    B, V, stride_l, CHUNK, C, n_samples, r,
+    B, V, stride_l, TILES, C, r,
     T_ROW: tl.constexpr, K_ROW: tl.constexpr, P_ROW: tl.constexpr, MINP_ROW: tl.constexpr,
-    FIRST: tl.constexpr, GATHER: tl.constexpr,
-    C_PAD: tl.constexpr, NP: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+    FIRST: tl.constexpr, C_PAD: tl.constexpr, NP: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Launch r of a row's search: take the state (FIRST: from the chunk statistics; else one
-    bisection step from launch r-1's partials), then either count and weigh this chunk's tokens
-    at the state's NP pivots (a round) or (GATHER, the last launch) copy this chunk's undecided
-    tokens into the row's candidate list."""
+    """Round r of a row's search: take the state (FIRST: from the chunk statistics; else one
+    bisection step from round r-1's partials), then count and weigh this chunk's tokens at the
+    state's NP pivots."""
     c = tl.program_id(0)
     row = tl.program_id(1)
     base = L + row.to(tl.int64) * stride_l
-    STATS, ROWC, SST, PIV, PART, CAND, DRAW = _ws_layout(WS, B, n_samples, C_PAD, NP, CAP)
+    STATS, ROWC, SST, PIV, PART, CAND, TILE = _ws_layout(WS, B, C_PAD, NP, CAP)
     par_out = r % 2
     par_in = 1 - par_out
     lead = c == 0  # the program that writes the row's records (all of them compute the same)
     cc = tl.arange(0, C_PAD)
     jj = tl.arange(0, NP)
-    offs = tl.arange(0, BLOCK)
-    start = c * CHUNK
-    end = tl.minimum(start + CHUNK, V)
+    start = c * TILES * BLOCK
+    end = tl.minimum(start + TILES * BLOCK, V)
     if FIRST:
         temp, k, top_p, min_p = _row_params(row, TEMP, TOPK, TOPP, MINP, temp_val, topk_val, topp_val, minp_val,
                                              T_ROW, K_ROW, P_ROW, MINP_ROW)
@@ -695,6 +706,7 @@ def _split_round_kernel(
         tl.store(rp + 7, min_p, mask=lead)
         flags = k_on.to(tl.int32) + 2 * p_on.to(tl.int32) + 4 * mp_on.to(tl.int32) + 8 * greedy.to(tl.int32)
         tl.store(rp + 8, flags.to(tl.float32), mask=lead)
+        tl.store(rp + ROWC_ARRIVED, 0.0, mask=lead)  # the gather launch counts arrivals from 0
         # the first interval [lo, hi): top-k by count from the min (min-p's cut when it alone
         # decides below t_k); top-p alone by mass from the lower bound of the one-program path
         bound = m + tl.log(tl.maximum((1.0 - top_p) * z / nf, 1e-30)) - 1e-3
@@ -716,173 +728,214 @@ def _split_round_kernel(
             lo, hi, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi = _split_advance(
                 PART + (par_in * B + row) * (C_PAD * 2 * NP), PIV + (par_in * B + row) * NP, C,
                 lo, hi, target, k, p_on, phase, C_PAD, NP)
-    mode = phase * 0 + MODE_DONE
-    if GATHER:
-        # FULL when every token >= lo fits (the search then finishes in registers, as the fast
-        # path); INTERVAL when the tokens in [lo, hi) fit (not for top-k followed by top-p);
-        # else the one-program fallback
-        n_int = cnt_lo - cnt_hi
-        fits_interval = ((phase == PHASE_P) | (~p_on)) & (n_int <= CAP)
-        mode = tl.where(phase == PHASE_DONE, MODE_DONE,
-                        tl.where(cnt_lo <= CAP, MODE_FULL, tl.where(fits_interval, MODE_INTERVAL, MODE_FALLBACK)))
-        if (mode == MODE_FULL) | (mode == MODE_INTERVAL):
-            full = mode == MODE_FULL
-            hi_g = tl.where(full, float("inf"), hi)  # FULL: every token >= lo
-            # this chunk's first slot: the candidates of the chunks before it (last round's counts)
+    _sst_store(SST + (par_out * B + row) * NF, lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi,
+               phase * 0 + MODE_DONE, lead)
+    if phase != PHASE_DONE:
+        piv = _pivots(lo, hi, NP)  # [NP]; stored, so the next launch compares the same floats
+        if c == 0:
+            tl.store(PIV + (par_out * B + row) * NP + jj, piv)
+        # Per-lane accumulators [BLOCK/4, NP] (registers cap BLOCK·NP), reduced once after the
+        # loop (no barrier in it). Each step's 4 quarter tiles are loaded as [SUB, 1] (the
+        # accumulators' layout: no conversion through shared memory) and issued one step ahead
+        # (plain loads are not software-pipelined, and at ~170 registers one CTA fills an SM).
+        # H200, graph replay: B = 32 20-25% faster than 1-D loads issued at the top of each
+        # step; B = 8 (chunks of 4096) 2-11%; B = 1 the same.
+        SUB: tl.constexpr = BLOCK // 4
+        acc_n = tl.zeros([SUB, NP], dtype=tl.float32)
+        acc_m = tl.zeros([SUB, NP], dtype=tl.float32)
+        sub = tl.arange(0, SUB)[:, None]
+        s0 = _load_s(base, start + sub, end, inv_t)
+        s1 = _load_s(base, start + SUB + sub, end, inv_t)
+        s2 = _load_s(base, start + 2 * SUB + sub, end, inv_t)
+        s3 = _load_s(base, start + 3 * SUB + sub, end, inv_t)
+        for v0 in range(start, end, BLOCK):
+            n0 = _load_s(base, v0 + BLOCK + sub, end, inv_t)  # masked off past the chunk
+            n1 = _load_s(base, v0 + BLOCK + SUB + sub, end, inv_t)
+            n2 = _load_s(base, v0 + BLOCK + 2 * SUB + sub, end, inv_t)
+            n3 = _load_s(base, v0 + BLOCK + 3 * SUB + sub, end, inv_t)
+            acc_n, acc_m = _weigh(s0, piv, m, acc_n, acc_m)
+            acc_n, acc_m = _weigh(s1, piv, m, acc_n, acc_m)
+            acc_n, acc_m = _weigh(s2, piv, m, acc_n, acc_m)
+            acc_n, acc_m = _weigh(s3, piv, m, acc_n, acc_m)
+            s0, s1, s2, s3 = n0, n1, n2, n3
+        pp = PART + ((par_out * B + row) * C_PAD + c) * (2 * NP)
+        tl.store(pp + jj, tl.sum(acc_n, axis=0))
+        tl.store(pp + NP + jj, tl.sum(acc_m, axis=0))
+
+
+@triton.jit
+def _unif(r):
+    """A uint32 random word as a uniform in (0, 1) (float32: 1.0 for the top 2^7 words)."""
+    return (r.to(tl.float32) + 0.5) * 2.3283064365386963e-10
+
+
+@triton.jit
+def _split_draw(base, TOK, TILE_ROW, row, V, NT, inv_t, a_lo, m, min_p, mp_on, greedy, tiled, ci, w_c,
+                seed, n_samples, CAP: tl.constexpr, BLOCK: tl.constexpr, NS: tl.constexpr, TB: tl.constexpr):
+    """A row's samples once its kept set is known. The listed kept tokens (weights w_c, CAP
+    slots) are one pseudo-tile of mass M_L = Σ w_c; when `tiled`, each BLOCK-token tile τ of the
+    kept tokens not listed (s >= a_lo) has its mass M_τ in TILE_ROW. Gumbel-max over them, key
+    log M - log E, picks one with probability M / (M_L + Σ M_τ); inside it the token comes by
+    inverse CDF (u · M against the running sum, in slot or index order). Greedy: key -τ and
+    u = 0, the first max of the first tile holding one. Randoms: Philox keyed seed + row + 2^29,
+    counter j·NT + τ: words 0 (E) and 1 (u) for tile τ, words 2 and 3 of tile 0's for the list."""
+    BIG: tl.constexpr = 2147483647
+    offs = tl.arange(0, BLOCK)
+    slot = tl.arange(0, CAP)
+    cum_c = tl.cumsum(w_c, axis=0)
+    m_l = tl.max(cum_c, axis=0)
+    last_l = tl.max(tl.where(w_c > 0.0, slot, -1), axis=0)
+    key_seed = seed + row + 0x20000000
+    for j0 in range(0, n_samples, NS):
+        js = j0 + tl.arange(0, NS)  # [NS]
+        q0, q1, q2, q3 = tl.randint4x(key_seed, js * NT)
+        best = tl.where(m_l > 0.0, tl.log(tl.maximum(m_l, 1e-37)) - tl.log(_exp1(q2)), float("-inf"))
+        goal = _unif(q3) * m_l
+        pick = tl.min(tl.where((w_c[None, :] > 0.0) & (cum_c[None, :] > goal[:, None]), slot[None, :], BIG), axis=1)
+        pick = tl.where(pick < BIG, pick, last_l)  # u · M rounded up to M: the last kept slot
+        tok = tl.sum(tl.where(slot[None, :] == pick[:, None], ci[None, :], 0), axis=1)
+        if tiled:
+            best_t = tl.full([NS], float("-inf"), tl.float32)
+            tile = tl.zeros([NS], dtype=tl.int32)
+            for t0 in range(0, NT, TB):
+                tau = t0 + tl.arange(0, TB)  # [TB]
+                mt = tl.load(TILE_ROW + tau, mask=tau < NT, other=0.0, cache_modifier=".cg")  # other programs wrote them
+                r0, r1, r2, r3 = tl.randint4x(key_seed, js[:, None] * NT + tau[None, :])  # [NS, TB]
+                key = tl.log(tl.maximum(mt, 1e-37))[None, :] - tl.log(_exp1(r0))
+                key = tl.where(greedy, -tau.to(tl.float32)[None, :], key)
+                key = tl.where(mt[None, :] > 0.0, key, float("-inf"))
+                bk = tl.max(key, axis=1)
+                bt = tl.min(tl.where(key == bk[:, None], tau[None, :], BIG), axis=1)
+                upd = bk > best_t
+                best_t = tl.where(upd, bk, best_t)
+                tile = tl.where(upd, bt, tile)
+            idx = tile[:, None] * BLOCK + offs[None, :]  # [NS, BLOCK]
+            s = _load_s(base, idx, V, inv_t)
+            kept = _kept(s, a_lo, m, min_p, mp_on, greedy)
+            cum = tl.cumsum(tl.where(kept, tl.exp(s - m), 0.0), axis=1)
+            r0, r1, r2, r3 = tl.randint4x(key_seed, js * NT + tile)
+            goal_t = tl.where(greedy, 0.0, _unif(r1)) * tl.max(cum, axis=1)
+            first = tl.min(tl.where(kept & (cum > goal_t[:, None]), idx, BIG), axis=1)
+            last = tl.max(tl.where(kept, idx, -1), axis=1)
+            tok = tl.where(best_t > best, tl.where(first < BIG, first, last), tok)
+        tok = tl.minimum(tl.maximum(tok, 0), V - 1)  # an all -inf row: token 0
+        tl.store(TOK + row.to(tl.int64) * n_samples + js, tok.to(tl.int64), mask=js < n_samples)
+
+
+@triton.jit
+def _split_finish_row(
+    base, TOK, ROWC_ROW, CAND_ROW, TILE_ROW, row, V, NT, seed, n_samples,
+    m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy,
+    lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, mode,
+    CAP: tl.constexpr, BLOCK: tl.constexpr, NPF: tl.constexpr, NS: tl.constexpr, TB: tl.constexpr,
+    BLOCK_V: tl.constexpr, NPG: tl.constexpr, NSG: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
+):
+    """The program that arrives last at a row: the final threshold t (FULL, INTERVAL: from the
+    candidate list in registers; DONE: lo), the row's samples (_split_draw), t for the mask.
+    FALLBACK: the one-program general path, from lo."""
+    t = lo
+    if mode == MODE_FALLBACK:
+        t = _general_row(base, TOK, row, V, inv_t, m, z, lo, m_up, k, top_p, min_p, k_on, p_on, mp_on, greedy,
+                         lo_mp, seed, n_samples, BLOCK_V, NPG, NSG, MAX_ITERS, WRITE_MASK)
+    else:
+        nc = tl.where(mode == MODE_FULL, cnt_lo, tl.where(mode == MODE_INTERVAL, cnt_lo - cnt_hi, 0.0)).to(tl.int32)
+        slot = tl.arange(0, CAP)
+        cs = tl.load(CAND_ROW + slot, mask=slot < nc, other=float("-inf"), cache_modifier=".cg")  # [CAP]
+        ci = tl.load(CAND_ROW + CAP + slot, mask=slot < nc, other=0.0, cache_modifier=".cg").to(tl.int32)
+        e_c = tl.where(cs > float("-inf"), tl.exp(cs - m), 0.0)
+        if mode == MODE_FULL:
+            t = _cand_threshold(cs, e_c, lo, hi, m_up, k, phase == PHASE_K, p_on, top_p, target, lo_mp, NPF, MAX_ITERS)
+        if mode == MODE_INTERVAL:  # the tokens above hi are counted and weighed: the search needs only what is left
+            if phase == PHASE_K:
+                t, dom = _search_regs(cs, e_c, lo, hi, k - cnt_hi.to(tl.int32), 0.0, False, NPF, MAX_ITERS)
+            else:
+                t, dom = _search_regs(cs, e_c, lo, hi, k, target - mass_hi, True, NPF, MAX_ITERS)
+        w_c = tl.where(_kept(cs, t, m, min_p, mp_on, greedy) & (slot < nc), e_c, 0.0)
+        _split_draw(base, TOK, TILE_ROW, row, V, NT, inv_t, tl.where(mode == MODE_DONE, lo, hi), m, min_p, mp_on,
+                    greedy, mode != MODE_FULL, ci, w_c, seed, n_samples, CAP, BLOCK, NS, TB)
+    tl.store(ROWC_ROW + ROWC_T, t)
+
+
+@triton.jit(do_not_specialize=["B", "TILES", "C", "NT", "seed", "n_samples", "R"])
+def _split_gather_kernel(
+    L, TOK, WS, B, V, stride_l, TILES, C, NT, seed, n_samples, R,
+    C_PAD: tl.constexpr, NP: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+    NPF: tl.constexpr, NS: tl.constexpr, TB: tl.constexpr,
+    BLOCK_V: tl.constexpr, NPG: tl.constexpr, NSG: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
+):
+    """After R rounds: one more bisection step, how the row settles (mode), this chunk's share of
+    the candidate list and its tiles' kept masses; the last program of a row to arrive finishes
+    it (_split_finish_row). Every program of a row decides the same mode."""
+    c = tl.program_id(0)
+    row = tl.program_id(1)
+    base = L + row.to(tl.int64) * stride_l
+    STATS, ROWC, SST, PIV, PART, CAND, TILE = _ws_layout(WS, B, C_PAD, NP, CAP)
+    par_out = R % 2
+    par_in = 1 - par_out
+    cc = tl.arange(0, C_PAD)
+    offs = tl.arange(0, BLOCK)
+    start = c * TILES * BLOCK
+    end = tl.minimum(start + TILES * BLOCK, V)
+    rp = ROWC + row * NF
+    m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy = _rowc_load(rp)
+    lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode = _sst_load(SST + (par_in * B + row) * NF)
+    if phase != PHASE_DONE:
+        lo, hi, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi = _split_advance(
+            PART + (par_in * B + row) * (C_PAD * 2 * NP), PIV + (par_in * B + row) * NP, C,
+            lo, hi, target, k, p_on, phase, C_PAD, NP)
+    # FULL when every token >= lo fits (the search then finishes in registers, as the fast path);
+    # INTERVAL when the tokens in [lo, hi) fit (not for top-k followed by top-p); else FALLBACK
+    fits_interval = ((phase == PHASE_P) | (~p_on)) & (cnt_lo - cnt_hi <= CAP)
+    mode = tl.where(phase == PHASE_DONE, MODE_DONE,
+                    tl.where(cnt_lo <= CAP, MODE_FULL, tl.where(fits_interval, MODE_INTERVAL, MODE_FALLBACK)))
+    _sst_store(SST + (par_out * B + row) * NF, lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode, c == 0)
+    listed = (mode == MODE_FULL) | (mode == MODE_INTERVAL)
+    tiled = (mode == MODE_DONE) | (mode == MODE_INTERVAL)
+    if listed | tiled:
+        hi_g = tl.where(mode == MODE_FULL, float("inf"), hi)  # listed: s in [lo, hi_g)
+        a_lo = tl.where(mode == MODE_DONE, lo, hi)  # tiled: the kept tokens with s >= a_lo
+        off = c * 0
+        if listed:  # this chunk's first slot: the candidates of the chunks before it (last round's counts)
             pp = PART + (par_in * B + row) * (C_PAD * 2 * NP) + cc * (2 * NP)
             n_lo = tl.load(pp + jlo, mask=cc < c, other=0.0)
             n_hi = tl.load(pp + jhi, mask=cc < c, other=0.0)
-            off = tl.sum(tl.where(full, n_lo, n_lo - n_hi), axis=0).to(tl.int32)
-            cand = CAND + row * (2 * CAP)
-            for v0 in range(start, end, BLOCK):
-                idx = v0 + offs
-                s = _load_s(base, idx, end, inv_t)
+            off = tl.sum(tl.where(mode == MODE_FULL, n_lo, n_lo - n_hi), axis=0).to(tl.int32)
+        cand = CAND + row * (2 * CAP)
+        for v0 in range(start, end, BLOCK):
+            idx = v0 + offs
+            s = _load_s(base, idx, end, inv_t)
+            if listed:
                 sel = (s >= lo) & (s < hi_g)
                 si = sel.to(tl.int32)
                 pos = off + tl.cumsum(si, axis=0) - si
                 tl.store(cand + pos, s, mask=sel & (pos < CAP))
                 tl.store(cand + CAP + pos, idx.to(tl.float32), mask=sel & (pos < CAP))
                 off += tl.sum(si, axis=0)
-    _sst_store(SST + (par_out * B + row) * NF, lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode, lead)
-    if not GATHER:
-        if phase != PHASE_DONE:
-            piv = _pivots(lo, hi, NP)  # [NP]; stored, so the next launch compares the same floats
-            if c == 0:
-                tl.store(PIV + (par_out * B + row) * NP + jj, piv)
-            # Per-lane accumulators [BLOCK/4, NP] (registers cap BLOCK·NP), reduced once after
-            # the loop (no barrier in it); each step issues its 4 quarter-tile loads before any
-            # use, so 4 are in flight per thread (no software pipelining for plain loads here).
-            SUB: tl.constexpr = BLOCK // 4
-            sub = tl.arange(0, SUB)
-            acc_n = tl.zeros([SUB, NP], dtype=tl.float32)
-            acc_m = tl.zeros([SUB, NP], dtype=tl.float32)
-            for v0 in range(start, end, BLOCK):
-                s0 = _load_s(base, v0 + sub, end, inv_t)
-                s1 = _load_s(base, v0 + SUB + sub, end, inv_t)
-                s2 = _load_s(base, v0 + 2 * SUB + sub, end, inv_t)
-                s3 = _load_s(base, v0 + 3 * SUB + sub, end, inv_t)
-                acc_n, acc_m = _weigh(s0, piv, m, acc_n, acc_m)
-                acc_n, acc_m = _weigh(s1, piv, m, acc_n, acc_m)
-                acc_n, acc_m = _weigh(s2, piv, m, acc_n, acc_m)
-                acc_n, acc_m = _weigh(s3, piv, m, acc_n, acc_m)
-            pp = PART + ((par_out * B + row) * C_PAD + c) * (2 * NP)
-            tl.store(pp + jj, tl.sum(acc_n, axis=0))
-            tl.store(pp + NP + jj, tl.sum(acc_m, axis=0))
+            if tiled:
+                w = tl.where(_kept(s, a_lo, m, min_p, mp_on, greedy), tl.exp(s - m), 0.0)
+                tl.store(TILE + row * NT + v0 // BLOCK, tl.sum(w, axis=0))
+    # every thread's stores happen-before the release of the atomic (the barrier orders them at
+    # CTA scope, acq_rel at GPU scope carries them to the program that acquires it last)
+    tl.debug_barrier()
+    arrived = tl.atomic_add(rp + ROWC_ARRIVED, 1.0, sem="acq_rel", scope="gpu")
+    if arrived == C - 1:
+        _split_finish_row(base, TOK, rp, CAND + row * (2 * CAP), TILE + row * NT, row, V, NT, seed, n_samples,
+                          m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy,
+                          lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, mode,
+                          CAP, BLOCK, NPF, NS, TB, BLOCK_V, NPG, NSG, MAX_ITERS, WRITE_MASK)
 
 
-@triton.jit
-def _tile_draw(base, DRAW_ROW, c, start, end, NT, inv_t, t, m, min_p, mp_on, greedy, key_seed, n_samples,
-               C_PAD: tl.constexpr, BLOCK: tl.constexpr, NS: tl.constexpr):
-    """This chunk's candidate for each sample: every BLOCK-token tile τ of the kept set gets the
-    key log M_τ - log E (M_τ: its kept mass, E ~ Exp(1), one Philox call per tile and sample),
-    so the best key over all tiles of the row is tile τ with probability M_τ / Σ M; inside the
-    chunk's best tile the token is drawn by inverse CDF in index order (u · M_τ against the
-    running sum). Greedy: key -τ, the first kept token (the first max). Writes (key, token)."""
-    offs = tl.arange(0, BLOCK)
-    for j0 in range(0, n_samples, NS):
-        js = j0 + tl.arange(0, NS)  # [NS]
-        best = tl.full([NS], float("-inf"), tl.float32)
-        best_tile = tl.zeros([NS], dtype=tl.int32)
-        for v0 in range(start, end, BLOCK):
-            s = _load_s(base, v0 + offs, end, inv_t)
-            kept = _kept(s, t, m, min_p, mp_on, greedy)
-            mass = tl.sum(tl.where(kept, tl.exp(s - m), 0.0), axis=0)
-            tile = v0 // BLOCK
-            r0, r1, r2, r3 = tl.randint4x(key_seed, js * NT + tile)
-            key = tl.where(mass > 0.0, tl.log(tl.maximum(mass, 1e-37)) - tl.log(_exp1(r0)), float("-inf"))  # [NS]
-            key = tl.where(greedy, tl.where(mass > 0.0, -tile.to(tl.float32), float("-inf")), key)
-            upd = key > best
-            best = tl.where(upd, key, best)
-            best_tile = tl.where(upd, tile, best_tile)
-        idx = best_tile[:, None] * BLOCK + offs[None, :]  # [NS, BLOCK]
-        s = _load_s(base, idx, end, inv_t)
-        kept = _kept(s, t, m, min_p, mp_on, greedy)
-        cum = tl.cumsum(tl.where(kept, tl.exp(s - m), 0.0), axis=1)
-        r0, r1, r2, r3 = tl.randint4x(key_seed, js * NT + best_tile)
-        u = (r1.to(tl.float32) + 0.5) * 2.3283064365386963e-10  # (0, 1)
-        goal = u * tl.max(cum, axis=1)
-        first = tl.min(tl.where(kept & (cum > goal[:, None]), idx, 2147483647), axis=1)
-        last = tl.max(tl.where(kept, idx, -1), axis=1)  # u · M rounded up to M: the last kept token
-        tok = tl.where(first < 2147483647, first, last)
-        tok = tl.where(greedy, tl.min(tl.where(kept, idx, 2147483647), axis=1), tok)
-        dp = DRAW_ROW + js * (2 * C_PAD) + c
-        tl.store(dp, best, mask=js < n_samples)
-        tl.store(dp + C_PAD, tok.to(tl.float32), mask=js < n_samples)
-
-
-@triton.jit(do_not_specialize=["B", "CHUNK", "C", "par"])
-def _split_finish_kernel(
-    L, TOK, MASK, WS, B, V, stride_l, CHUNK, C, seed, n_samples, par,
-    C_PAD: tl.constexpr, NP: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
-    NPF: tl.constexpr, NS: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
-):
-    """Every program of a row: the final threshold t (FULL, INTERVAL: from the candidate list in
-    registers; DONE: lo), then FULL: program 0 draws by Gumbel-max over the list; DONE,
-    INTERVAL: this chunk's candidate per sample (_tile_draw). FALLBACK rows wait for the pick."""
+@triton.jit(do_not_specialize=["B", "TILES"])
+def _split_mask_kernel(L, MASK, WS, B, V, stride_l, TILES,
+                       C_PAD: tl.constexpr, NP: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr):
+    """kept_mask's rows: this chunk's kept set, from the threshold the finishing program wrote."""
     c = tl.program_id(0)
     row = tl.program_id(1)
-    base = L + row.to(tl.int64) * stride_l
-    STATS, ROWC, SST, PIV, PART, CAND, DRAW = _ws_layout(WS, B, n_samples, C_PAD, NP, CAP)
+    STATS, ROWC, SST, PIV, PART, CAND, TILE = _ws_layout(WS, B, C_PAD, NP, CAP)
     m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy = _rowc_load(ROWC + row * NF)
-    lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode = _sst_load(SST + (par * B + row) * NF)
-    start = c * CHUNK
-    end = tl.minimum(start + CHUNK, V)
-    t = lo
-    # FULL rows need t only where it draws (program 0) or writes the mask
-    if ((mode == MODE_FULL) & ((c == 0) | WRITE_MASK)) | (mode == MODE_INTERVAL):
-        nc = tl.where(mode == MODE_FULL, cnt_lo, cnt_lo - cnt_hi).to(tl.int32)
-        slot = tl.arange(0, CAP)
-        cand = CAND + row * (2 * CAP)
-        cs = tl.load(cand + slot, mask=slot < nc, other=float("-inf"))  # [CAP]
-        ci = tl.load(cand + CAP + slot, mask=slot < nc, other=0.0).to(tl.int32)
-        e_c = tl.where(cs > float("-inf"), tl.exp(cs - m), 0.0)
-        if mode == MODE_FULL:
-            t = _cand_threshold(cs, e_c, lo, hi, m_up, k, phase == PHASE_K, p_on, top_p, target, lo_mp, NPF, MAX_ITERS)
-            if c == 0:
-                surv_c = _kept(cs, t, m, min_p, mp_on, greedy) & (slot < nc)
-                _cand_draw(TOK, row, cs, ci, surv_c, greedy, seed, (V + 3) // 4, n_samples, NS)
-        else:  # the tokens above hi are counted and weighed: the search needs only what is left
-            if phase == PHASE_K:
-                t, dom = _search_regs(cs, e_c, lo, hi, k - cnt_hi.to(tl.int32), 0.0, False, NPF, MAX_ITERS)
-            else:
-                t, dom = _search_regs(cs, e_c, lo, hi, k, target - mass_hi, True, NPF, MAX_ITERS)
-    if (mode == MODE_DONE) | (mode == MODE_INTERVAL):
-        _tile_draw(base, DRAW + row * n_samples * (2 * C_PAD), c, start, end, (V + BLOCK - 1) // BLOCK, inv_t, t, m,
-                   min_p, mp_on, greedy, seed + row + 0x20000000, n_samples, C_PAD, BLOCK, NS)
-    if WRITE_MASK:
-        if mode != MODE_FALLBACK:
-            _write_mask(MASK + row.to(tl.int64) * V, base, start, end, inv_t, t, m, min_p, mp_on, greedy, BLOCK)
-
-
-@triton.jit(do_not_specialize=["B", "C", "par", "NP", "CAP"])
-def _split_pick_kernel(
-    L, TOK, MASK, WS, B, V, stride_l, C, seed, n_samples, par, NP, CAP,
-    C_PAD: tl.constexpr, NSP: tl.constexpr, BLOCK_V: tl.constexpr, NPG: tl.constexpr, NSG: tl.constexpr, MAX_ITERS: tl.constexpr, WRITE_MASK: tl.constexpr,
-):
-    """One program per row: DONE, INTERVAL: each sample's token is the one of the chunk with the
-    best key (ties: the first chunk). FALLBACK: the one-program general path, from lo."""
-    row = tl.program_id(0)
-    base = L + row.to(tl.int64) * stride_l
-    STATS, ROWC, SST, PIV, PART, CAND, DRAW = _ws_layout(WS, B, n_samples, C_PAD, NP, CAP)
-    m, z, m_up, lo_mp, inv_t, k, top_p, min_p, k_on, p_on, mp_on, greedy = _rowc_load(ROWC + row * NF)
-    lo, hi, target, cnt_lo, cnt_hi, mass_hi, phase, jlo, jhi, mode = _sst_load(SST + (par * B + row) * NF)
-    if (mode == MODE_DONE) | (mode == MODE_INTERVAL):
-        cc = tl.arange(0, C_PAD)
-        for j0 in range(0, n_samples, NSP):
-            js = j0 + tl.arange(0, NSP)
-            ok = (js < n_samples)[:, None] & (cc < C)[None, :]
-            dp = DRAW + (row * n_samples + js[:, None]) * (2 * C_PAD) + cc[None, :]
-            key = tl.load(dp, mask=ok, other=float("-inf"))  # [NSP, C_PAD]
-            tok = tl.load(dp + C_PAD, mask=ok, other=0.0)
-            best = tl.max(key, axis=1)
-            first = tl.min(tl.where(key == best[:, None], cc[None, :], C_PAD), axis=1)
-            pick = tl.sum(tl.where(cc[None, :] == first[:, None], tok, 0.0), axis=1)
-            tl.store(TOK + row.to(tl.int64) * n_samples + js, tl.maximum(pick, 0.0).to(tl.int64), mask=js < n_samples)
-    if mode == MODE_FALLBACK:
-        t = _general_row(base, TOK, row, V, inv_t, m, z, lo, m_up, k, top_p, min_p, k_on, p_on, mp_on, greedy,
-                         lo_mp, seed, n_samples, BLOCK_V, NPG, NSG, MAX_ITERS, WRITE_MASK)
-        if WRITE_MASK:
-            _write_mask(MASK + row.to(tl.int64) * V, base, 0, V, inv_t, t, m, min_p, mp_on, greedy, BLOCK_V)
+    start = c * TILES * BLOCK
+    _write_mask(MASK + row.to(tl.int64) * V, L + row.to(tl.int64) * stride_l, start, tl.minimum(start + TILES * BLOCK, V),
+                inv_t, tl.load(ROWC + row * NF + ROWC_T), m, min_p, mp_on, greedy, BLOCK)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -895,10 +948,10 @@ def _split_pick_kernel(
 MAX_ITERS = 48  # a search never needs more: each pass shrinks the interval NP-fold or stops
 
 
-def _config(V: int, n_samples: int, override: dict | None = None) -> dict:
+def _config(V: int, n_samples: int, override: dict | None, interpreting: bool) -> dict:
     if not override or set(override) <= {"split"}:
-        return _config_default(V, n_samples, _interpreting())
-    return _config_build(V, n_samples, override, _interpreting())
+        return _config_default(V, n_samples, interpreting)
+    return _config_build(V, n_samples, override, interpreting)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -916,45 +969,62 @@ def _config_build(V: int, n_samples: int, override: dict | None, interpreting: b
     cfg.update({k: v for k, v in (override or {}).items() if k != "split"})
     width = max(cfg["BLOCK_V"], cfg["CAP"])
     cfg["NS"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), cfg.pop("ns_elems") // width))
+    cfg["sig"] = tuple(cfg[k] for k in ("BLOCK_V", "NP", "CAP", "NS", "num_warps"))  # what the kernel is compiled for
     return cfg
 
 
 # Split rows (small B): C = ceil(V / chunk) programs per row; the first row of SPLIT_TABLE with
-# B <= max_b applies, above the last one program per row (B rows already fill the SMs).
-#   chunk   tokens per program (whole BLOCK tiles): ~2 programs per SM (132 on H100/H200) at the
-#           largest V, >= 2048 tokens each (every program redoes the C-way sums: C·NP loads)
+# B <= max_b (and V <= max_v, when given) applies; past the last, one program per row (B rows
+# already fill the SMs).
+#   chunk   tokens per program (whole BLOCK tiles), about one program per SM's slot or fewer:
+#           beyond one wave the extra one costs a whole program's time (B = 1, V = 151936:
+#           chunk 1024, C = 149 > 132 SMs, was 12 µs slower than 2048)
 #   NP      pivots per round: ~4·NP ops a token per round ([BLOCK/4, NP] compare, count, weigh)
-#   ROUNDS  rounds before the gather: [lo, hi) shrinks ~(NP-1)^ROUNDS-fold (flat N(0, 2²) logits,
-#           V = 152k: ~220 tokens left after 2 rounds of 32 pivots); the rest must fit CAP slots,
-#           or the row falls back to the slow one-program path
-#   CAP     candidate slots; the finish searches them in registers ([CAP, NPF] compares)
-#   BLOCK   tokens a loop step (rounds: as 4 quarter-tile loads in flight); num_warps: all kernels
-# tune() in lab/benchmarks/sampling.py prints the fastest settings per (V, B): edit from its output.
+#   ROUNDS  rounds before the gather: [lo, hi) shrinks ~(NP-1)^ROUNDS-fold; what is left must fit
+#           CAP slots, or the row falls back to the slow one-program path. Flat top-p 0.9 rows
+#           (N(0, σ²) logits, interpreter runs): V = 152k, 2 rounds of 32 pivots leave 239 tokens
+#           (σ = 2), 390 (σ = 1); 1 round of 64 leaves 3.6k-5.8k (falls back); V = 32k: 652
+#   CAP     candidate slots; the finishing program searches them in registers ([CAP, NPF]
+#           compares), so its tail grows with CAP: 1024 beat 2048 at every B and V timed
+#   BLOCK   tokens a loop step (rounds: 4 quarter tiles in flight), and a tile of the draw;
+#           num_warps: all kernels. B = 32, V > 32k: 512 and 4 warps, 3 round CTAs an SM
+#           instead of 1 (20% faster at V >= 128k, 5% at 49k, 23% slower at 32k)
+#   maxnreg the gather kernel's register cap (None: ptxas decides): its pass gets more CTAs an
+#           SM, the finishing program's tail spills; 128 is 4-7% faster at V >= 128k, B = 8, 32
+# Set from lab.benchmarks.sampling.compare(variants=...) on an H200 (graph replay), and tune().
 SPLIT_TABLE = (
-    dict(max_b=8, chunk=2048, NP=32, ROUNDS=2, CAP=2048, BLOCK=1024, num_warps=8),
-    dict(max_b=32, chunk=8192, NP=32, ROUNDS=2, CAP=2048, BLOCK=1024, num_warps=8),
-    dict(max_b=64, chunk=16384, NP=32, ROUNDS=2, CAP=2048, BLOCK=1024, num_warps=8),
+    dict(max_b=1, max_v=131072, chunk=1024, NP=32, ROUNDS=2, CAP=1024, BLOCK=1024, num_warps=8),
+    dict(max_b=1, chunk=2048, NP=32, ROUNDS=2, CAP=1024, BLOCK=1024, num_warps=8),
+    dict(max_b=8, max_v=32768, chunk=2048, NP=32, ROUNDS=2, CAP=1024, BLOCK=1024, num_warps=8),
+    dict(max_b=8, max_v=65536, chunk=4096, NP=32, ROUNDS=2, CAP=1024, BLOCK=1024, num_warps=8),
+    dict(max_b=8, chunk=4096, NP=32, ROUNDS=2, CAP=1024, BLOCK=1024, num_warps=8, maxnreg=128),
+    dict(max_b=32, max_v=32768, chunk=8192, NP=32, ROUNDS=2, CAP=1024, BLOCK=1024, num_warps=8),
+    dict(max_b=32, max_v=65536, chunk=8192, NP=32, ROUNDS=2, CAP=1024, BLOCK=512, num_warps=4),
+    dict(max_b=32, chunk=8192, NP=32, ROUNDS=2, CAP=1024, BLOCK=512, num_warps=4, maxnreg=128),
+    dict(max_b=64, chunk=16384, NP=32, ROUNDS=2, CAP=1024, BLOCK=1024, num_warps=8),  # not timed since CAP 2048
 )
-SPLIT_KEYS = ("chunk", "NP", "ROUNDS", "CAP", "BLOCK", "num_warps", "NPF")
+SPLIT_KEYS = ("chunk", "NP", "ROUNDS", "CAP", "BLOCK", "num_warps", "NPF", "maxnreg")
 SPLIT_FAST_TOP_K = 256  # top_k a Python int in 1..this: the one-program fast path (~k candidates) is as quick
-MAX_CHUNKS = 256  # C_PAD: the per-row chunk slots every reduction spans; longer chunks beyond it
+MAX_CHUNKS = 256  # at most this many chunks a row; longer chunks beyond it
 CONFIG_KEYS = ("BLOCK_V", "NP", "CAP", "num_warps", "ns_elems", "split")
 
 
-def _split_config(fn: str, B: int, V: int, top_k, n_samples: int, override: dict | None) -> dict | None:
+def _split_config(fn: str, B: int, V: int, top_k, n_samples: int, override: dict | None,
+                  interpreting: bool | None = None) -> dict | None:
     """The split path's settings, or None for one program per row. override["split"]: False
     (never), True (always, defaults), a dict of SPLIT_KEYS (always, these settings); absent:
     SPLIT_TABLE decides (cached: edit it before the first call), and only when a row spans more
     than one chunk. top_k: the Python int every row shares, or None (a tensor)."""
+    interpreting = _interpreting() if interpreting is None else interpreting
     want = (override or {}).get("split")
     if want is None:
         if isinstance(top_k, int) and 0 < top_k <= SPLIT_FAST_TOP_K:
             return None
-        return _split_default(B, V, n_samples, _interpreting())
+        return _split_default(B, V, n_samples, interpreting)
     if want is False:
         return None
-    cfg = dict(next((r for r in SPLIT_TABLE if B <= r["max_b"]), SPLIT_TABLE[-1]))
-    if _interpreting():  # small tiles: the interpreter pays per operation, not per element
+    cfg = dict(_split_row(B, V) or SPLIT_TABLE[-1])
+    if interpreting:  # small tiles: the interpreter pays per operation, not per element
         cfg.update(NP=8, CAP=256, BLOCK=64, num_warps=4)
     if isinstance(want, dict):
         bad = sorted(set(want) - set(SPLIT_KEYS))
@@ -963,19 +1033,29 @@ def _split_config(fn: str, B: int, V: int, top_k, n_samples: int, override: dict
         cfg.update(want)
     elif want is not True:
         _fail(fn, "config['split']", f"must be True, False or a dict of {list(SPLIT_KEYS)}, got {want!r}")
-    return _split_finish_config(fn, cfg, B, V, n_samples, forced=True)
+    return _split_finish_config(fn, cfg, B, V, n_samples, True, interpreting)
+
+
+def _split_row(B: int, V: int) -> dict | None:
+    return next((r for r in SPLIT_TABLE if B <= r["max_b"] and V <= r.get("max_v", V)), None)
 
 
 @functools.lru_cache(maxsize=1024)
 def _split_default(B: int, V: int, n_samples: int, interpreting: bool) -> dict | None:
-    cfg = next((dict(r) for r in SPLIT_TABLE if B <= r["max_b"]), None)
-    return None if cfg is None else _split_finish_config("sample", cfg, B, V, n_samples, forced=False)
+    row = _split_row(B, V)
+    return None if row is None else _split_finish_config("sample", dict(row), B, V, n_samples, False, interpreting)
 
 
-def _split_finish_config(fn: str, cfg: dict, B: int, V: int, n_samples: int, forced: bool) -> dict | None:
-    """Checks the settings and derives the launch's: CHUNK (whole BLOCK tiles), C, C_PAD, NS, NSP."""
+def _split_finish_config(fn: str, cfg: dict, B: int, V: int, n_samples: int, forced: bool,
+                         interpreting: bool) -> dict | None:
+    """Checks the settings and derives the launch's: CHUNK (whole BLOCK tiles), TILES, C, C_PAD,
+    NT, NS, TB, the workspace size and `sig` (what the kernels are compiled for)."""
     cfg.pop("max_b", None)
+    cfg.pop("max_v", None)
     cfg.setdefault("NPF", 8)
+    cfg.setdefault("maxnreg", None)
+    if cfg["maxnreg"] is not None and not (isinstance(cfg["maxnreg"], int) and 32 <= cfg["maxnreg"] <= 255):
+        _fail(fn, "config['split']['maxnreg']", f"must be None or an int in 32..255, got {cfg['maxnreg']!r}")
     for key in ("NP", "CAP", "BLOCK", "NPF"):
         if not (isinstance(cfg[key], int) and cfg[key] >= 2 and cfg[key] & (cfg[key] - 1) == 0):
             _fail(fn, f"config['split']['{key}']", f"must be a power of two >= 2, got {cfg[key]!r}")
@@ -988,15 +1068,20 @@ def _split_finish_config(fn: str, cfg: dict, B: int, V: int, n_samples: int, for
     C = triton.cdiv(V, chunk)
     if not forced and C < 2:
         return None
-    C_PAD = MAX_CHUNKS  # one size: one compile per setting (the masked slots cost ~C_PAD·NP/threads issue slots)
-    if V >= 2**24 or _ws_floats(B, n_samples, C_PAD, cfg["NP"], cfg["CAP"]) >= 2**31:
+    # the chunk slots every cross-chunk reduction spans (masked slots cost issue slots); two
+    # sizes, so at most two compiles per setting
+    C_PAD = 64 if C <= 64 else MAX_CHUNKS
+    NT = triton.cdiv(V, BLOCK)
+    ws = _ws_floats(B, C_PAD, cfg["NP"], cfg["CAP"], NT)
+    if V >= 2**24 or ws >= 2**31:
         if not forced:
             return None
         _fail(fn, "config['split']", f"cannot split V = {V} (needs V < 2^24 and a workspace < 2^31 floats)")
-    cfg.update(CHUNK=chunk, C=C, C_PAD=C_PAD)
-    elems = 2**16 if _interpreting() else 4096  # samples a block: [NS, max(BLOCK, CAP)], [NSP, C_PAD]
-    cfg["NS"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), elems // max(BLOCK, cfg["CAP"])))
-    cfg["NSP"] = max(1, min(triton.next_power_of_2(max(n_samples, 1)), elems // C_PAD))
+    TB = 16 if interpreting else 256  # tiles a step of the draw's Gumbel-max over tiles (one step up to V = 256·BLOCK)
+    elems = 2**16 if interpreting else 4096  # samples a step: [NS, max(BLOCK, CAP, TB)]
+    NS = max(1, min(triton.next_power_of_2(max(n_samples, 1)), elems // max(BLOCK, cfg["CAP"], TB)))
+    cfg.update(CHUNK=chunk, TILES=chunk // BLOCK, C=C, C_PAD=C_PAD, NT=NT, NS=NS, TB=TB, ws=ws)
+    cfg["sig"] = tuple(cfg[k] for k in ("ROUNDS", "C_PAD", "NP", "CAP", "BLOCK", "num_warps", "NPF", "NS", "TB", "maxnreg"))
     return cfg
 
 
@@ -1040,13 +1125,15 @@ def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: 
         _fail(fn, "logits", f"must be [B, V] with V >= 1, got shape {tuple(logits.shape)}")
     if logits.stride(1) != 1:
         _fail(fn, "logits", f"must be contiguous along V (stride(1) == 1), got strides {tuple(logits.stride())}; pass logits.contiguous()")
-    if logits.device.type != "cuda" and not _interpreting():
+    interpreting = _interpreting()
+    if not (logits.is_cuda or interpreting):
         _fail(fn, "logits", f"is on {logits.device}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
-    if config is not None and not isinstance(config, dict):
-        _fail(fn, "config", f"must be a dict or None, got {type(config).__name__}")
-    bad = sorted(set(config or {}) - set(CONFIG_KEYS))
-    if bad:
-        _fail(fn, "config", f"has unknown keys {bad}; known: {list(CONFIG_KEYS)}")
+    if config is not None:
+        if not isinstance(config, dict):
+            _fail(fn, "config", f"must be a dict or None, got {type(config).__name__}")
+        bad = sorted(set(config) - set(CONFIG_KEYS))
+        if bad:
+            _fail(fn, "config", f"has unknown keys {bad}; known: {list(CONFIG_KEYS)}")
     B, V = logits.shape
     dev = logits.device
     t_ptr, t_val = _param(fn, "temperature", temperature, B, dev, torch.float32, False)
@@ -1061,70 +1148,128 @@ def _launch(fn: str, logits, temperature, top_k, top_p, min_p, seed, n_samples: 
     mask = torch.empty((B, V), dtype=torch.int8, device=dev) if write_mask else tokens
     if B == 0:
         return tokens, mask
-    cfg = _config(V, n_samples, config)
-    scfg = _split_config(fn, B, V, k_val if k_ptr is None else None, n_samples, config)
-    dummy = logits
-    params = (t_ptr if t_ptr is not None else dummy, k_ptr if k_ptr is not None else dummy,
-              p_ptr if p_ptr is not None else dummy, mp_ptr if mp_ptr is not None else dummy,
-              float(t_val), int(k_val), float(p_val), float(mp_val))
-    per_row = dict(T_ROW=t_ptr is not None, K_ROW=k_ptr is not None, P_ROW=p_ptr is not None, MINP_ROW=mp_ptr is not None)
+    k_val = max(-1, min(k_val, 2**31 - 1))  # an int32 argument, same meaning (<= 0 or >= V: off)
+    cfg = _config(V, n_samples, config, interpreting)
+    scfg = _split_config(fn, B, V, k_val if k_ptr is None else None, n_samples, config, interpreting)
+    rows = (t_ptr, k_ptr, p_ptr, mp_ptr)
+    ptrs = tuple(logits if p is None else p for p in rows)  # an unused pointer: any tensor
+    vals = (float(t_val), k_val, float(p_val), float(mp_val))
+    flags = tuple(p is not None for p in rows)  # T_ROW, K_ROW, P_ROW, MINP_ROW
     seed = seed & 0x3FFFFFFF
+    key = None if interpreting else _spec_key(logits, rows, write_mask)
     if scfg is not None:
-        ws = _launch_split(logits, tokens, mask, params, per_row, seed, n_samples, write_mask, scfg, cfg)
+        ws = _launch_split(logits, tokens, mask, ptrs, vals, flags, seed, n_samples, write_mask, scfg, cfg, key)
         if debug is not None:  # split_modes reads the rows' records
             debug.update(ws=ws, split=scfg)
         return tokens, mask
     cand_s = torch.empty((B, cfg["CAP"]), dtype=torch.float32, device=dev)  # candidate scratch
     cand_i = torch.empty((B, cfg["CAP"]), dtype=torch.int32, device=dev)
-    _sample_kernel[(B,)](
-        logits, tokens, mask, cand_s, cand_i, *params,
-        V, logits.stride(0), seed, n_samples, **per_row,
-        BLOCK_V=cfg["BLOCK_V"], CAP=cfg["CAP"], NP=cfg["NP"], NS=cfg["NS"],
-        MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
-        num_warps=cfg["num_warps"],
-    )
+    rest = (*vals, V, logits.stride(0), seed, n_samples, *flags, cfg["BLOCK_V"], cfg["CAP"], cfg["NP"], cfg["NS"],
+            MAX_ITERS, write_mask)
+    _run_launches(None if key is None else key + cfg["sig"], (logits, tokens, mask, cand_s, cand_i, *ptrs),
+                  lambda p: [(_sample_kernel, (B, 1), (*p, *rest), dict(num_warps=cfg["num_warps"]))])
     return tokens, mask
 
 
-def _launch_split(logits, tokens, mask, params, per_row, seed, n_samples, write_mask, s, g) -> torch.Tensor:
-    """ROUNDS + 4 launches on a (C, B) grid (the pick on B): module docstring, "split rows".
+def _launch_split(logits, tokens, mask, ptrs, vals, flags, seed, n_samples, write_mask, s, g, key) -> torch.Tensor:
+    """ROUNDS + 2 launches on a (C, B) grid (+1 for the mask): module docstring, "split rows".
     s: the split settings, g: the one-program settings (the fallback's)."""
     B, V = logits.shape
-    C, C_PAD, NP, CAP, BLOCK, warps = s["C"], s["C_PAD"], s["NP"], s["CAP"], s["BLOCK"], s["num_warps"]
-    ws = torch.empty(_ws_floats(B, n_samples, C_PAD, NP, CAP), dtype=torch.float32, device=logits.device)
-    grid = (C, B)
-    stride = logits.stride(0)
-    _split_stats_kernel[grid](logits, ws, params[0], params[4], V, stride, s["CHUNK"],
-                              T_ROW=per_row["T_ROW"], C_PAD=C_PAD, BLOCK=BLOCK, num_warps=warps)
+    ws = torch.empty(s["ws"], dtype=torch.float32, device=logits.device)
+    grid = (s["C"], B)
+    w = dict(num_warps=s["num_warps"])
+    # [CAP, NPF] searches: no spills up to 2048; maxnreg: more CTAs an SM, the finishing tail spills
+    w_gather = dict(num_warps=max(s["num_warps"], s["CAP"] // 256), maxnreg=s["maxnreg"])
+    layout = (s["C_PAD"], s["NP"], s["CAP"], s["BLOCK"])
+    pos = (V, logits.stride(0), s["TILES"])
     R = s["ROUNDS"]
-    for r in range(R + 1):  # launches 0..R-1: rounds (0 also sets the search up); R: the gather
-        _split_round_kernel[grid](logits, ws, *params, B, V, stride, s["CHUNK"], C, n_samples, r, **per_row,
-                                  FIRST=r == 0, GATHER=r == R, C_PAD=C_PAD, NP=NP, CAP=CAP, BLOCK=BLOCK, num_warps=warps)
-    _split_finish_kernel[grid](logits, tokens, mask, ws, B, V, stride, s["CHUNK"], C, seed, n_samples, R % 2,
-                               C_PAD=C_PAD, NP=NP, CAP=CAP, BLOCK=BLOCK, NPF=s["NPF"], NS=s["NS"],
-                               MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask,
-                               num_warps=max(warps, CAP // 256))  # [CAP, NPF] searches: no spills up to 2048
-    _split_pick_kernel[(B,)](logits, tokens, mask, ws, B, V, stride, C, seed, n_samples, R % 2, NP, CAP,
-                             C_PAD=C_PAD, NSP=s["NSP"], BLOCK_V=g["BLOCK_V"], NPG=g["NP"], NSG=g["NS"],
-                             MAX_ITERS=MAX_ITERS, WRITE_MASK=write_mask, num_warps=g["num_warps"])
+
+    def launches(p):
+        L, WS, TOK, MASK, *params = p
+        out = [(_split_stats_kernel, grid, (L, WS, params[0], vals[0], *pos, flags[0], s["C_PAD"], s["BLOCK"]), w)]
+        for r in range(R):  # round 0 also sets the search up
+            out.append((_split_round_kernel, grid, (L, WS, *params, *vals, B, *pos, s["C"], r, *flags, r == 0,
+                                                    *layout), w))
+        out.append((_split_gather_kernel, grid, (L, TOK, WS, B, *pos, s["C"], s["NT"], seed, n_samples, R, *layout,
+                                                 s["NPF"], s["NS"], s["TB"], g["BLOCK_V"], g["NP"], g["NS"], MAX_ITERS,
+                                                 write_mask), w_gather))
+        if write_mask:
+            out.append((_split_mask_kernel, grid, (L, MASK, WS, B, *pos, *layout), w))
+        return out
+
+    _run_launches(None if key is None else key + s["sig"] + g["sig"], (logits, ws, tokens, mask, *ptrs), launches)
     return ws
 
 
-def split_modes(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, config: dict | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+# Host cost. Triton 3.6's JIT path costs ~19 µs a launch (binding ~25 arguments, the
+# specialization key, the cache lookup; H200 host), the compiled kernel's launcher ~6 µs: a
+# split call at B = 1 (4 launches) took 97-101 µs of host time, 46-48 µs now, of which ~22 µs
+# are the launcher's own Python and two allocations; its GPU time is 37-42 µs. So the first
+# call of a kind goes through Triton (which compiles and caches) and later calls of that kind
+# replay the compiled kernels through their launchers. The kind is _spec_key plus the configs'
+# `sig`, everything Triton specializes these kernels on: every int argument but V and stride_l
+# is do_not_specialize (theirs: % 16 and == 1, in the key), floats never are, the per-row
+# parameter pointers are do_not_specialize_on_alignment, the other pointers are fresh (16-byte
+# aligned) allocations or the logits (alignment in the key).
+DIRECT_LAUNCH = True  # False: every launch through Triton's JIT path (to compare host costs)
+_PLANS: dict[tuple, list] = {}  # kind -> the compiled kernels of its launches, in order
+
+
+def _spec_key(logits: torch.Tensor, rows: tuple, write_mask: bool) -> tuple | None:
+    """The kind of call, or None when it must go through Triton (DIRECT_LAUNCH off, or launch
+    hooks, e.g. a profiler's, which only Triton's path calls)."""
+    if not DIRECT_LAUNCH or _launch_hooks():
+        return None
+    V, stride = logits.shape[1], logits.stride(0)
+    return (driver.active.get_current_device(), logits.dtype, logits.data_ptr() % 16 == 0,
+            V % 16 == 0, V == 1, stride % 16 == 0, stride == 1, stride >= 2**31,
+            *(None if p is None else p.dtype for p in rows), write_mask)
+
+
+def _launch_hooks() -> bool:
+    rt = getattr(getattr(triton, "knobs", None), "runtime", None)
+    if rt is None:  # a Triton before knobs: its own launch path only
+        return True
+    return any(h is not None and getattr(h, "calls", True) for h in (rt.launch_enter_hook, rt.launch_exit_hook))
+
+
+def _run_launches(key: tuple | None, tensors: tuple, launches) -> None:
+    """Runs launches(pointers) = [(kernel, grid (2 ints), args, compile options)] in order, the
+    pointers being `tensors` or, once the kernels are compiled, their addresses (Triton's
+    launchers then skip a driver query per pointer). Every argument is positional, constexprs
+    included, in signature order: the compiled launchers take the same tuple."""
+    global DIRECT_LAUNCH
+    plan = None if key is None else _PLANS.get(key)
+    if plan is not None:
+        stream = driver.active.get_current_stream(key[0])
+        try:
+            for ck, (_, grid, args, _) in zip(plan, launches(tuple(t.data_ptr() for t in tensors))):
+                ck.run(grid[0], grid[1], 1, stream, ck.function, ck.packed_metadata, None, None, None, *args)
+            return
+        except TypeError as e:  # a launcher of another form: Triton's path from now on (launches are idempotent)
+            warnings.warn(f"kernels.sampling: direct launches off ({e}); every launch goes through Triton's JIT")
+            DIRECT_LAUNCH = False
+    compiled = [fn[grid](*args, **opts) for fn, grid, args, opts in launches(tensors)]
+    if key is not None and DIRECT_LAUNCH:
+        _PLANS[key] = compiled
+
+
+def split_modes(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, config: dict | None = None,
+                with_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """How the split path settled each row, and the kept set it found (tests, tuning): (int64
     [B] of indices into SPLIT_MODES (done: t found by the rounds; full, interval: the candidate
     list; fallback: the one-program general path), or -1 everywhere when these rows are not
-    split; kept_mask's bool [B, V])."""
+    split; kept_mask's bool [B, V], or None without with_mask)."""
     debug = {}
-    _, mask = _launch("split_modes", logits, temperature, top_k, top_p, min_p, 0, 0, True, config, debug)
+    _, mask = _launch("split_modes", logits, temperature, top_k, top_p, min_p, 0, 0, with_mask, config, debug)
+    mask = mask.bool() if with_mask else None
     B = logits.shape[0]
     if not debug:
-        return torch.full((B,), -1, dtype=torch.int64), mask.bool()
+        return torch.full((B,), -1, dtype=torch.int64), mask
     s = debug["split"]
     sst = B * (s["C_PAD"] * 4 + NF_FIELDS)  # _ws_layout's SST region, the gather's parity
     rec = debug["ws"][sst + (s["ROUNDS"] % 2) * B * NF_FIELDS:][: B * NF_FIELDS].view(B, NF_FIELDS)
-    return rec[:, 9].long().cpu(), mask.bool()
+    return rec[:, 9].long().cpu(), mask
 
 
 def _seed(seed: int | None, generator: torch.Generator | None) -> int:
@@ -1133,6 +1278,8 @@ def _seed(seed: int | None, generator: torch.Generator | None) -> int:
     device = generator.device if generator is not None else "cpu"
     # one host read of a random int (a sync if the generator is a CUDA one): pass seed= to avoid it
     return int(torch.randint(0, 2**30, (1,), generator=generator, device=device).item())
+
+
 def sample(
     logits: torch.Tensor,
     temperature: float | torch.Tensor = 1.0,
@@ -1289,10 +1436,11 @@ def passes(fast: bool = True, top_k_search: bool = False, rounds: float = 1.2, s
     """Full passes over a row, for the roofline (an estimate, not a bound): the fast path makes 3
     (statistics, count, gather); the general path 2, plus ~3 for a streaming top-k search, plus
     2 per rejection round (top-p: ~1-2 rounds at top_p >= 0.5). Split rows (split_rounds =
-    ROUNDS): statistics, each round, the gather and the draw read it once each, ROUNDS + 3 (a
-    row settled by the rounds skips the rest of them; one that falls back adds the general path)."""
+    ROUNDS): statistics, each round and the gather (which also weighs the draw's tiles) read it
+    once each, ROUNDS + 2 (a row settled by the rounds skips the rest of them; the draw reads one
+    tile a sample; one that falls back adds the general path)."""
     if split_rounds is not None:
-        return split_rounds + 3.0
+        return split_rounds + 2.0
     if fast:
         return 3.0
     return 2.0 + 3.0 * top_k_search + 2.0 * rounds

@@ -3,8 +3,8 @@
 Implementations, on the same float32 logits:
   impl=triton       kernels.sampling.sample: thresholds by multi-pivot bisection, no sort, no
                     host sync (seed passed in). Small B: each row split over C programs
-                    (SPLIT_TABLE; a few launches, inverse-CDF draw); else one program per row
-                    (Gumbel-max draw). top_k a small Python int keeps one program per row.
+                    (SPLIT_TABLE; ROUNDS + 2 launches, inverse-CDF draw); else one program per
+                    row (Gumbel-max draw). top_k a small Python int keeps one program per row.
   impl=torch-sort   kernels.sampling.sample_sorted: topk + sort + softmax + cumsum + scatter +
                     multinomial, as Hugging Face's logits warpers do it (the usual eager path)
 Two logit shapes, because the sort-free search costs what the kept set's shape makes it cost:
@@ -26,7 +26,10 @@ Full (GPU): V = 32000, 49152, 128256, 151936 (Llama-2, SmolLM2, Llama-3, Qwen2) 
 Small (CPU, interpreter): V = 300 × B = 2.
 
 `tune()` times candidate split settings per (V, B, dist) with CUDA-graph replays and prints the
-best beside torch-sort: how kernels.sampling.SPLIT_TABLE is set.
+best beside torch-sort: how kernels.sampling.SPLIT_TABLE is set. `compare()` prints eager and
+graph latency against torch-sort at B = 1, 8, 32 with the host time of a call, and times
+variants of the table's settings; `kernel_times()` and `compiled_kernels()` say where the GPU
+time goes (per kernel) and what limits occupancy (registers, spills).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 import triton
 
+import kernels.sampling as kernels_sampling
 from kernels.sampling import (
     SPLIT_MODES,
     SPLIT_TABLE,
@@ -50,7 +54,7 @@ from kernels.sampling import (
     split_modes,
 )
 from lab.benchmarks._common import bench_measure
-from lab.measure.timing import time_fn
+from lab.measure.timing import MeasureConfig, time_fn
 from lab.records import Recorder
 
 SETTINGS = {  # dist -> (temperature, top_k, top_p, min_p)
@@ -166,6 +170,8 @@ TUNE_VARIANTS = (  # over the table's row for B, at its chunk; each new NP/BLOCK
     dict(NP=16, ROUNDS=3),
     dict(NP=64, ROUNDS=1, BLOCK=512),  # one launch less; [BLOCK/4, 64] accumulators
     dict(BLOCK=512, num_warps=4),
+    dict(BLOCK=1024, num_warps=8),
+    dict(maxnreg=128),  # the gather's register cap
 )
 _SPIN = 50_000  # GPU cycles of torch.cuda._sleep before an eager sample: hides the first launch's host time
 
@@ -173,8 +179,9 @@ _SPIN = 50_000  # GPU cycles of torch.cuda._sleep before an eager sample: hides 
 def tune_configs(B: int, V: int) -> list[dict]:
     """Split settings to try at (B, V): the table's row for B at the TUNE_CHUNKS lengths, then
     TUNE_VARIANTS at its own chunk; B beyond TUNE_CHUNKS: a 2-way split only."""
-    base = dict(next((r for r in SPLIT_TABLE if B <= r["max_b"]), SPLIT_TABLE[-1]))
+    base = dict(next((r for r in SPLIT_TABLE if B <= r["max_b"] and V <= r.get("max_v", V)), SPLIT_TABLE[-1]))
     base.pop("max_b")
+    base.pop("max_v", None)
     if B not in TUNE_CHUNKS:
         return [dict(base, chunk=triton.cdiv(V, 2))]
     out = [dict(base, chunk=c) for c in TUNE_CHUNKS[B]] + [dict(base, **v) for v in TUNE_VARIANTS]
@@ -182,7 +189,8 @@ def tune_configs(B: int, V: int) -> list[dict]:
 
 
 def _label(cfg: dict) -> str:
-    return f"chunk={cfg['chunk']} NP={cfg['NP']} R={cfg['ROUNDS']} CAP={cfg['CAP']} BLOCK={cfg['BLOCK']} w{cfg['num_warps']}"
+    regs = f" regs<={cfg['maxnreg']}" if cfg.get("maxnreg") else ""
+    return f"chunk={cfg['chunk']} NP={cfg['NP']} R={cfg['ROUNDS']} CAP={cfg['CAP']} BLOCK={cfg['BLOCK']} w{cfg['num_warps']}{regs}"
 
 
 def _time_us(fn, reps: int) -> tuple[float | None, float]:
@@ -252,10 +260,149 @@ def tune(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32, 256), dists=("flat", "
                         print(f"  WRONG {name} at V={V} B={B} {dist}: a token outside the kept set", flush=True)
                     got[name] = (g_us, e_us, ok, cfg)
                     rows.append(dict(shape, impl=name, config=cfg, graph_us=g_us, eager_us=e_us, ok=ok))
-                print(_tune_line(shape, got, top, lambda c: split_modes(logits, T, k, p, mp, config={"split": c})[0]), flush=True)
+                print(_tune_line(shape, got, top, lambda c: split_modes(logits, T, k, p, mp, config={"split": c}, with_mask=False)[0]), flush=True)
                 del logits, support, cands
-                torch.cuda.empty_cache()
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+    print(suggest_table(rows), flush=True)
     return rows
+
+
+def suggest_table(rows: list[dict], dist: str = "flat") -> str:
+    """SPLIT_TABLE rows from tune()'s: per B, the split setting timed at every V whose times are
+    closest to each V's fastest (geometric mean of time / fastest; graph µs, else eager)."""
+    us = lambda r: r["graph_us"] if r["graph_us"] is not None else r["eager_us"]
+    lines = ["SPLIT_TABLE suggestion (paste into kernels/sampling.py; max_b: widen to cover the Bs between):"]
+    for B in sorted({r["B"] for r in rows}):
+        mine = [r for r in rows if r["B"] == B and r["dist"] == dist and r["config"] is not None and r["ok"]]
+        Vs = sorted({r["V"] for r in mine})
+        if not Vs:
+            continue
+        fastest = {V: min(us(r) for r in mine if r["V"] == V) for V in Vs}
+        score = {}
+        for r in mine:
+            score.setdefault(r["impl"], []).append(us(r) / fastest[r["V"]])
+        full = {name: float(np.exp(np.mean(np.log(v)))) for name, v in score.items() if len(v) == len(Vs)}
+        if not full:
+            continue
+        name = min(full, key=full.get)
+        cfg = next(r["config"] for r in mine if r["impl"] == name)
+        torch_us = {r["V"]: us(r) for r in rows if r["B"] == B and r["dist"] == dist and r["impl"] == "torch-sort"}
+        mine_us = {r["V"]: us(r) for r in mine if r["impl"] == name}
+        vs = ", ".join(f"V={V}: x{torch_us[V] / mine_us[V]:.1f}" for V in Vs if V in torch_us)
+        fields = ", ".join(f"{key}={cfg[key]}" for key in ("chunk", "NP", "ROUNDS", "CAP", "BLOCK", "num_warps", "maxnreg") if cfg.get(key) is not None)
+        lines.append(f"    dict(max_b={B}, {fields}),  # {full[name]:.2f}x the fastest per V; vs torch-sort {vs}")
+    return "\n".join(lines)
+
+
+def compare(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32), dists=("flat", "peaked"), reps: int = 30,
+            variants: dict | None = None, device: str = "cuda") -> list[dict]:
+    """Eager and CUDA-graph latency of sample() against torch-sort at every (V, B, dist), on the
+    suite's harness (time_fn: L2 flushed before every eager call, the GPU kept busy while the
+    first launch is enqueued, as `latency_ms`), and the host time of one eager call (`host_us`:
+    perf_counter around it while the GPU sleeps, i.e. what the launches cost the CPU; at B = 1
+    flat also with every launch through Triton's JIT path (kernels.sampling.DIRECT_LAUNCH off),
+    and with no launch at all: the launcher's own Python and allocations).
+    Rows 0-1 of our tokens must lie in reference_probs' support. `variants` (label -> split
+    settings over the table's row, or a function (B, V, row) giving them, None to skip) adds
+    their eager/graph µs on flat rows. One line per shape."""
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    eager = MeasureConfig(reps=reps, warmup_ms=20.0, max_time_s=2.0, bootstrap=0)
+    graph = replace(eager, cuda_graph=True)
+    us = lambda fn, cfg: time_fn(fn, dev, cfg).median_ms * 1e3
+    rows = []
+    for V in Vs:
+        for B in Bs:
+            for dist in dists:
+                T, k, p, mp = SETTINGS[dist]
+                logits = make_logits(B, V, dist, dev, gen)
+                support = reference_probs(logits[:2], T, k, p, mp) > 0
+                ours = lambda cfg=None: sample(logits, T, k, p, mp, seed=1234, config=cfg)
+                ok = bool(support.gather(1, ours()[:2, None]).all())
+                row = dict(V=V, B=B, dist=dist, ok=ok,
+                           torch_eager_us=us(lambda: sample_sorted(logits, T, k, p, mp), eager),
+                           torch_graph_us=us(lambda: sample_sorted(logits, T, k, p, mp), graph),
+                           eager_us=us(ours, eager), graph_us=us(ours, graph), host_us=_host_us(ours))
+                if B == 1 and dist == "flat":  # host time with every launch through Triton's JIT; with none
+                    kernels_sampling.DIRECT_LAUNCH = False
+                    row["host_jit_us"] = _host_us(ours)
+                    kernels_sampling.DIRECT_LAUNCH = True
+                    run_launches, kernels_sampling._run_launches = kernels_sampling._run_launches, lambda *a: None
+                    row["host_no_launch_us"] = _host_us(ours)
+                    kernels_sampling._run_launches = run_launches
+                line = (f"V={V} B={B} {dist}: torch {row['torch_eager_us']:.1f}e/{row['torch_graph_us']:.1f}g"
+                        f" | ours {row['eager_us']:.1f}e/{row['graph_us']:.1f}g"
+                        f" | x{row['torch_eager_us'] / row['eager_us']:.2f}e x{row['torch_graph_us'] / row['graph_us']:.2f}g"
+                        f" | host {row['host_us']:.1f} us" + (f" (JIT path {row['host_jit_us']:.1f}, no launch {row['host_no_launch_us']:.1f})"
+                                                              if "host_jit_us" in row else "")
+                        + ("" if ok else " | WRONG: a token outside the kept set"))
+                for label, v in (variants or {}).items() if dist == "flat" else ():
+                    row_cfg = _table_row(B, V)
+                    change = v(B, V, row_cfg) if callable(v) else v
+                    if change is None:  # not tried at this shape
+                        continue
+                    cfg = {"split": {**row_cfg, **change}}
+                    try:
+                        v_ok = bool(support.gather(1, ours(cfg)[:2, None]).all())
+                        g, e = us(lambda: ours(cfg), graph), us(lambda: ours(cfg), eager)
+                    except Exception as ex:  # a setting that does not compile or fit
+                        line += f"\n    {label}: skip ({type(ex).__name__}: {str(ex)[:80]})"
+                        continue
+                    row[label] = (g, e, v_ok)
+                    line += f"\n    {label}: {e:.1f}e/{g:.1f}g" + ("" if v_ok else " WRONG")
+                print(line, flush=True)
+                rows.append(row)
+                del logits, support
+    return rows
+
+
+def _table_row(B: int, V: int) -> dict:
+    row = dict(next((r for r in SPLIT_TABLE if B <= r["max_b"] and V <= r.get("max_v", V)), SPLIT_TABLE[-1]))
+    row.pop("max_b")
+    row.pop("max_v", None)
+    return row
+
+
+def _host_us(fn, reps: int = 20) -> float:
+    """Median perf_counter µs of one fn() while the GPU sleeps (the queue never blocks it)."""
+    fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        torch.cuda._sleep(2_000_000)  # ~1 ms: far longer than any launch sequence here
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e6)
+        torch.cuda.synchronize()
+    return float(np.median(out))
+
+
+def kernel_times(V: int, B: int, dist: str = "flat", calls: int = 20, device: str = "cuda") -> str:
+    """Per-kernel GPU µs of sample() at (V, B, dist) from torch.profiler (CUPTI), one line."""
+    from torch.profiler import ProfilerActivity, profile
+
+    T, k, p, mp = SETTINGS[dist]
+    logits = make_logits(B, V, dist, torch.device(device), torch.Generator(device=device).manual_seed(0))
+    sample(logits, T, k, p, mp, seed=1)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(calls):
+            sample(logits, T, k, p, mp, seed=i)
+        torch.cuda.synchronize()
+    got = [(e.key, e.count, e.device_time_total / e.count) for e in prof.key_averages() if e.count and e.device_time_total > 0]
+    return f"V={V} B={B} {dist}: " + ", ".join(f"{name.replace('_split_', '')} {t:.1f}us" + (f" x{n // calls}" if n != calls else "")
+                                             for name, n, t in got)
+
+
+def compiled_kernels() -> str:
+    """Registers, spills and warps of every kernel the direct-launch plans hold (occupancy)."""
+    seen = {}
+    for plan in kernels_sampling._PLANS.values():
+        for ck in plan:
+            key = (ck.name, ck.n_regs, ck.n_spills, ck.metadata.num_warps)
+            seen[key] = seen.get(key, 0) + 1
+    return "\n".join(f"  {n}: {r} regs, {s} spills, {w} warps" for (n, r, s, w) in sorted(seen))
 
 
 def _tune_line(shape: dict, got: dict, top: int, modes_of) -> str:
