@@ -26,6 +26,12 @@ Biases (added to the scaled scores, all optional, all combinable):
                                    bucket values for distances -R..R is exact and costs O(H·R).
   bias          [B|1, H|1, T, S]   a dense tensor for everything else (reads T·S values per head)
 
+Hopper options (PrefillConfig: tma, warp_specialize, lazy_rescale, maxnreg; the interpreter runs the
+first three): q/K/V through TMA descriptors, Triton's automatic warp specialization (a producer warp
+group and two consumer groups, FA3's layout), FA4's lazy rescale of the accumulator, a register cap.
+At D = 128 the launcher takes WARP_SPECIALIZED without a causal mask and TMA_2CTA otherwise
+(GPU_CONFIGS, default_config: the numbers are there).
+
 Two input layouts:
   padded  q [B, H, T, D],  k/v [B, H_kv, S, D]                -> o [B, H, T, D]
   varlen  q [ΣT, H, D],    k/v [ΣS, H_kv, D], cu_seqlens_q/k [B+1] int32 (FlashAttention-2's
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -50,10 +57,94 @@ SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 # ---------------------------------------------------------------------------------------------
 # Kernel
 # ---------------------------------------------------------------------------------------------
+RESCALE_SLACK = 8.0  # lazy rescale: a row's running max may trail its true max by this much (log2)
+_RESCALE_SLACK = tl.constexpr(RESCALE_SLACK)
+
+
+@triton.jit
+def _load_kv(base, desc, start_n, offs_n, offs_d, stride, seq_k, MASKED: tl.constexpr, USE_TMA: tl.constexpr):
+    """The [BN, D] tile of K or V at keys start_n + offs_n, zeros past seq_k."""
+    if USE_TMA:  # the descriptor's shape is [seq_k, D]: the copy engine zero-fills rows past it
+        tile = desc.load([start_n, 0])
+    else:
+        cols = start_n + offs_n
+        ptrs = base + cols[:, None] * stride + offs_d[None, :]
+        if MASKED:
+            tile = tl.load(ptrs, mask=cols[:, None] < seq_k, other=0.0)
+        else:
+            tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _scores(
+    qk, cols, pos_m, rows, seq_q, seq_k, qk_scale, window, sinks,
+    slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HAS_ALIBI: tl.constexpr, HAS_REL: tl.constexpr, HAS_BIAS: tl.constexpr,
+):
+    """Raw q·kᵀ tile [BM, BN] -> scores with the biases added and hidden keys at -inf. With a bias
+    the tile comes back scaled (softmax scale · log2 e); without, the scale is left to the exp2."""
+    if HAS_ALIBI or HAS_REL or HAS_BIAS:
+        qk = qk * qk_scale  # biases join in the log2 domain
+        if HAS_ALIBI:
+            qk -= (slope * _LOG2E) * tl.abs(pos_m[:, None] - cols[None, :]).to(tl.float32)
+        if HAS_REL:
+            dist = tl.minimum(tl.maximum(cols[None, :] - pos_m[:, None], -rel_r), rel_r)
+            qk += tl.load(rel_base + (dist + rel_r) * stride_rel).to(tl.float32) * _LOG2E
+        if HAS_BIAS:
+            b_ptrs = bias_base + rows[:, None] * stride_bias_t + cols[None, :] * stride_bias_s
+            b_mask = (rows[:, None] < seq_q) & (cols[None, :] < seq_k)
+            qk += tl.load(b_ptrs, mask=b_mask, other=0.0).to(tl.float32) * _LOG2E
+    if MASKED:
+        seen = cols[None, :] < seq_k
+        if CAUSAL:
+            seen = seen & (cols[None, :] <= pos_m[:, None])
+        if HAS_WINDOW:
+            in_window = cols[None, :] > pos_m[:, None] - window
+            if not CAUSAL:
+                in_window = in_window & (cols[None, :] < pos_m[:, None] + window)
+            seen = seen & (in_window | (cols[None, :] < sinks))
+        qk = tl.where(seen, qk, float("-inf"))
+    return qk
+
+
+@triton.jit
+def _softmax_pv(acc, l_i, m_i, qk, v, qk_scale, PRESCALED: tl.constexpr, LAZY_RESCALE: tl.constexpr,
+                DOT_PRECISION: tl.constexpr):
+    """One online-softmax step: fold the scores qk [BM, BN] and the V tile [BN, D] into the running
+    (acc, l, m). A row that has seen only -inf keeps m = -inf and subtracts 0 instead, so exp2
+    gives 0, not NaN (rows with no visible key, -inf dense bias)."""
+    if PRESCALED:
+        m_cur = tl.maximum(m_i, tl.max(qk, 1))
+    else:
+        m_cur = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # scale > 0 commutes with max
+    if LAZY_RESCALE:
+        # FA4: a row's max moves only when it grew past the slack (p stays <= 2^slack: safe in fp32
+        # and bf16), so after the first blocks no row moves and the BM·D rescale of acc is skipped
+        m_new = tl.where(m_cur > m_i + _RESCALE_SLACK, m_cur, m_i)
+    else:
+        m_new = m_cur
+    m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+    if PRESCALED:
+        p = tl.math.exp2(qk - m_sub[:, None])  # [BM, BN]
+    else:
+        p = tl.math.exp2(qk * qk_scale - m_sub[:, None])  # qk·scale - m is one FMA
+    alpha = tl.math.exp2(m_i - m_sub)  # rescales what was accumulated under the old max
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if LAZY_RESCALE:
+        if tl.max((m_new > m_i).to(tl.int32), 0) > 0:  # one block-wide reduction per tile
+            acc = acc * alpha[:, None]
+    else:
+        acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+    return acc, l_i, m_new
+
+
 @triton.jit
 def _attn_tile_loop(
     acc, l_i, m_i, q,  # running state [BM, D], [BM], [BM]; q [BM, D]
-    k_base, v_base, stride_kn, stride_vn,
+    k_base, v_base, k_desc, v_desc, stride_kn, stride_vn,
     lo, hi,  # key range [lo, hi), multiples of BLOCK_N except where it ends at seq_k
     pos_m, rows, offs_n, offs_d,  # [BM] key-position of each query row, [BM] local row, [BN], [D]
     seq_q, seq_k, qk_scale, window, sinks,
@@ -61,55 +152,17 @@ def _attn_tile_loop(
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     HAS_ALIBI: tl.constexpr, HAS_REL: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr, LAZY_RESCALE: tl.constexpr,
 ):
-    for start_n in range(lo, hi, BLOCK_N):
-        cols = start_n + offs_n  # [BN] key positions
-        k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :]
-        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
-        if MASKED:
-            k = tl.load(k_ptrs, mask=cols[:, None] < seq_k, other=0.0)  # [BN, D]
-        else:
-            k = tl.load(k_ptrs)
+    for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPEC):
+        k = _load_kv(k_base, k_desc, start_n, offs_n, offs_d, stride_kn, seq_k, MASKED, USE_TMA)  # [BN, D]
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # [BM, BN] raw scores
-        if HAS_ALIBI or HAS_REL or HAS_BIAS:
-            # biases join in the log2 domain: scale (softmax scale · log2 e) applied here
-            qk = qk * qk_scale
-            if HAS_ALIBI:
-                qk -= (slope * _LOG2E) * tl.abs(pos_m[:, None] - cols[None, :]).to(tl.float32)
-            if HAS_REL:
-                dist = tl.minimum(tl.maximum(cols[None, :] - pos_m[:, None], -rel_r), rel_r)
-                qk += tl.load(rel_base + (dist + rel_r) * stride_rel).to(tl.float32) * _LOG2E
-            if HAS_BIAS:
-                b_ptrs = bias_base + rows[:, None] * stride_bias_t + cols[None, :] * stride_bias_s
-                b_mask = (rows[:, None] < seq_q) & (cols[None, :] < seq_k)
-                qk += tl.load(b_ptrs, mask=b_mask, other=0.0).to(tl.float32) * _LOG2E
-            s_scale = 1.0
-        else:
-            s_scale = qk_scale  # applied inside the exp2 below: qk·scale - m is one FMA
-        if MASKED:
-            seen = cols[None, :] < seq_k
-            if CAUSAL:
-                seen = seen & (cols[None, :] <= pos_m[:, None])
-            if HAS_WINDOW:
-                in_window = cols[None, :] > pos_m[:, None] - window
-                if not CAUSAL:
-                    in_window = in_window & (cols[None, :] < pos_m[:, None] + window)
-                seen = seen & (in_window | (cols[None, :] < sinks))
-            qk = tl.where(seen, qk, float("-inf"))
-        # online softmax; a row that has seen only -inf keeps m = -inf and subtracts 0 instead,
-        # so exp2 gives 0, not NaN (rows with no visible key, -inf dense bias)
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * s_scale)  # scale > 0 commutes with max
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(qk * s_scale - m_sub[:, None])  # [BM, BN]
-        alpha = tl.math.exp2(m_i - m_sub)  # rescales what was accumulated under the old max
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if MASKED:
-            v = tl.load(v_ptrs, mask=cols[:, None] < seq_k, other=0.0)  # [BN, D]
-        else:
-            v = tl.load(v_ptrs)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-        m_i = m_new
+        qk = _scores(qk, start_n + offs_n, pos_m, rows, seq_q, seq_k, qk_scale, window, sinks,
+                     slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
+                     MASKED, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS)
+        v = _load_kv(v_base, v_desc, start_n, offs_n, offs_d, stride_vn, seq_k, MASKED, USE_TMA)
+        acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, qk, v, qk_scale, HAS_ALIBI or HAS_REL or HAS_BIAS,
+                                    LAZY_RESCALE, DOT_PRECISION)
     return acc, l_i, m_i
 
 
@@ -122,10 +175,12 @@ def _attn_fwd(
     stride_ob, stride_oh, stride_ot,
     stride_slope_b, stride_slope_h, stride_rel_h, stride_rel, rel_r,
     stride_bias_b, stride_bias_h, stride_bias_t, stride_bias_s,
-    H, G, qk_scale, window, sinks, T, S, t_bucket, s_bucket,  # the buckets only key the autotuner
+    H, G, qk_scale, window, sinks, T, S, t_bucket, s_bucket, tma_ok,  # the last three only key the autotuner
     HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SINKS: tl.constexpr,
     HAS_ALIBI: tl.constexpr, HAS_REL: tl.constexpr, HAS_BIAS: tl.constexpr, VARLEN: tl.constexpr,
+    EVEN_S: tl.constexpr,  # S a multiple of every BLOCK_N (padded layout): the last key block needs no mask
     DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr, LAZY_RESCALE: tl.constexpr,
 ):
     # heaviest query blocks (last rows: most keys under causal) first, to shorten the tail
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -144,20 +199,31 @@ def _attn_fwd(
         seq_q = T
         seq_k = S
     m0 = pid_m * BLOCK_M
-    if m0 >= seq_q:  # varlen: this sequence is shorter than the longest
-        return
+    if VARLEN:
+        if m0 >= seq_q:  # this sequence is shorter than the longest
+            return
     b64 = b.to(tl.int64)
     q_base = Q + b64 * stride_qb + h * stride_qh + q_start * stride_qt
     k_base = K + b64 * stride_kb + h_kv * stride_kh + k_start * stride_kn
     v_base = V + b64 * stride_vb + h_kv * stride_vh + k_start * stride_vn
     o_base = O + b64 * stride_ob + h * stride_oh + q_start * stride_ot
+    if USE_TMA:  # this head's keys as a [seq_k, D] tensor: one 128-byte descriptor write per program and tensor
+        k_desc = tl.make_tensor_descriptor(k_base, [seq_k, HEAD_DIM], [stride_kn, 1], [BLOCK_N, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(v_base, [seq_k, HEAD_DIM], [stride_vn, 1], [BLOCK_N, HEAD_DIM])
+    else:
+        k_desc = k_base
+        v_desc = v_base
 
     rows = m0 + tl.arange(0, BLOCK_M)  # [BM] local query rows
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     shift = seq_k - seq_q  # bottom-right alignment: query t sits at key position t + shift
     pos_m = rows + shift
-    q = tl.load(q_base + rows[:, None] * stride_qt + offs_d[None, :], mask=rows[:, None] < seq_q, other=0.0)
+    if USE_TMA:  # (Hopper warp specialization also wants q through a descriptor)
+        q_desc = tl.make_tensor_descriptor(q_base, [seq_q, HEAD_DIM], [stride_qt, 1], [BLOCK_M, HEAD_DIM])
+        q = q_desc.load([m0, 0])
+    else:
+        q = tl.load(q_base + rows[:, None] * stride_qt + offs_d[None, :], mask=rows[:, None] < seq_q, other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -197,55 +263,140 @@ def _attn_fwd(
     full_lo = tl.minimum(tl.maximum(full_lo, lo), hi)
     full_hi = tl.maximum(tl.minimum(full_hi, hi), full_lo)
 
-    if HAS_SINKS:  # sink keys below the window's first block, masked (they may be few)
-        sink_hi = tl.minimum(tl.cdiv(tl.minimum(sinks, hi), BLOCK_N) * BLOCK_N, lo)
+    if WARP_SPEC:
+        # Triton 3.6's Hopper warp specialization takes one loop per kernel (a second loop or an early
+        # return fails the pass): every key block in one loop, masked throughout unless S is even.
+        # _ws_ok keeps causal, window, sinks, biases and varlen off this path: only the sequence end
+        # is ever masked here
         acc, l_i, m_i = _attn_tile_loop(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, 0, sink_hi,
+            acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, stride_kn, stride_vn, lo, hi,
             pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
             slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
-            True, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION)
-    acc, l_i, m_i = _attn_tile_loop(  # window's lower edge
-        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, lo, full_lo,
-        pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
-        slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
-        True, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION)
-    acc, l_i, m_i = _attn_tile_loop(  # interior: no masks
-        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, full_lo, full_hi,
-        pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
-        slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
-        False, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION)
-    acc, l_i, m_i = _attn_tile_loop(  # causal diagonal / sequence end
-        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, full_hi, hi,
-        pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
-        slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
-        True, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION)
+            not EVEN_S, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION,
+            USE_TMA, True, LAZY_RESCALE)
+    else:
+        if HAS_SINKS:  # sink keys below the window's first block, masked (they may be few)
+            sink_hi = tl.minimum(tl.cdiv(tl.minimum(sinks, hi), BLOCK_N) * BLOCK_N, lo)
+            acc, l_i, m_i = _attn_tile_loop(
+                acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, stride_kn, stride_vn, 0, sink_hi,
+                pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
+                slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
+                True, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION,
+                USE_TMA, False, LAZY_RESCALE)
+        acc, l_i, m_i = _attn_tile_loop(  # window's lower edge
+            acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, stride_kn, stride_vn, lo, full_lo,
+            pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
+            slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
+            True, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION,
+            USE_TMA, False, LAZY_RESCALE)
+        acc, l_i, m_i = _attn_tile_loop(  # interior: no masks
+            acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, stride_kn, stride_vn, full_lo, full_hi,
+            pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
+            slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
+            False, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION,
+            USE_TMA, False, LAZY_RESCALE)
+        acc, l_i, m_i = _attn_tile_loop(  # causal diagonal / sequence end
+            acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, stride_kn, stride_vn, full_hi, hi,
+            pos_m, rows, offs_n, offs_d, seq_q, seq_k, qk_scale, window, sinks,
+            slope, rel_base, stride_rel, rel_r, bias_base, stride_bias_t, stride_bias_s,
+            True, CAUSAL, HAS_WINDOW, HAS_ALIBI, HAS_REL, HAS_BIAS, BLOCK_N, DOT_PRECISION,
+            USE_TMA, False, LAZY_RESCALE)
 
     l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows that saw no key: acc is 0, output 0
-    o = acc / l_i[:, None]
-    tl.store(o_base + rows[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty), mask=rows[:, None] < seq_q)
+    o = (acc / l_i[:, None]).to(O.dtype.element_ty)
+    if WARP_SPEC:  # as the tutorial's warp-specialized kernel does (rows past seq_q are clipped)
+        o_desc = tl.make_tensor_descriptor(o_base, [seq_q, HEAD_DIM], [stride_ot, 1], [BLOCK_M, HEAD_DIM])
+        o_desc.store([m0, 0], o)
+    else:
+        tl.store(o_base + rows[:, None] * stride_ot + offs_d[None, :], o, mask=rows[:, None] < seq_q)
 
 
 # ---------------------------------------------------------------------------------------------
 # Configs: autotuned on the GPU, one fixed small config under TRITON_INTERPRET (the interpreter
-# would otherwise "benchmark" every config in numpy)
+# would otherwise "benchmark" every config in numpy). Set from lab.benchmarks.attention_prefill.tune().
 # ---------------------------------------------------------------------------------------------
-def _gpu_configs() -> list[triton.Config]:
-    # (BLOCK_M, BLOCK_N, num_warps, num_stages). FA2 on Hopper: 128×64-128 tiles, 8 warps,
-    # 2-3 stages of K/V in shared memory; smaller tiles for short sequences and D <= 64
-    shapes = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
+@dataclass(frozen=True)
+class PrefillConfig:
+    """One launch config: tile sizes, warps, pipeline stages, and Hopper options (off by default).
+
+    tma: read K/V through device-side tensor descriptors (TMA bulk copies into shared memory, rows
+      past the sequence zero-filled by the copy engine) instead of per-thread pointer loads. Costs one
+      128-byte descriptor write per program and tensor. Needs sm_90+ and 16-byte aligned bases and
+      strides; other inputs take the pointer path.
+    warp_specialize: Triton's automatic warp specialization (tl.range(..., warp_specialize=True)):
+      on sm_90 a producer warp group issues the TMA copies and two consumer groups of num_warps
+      warps each take half of the BLOCK_M rows (FA3's layout). Needs tma, bf16/fp16 and at most 2
+      stages; only non-causal attention without window, sinks, biases or varlen (_ws_ok says why)
+      is specialized, the rest runs unspecialized on 2·num_warps warps.
+    lazy_rescale: FA4's conditional rescale: a row's max moves only when it grows by more than
+      RESCALE_SLACK (log2), and the BLOCK_M·D multiply of the accumulator is skipped when no row moved.
+    maxnreg: registers per thread cap (None: the compiler's choice).
+    """
+
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+    tma: bool = False
+    warp_specialize: bool = False
+    lazy_rescale: bool = False
+    maxnreg: int | None = None
+
+    def __str__(self) -> str:
+        flags = [n for n, on in (("tma", self.tma), ("ws", self.warp_specialize),
+                                 ("lazy", self.lazy_rescale)) if on]
+        reg = [f"r{self.maxnreg}"] if self.maxnreg else []
+        return "+".join([f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"] + flags + reg)
+
+    def check(self):
+        pow2 = lambda x, lo, hi: lo <= x <= hi and x & (x - 1) == 0
+        if not (pow2(self.block_m, 16, 256) and pow2(self.block_n, 16, 256) and pow2(self.num_warps, 1, 16) and self.num_stages >= 1):
+            _fail("config", f"needs block_m, block_n in 16..256 and num_warps in 1..16 (powers of two), num_stages >= 1; got {self!r}")
+        if self.warp_specialize and (not self.tma or self.lazy_rescale or self.num_stages > 2):
+            # the producer warps issue TMA copies; a branch in the loop leaves it unspecialized; with
+            # 3 stages Triton 3.6 wrote NaNs on an H200
+            _fail("config", f"warp_specialize needs tma, no lazy_rescale and num_stages <= 2; got {self!r}")
+        if self.maxnreg is not None and not 24 <= self.maxnreg <= 255:
+            _fail("config", f"maxnreg must be in 24..255 or None, got {self.maxnreg}")
+
+    def meta(self) -> dict:
+        """The kernel's compile-time arguments."""
+        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, USE_TMA=self.tma, WARP_SPEC=self.warp_specialize,
+                    LAZY_RESCALE=self.lazy_rescale)
+
+    def launch_options(self) -> dict:
+        opts = dict(num_warps=self.num_warps, num_stages=self.num_stages)
+        return opts | ({"maxnreg": self.maxnreg} if self.maxnreg else {})
+
+    def triton_config(self) -> triton.Config:
+        return triton.Config(self.meta(), **self.launch_options())
+
+
+# tune() on an H200 (bf16, B·S = 16K, D = 128, S = 4K-16K; TFLOP/s as a fraction of SDPA-cuDNN's):
+# the plain 128×64, 8-warp, 3-stage tiles reach 0.79-0.82x. Capped at 128 registers with TMA loads
+# and 2 stages (96 KB of shared memory), two programs share an SM, one's softmax beside the other's
+# wgmma: 0.81-0.86x, causal included. Warp-specialized (a producer warp group, two consumer
+# groups), non-causal: 0.88-0.90x. TMA alone (1 program per SM) or the lazy rescale alone: 3-10 %
+# slower; the lazy rescale on top of TMA_2CTA: within noise.
+TMA_2CTA = PrefillConfig(128, 64, 8, 2, tma=True, maxnreg=128)
+WARP_SPECIALIZED = PrefillConfig(128, 128, 4, 2, tma=True, warp_specialize=True)
+# What the autotuner tries: FA2 tiles (128×64-128, 8 warps, 2-3 stages; smaller ones for short
+# sequences and D <= 64), then the two above (pruned where the launch cannot take them)
+GPU_CONFIGS = [PrefillConfig(m, n, w, s) for m, n, w, s in
+               [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]] + [TMA_2CTA, WARP_SPECIALIZED]
+INTERPRET_CONFIG = PrefillConfig(16, 16, 1, 1)  # small, so CPU tests cross many block edges
+_tuned = None
 
 
 def _prune(configs, named_args, **kwargs):
-    # tiny T wastes 128-row blocks; 128 rows × D=128 on 4 warps spills registers
+    # tiny T wastes 128-row blocks; 128 rows × D=128 on 4 warps spills registers (warp-specialized:
+    # 4 warps for each 64-row half); TMA needs aligned inputs
     T, D = named_args.get("T", 0), kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM", 128))
+    tma_ok = named_args.get("tma_ok", 0)
     keep = [c for c in configs if not (T <= 64 and c.kwargs["BLOCK_M"] > 64)
-            and not (D >= 128 and c.kwargs["BLOCK_M"] == 128 and c.num_warps == 4)]
-    return keep or configs
-
-
-INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}  # small, so CPU tests cross many block edges
-_tuned = None
+            and not (D >= 128 and c.kwargs["BLOCK_M"] == 128 and c.num_warps == 4 and not c.kwargs["WARP_SPEC"])
+            and (tma_ok or not c.kwargs["USE_TMA"]) and (_ws_ok(kwargs) or not c.kwargs["WARP_SPEC"])]
+    return keep or [c for c in configs if not (c.kwargs["USE_TMA"] or c.kwargs["WARP_SPEC"])]
 
 
 def _interpreting() -> bool:
@@ -257,28 +408,76 @@ def _autotuning() -> bool:
     return os.environ.get("LAB_AUTOTUNE", "1") != "0"
 
 
-def default_config(D: int, T: int) -> triton.Config:
-    """The heuristic pick when not autotuning."""
-    m = 64 if T <= 64 else 128
-    return triton.Config({"BLOCK_M": m, "BLOCK_N": 64}, num_warps=8 if m == 128 else 4, num_stages=3)
+def default_config(D: int, T: int, warp_specialized: bool = False, biased: bool = False) -> PrefillConfig:
+    """The heuristic pick when not autotuning. warp_specialized: the launch can take WARP_SPECIALIZED
+    and S is a multiple of 256 (where it was timed); biased: a dense or relative bias tensor is read
+    in the loop (its registers do not fit TMA_2CTA's cap)."""
+    if T <= 64:
+        return PrefillConfig(64, 64, 4, 3)
+    if D == 128 and not biased:
+        return WARP_SPECIALIZED if warp_specialized else TMA_2CTA
+    return PrefillConfig(128, 64, 8, 3)
 
 
 def _bucket(n: int) -> int:
     return max(int(n), 1).bit_length()  # log2 class: a new length reuses the tuning of its class
 
 
-def _launch(grid, *args, T: int, S: int, **meta):
+def _tma_ok(*tensors: torch.Tensor) -> bool:
+    """TMA descriptors want 16-byte aligned base addresses and row strides (and sm_90+)."""
+    if not _interpreting() and (not torch.cuda.is_available() or torch.cuda.get_device_capability(tensors[0].device)[0] < 9):
+        return False
+    return all(x.data_ptr() % 16 == 0 and all(s * x.element_size() % 16 == 0 for s in x.stride()[:-1]) for x in tensors)
+
+
+def _scratch_alloc(size: int, alignment: int, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _ensure_allocator():
+    """Device-side descriptors are written to a global scratch buffer that Triton asks its
+    allocator for at launch; set ours only where nobody has set one."""
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_scratch_alloc)
+
+
+def _ws_ok(meta: dict) -> bool:
+    # Triton 3.6's Hopper warp specialization wants one loop, no early return (no sinks, no varlen),
+    # only descriptor loads in the loop (no bias tensors) and wgmma dots (fp32 takes FMA dots); and
+    # on an H200 it got row-dependent masks and biases wrong (causal, window, ALiBi: errors ~0.3)
+    # while masks on key columns alone (the sequence end) came out right
+    off = ("CAUSAL", "HAS_WINDOW", "HAS_ALIBI", "VARLEN", "HAS_SINKS", "HAS_BIAS", "HAS_REL")
+    return not any(meta[name] for name in off) and meta["DOT_PRECISION"] != "ieee"
+
+
+def _launch(grid, *args, T: int, S: int, tma_ok: bool, config: PrefillConfig | None, **meta):
     global _tuned
-    if _interpreting():
-        _attn_fwd[grid(INTERPRET_CONFIG)](*args, T, S, 0, 0, **meta, **INTERPRET_CONFIG)
-    elif not _autotuning():
-        c = default_config(meta["HEAD_DIM"], T)
-        _attn_fwd[grid(c.kwargs)](*args, T, S, 0, 0, **meta, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
-    else:
+    keys = (T, S, _bucket(T), _bucket(S), int(tma_ok))
+    if not _interpreting() and config is None and _autotuning():
         if _tuned is None:
-            _tuned = triton.autotune(_gpu_configs(), key=["HEAD_DIM", "CAUSAL", "HAS_WINDOW", "t_bucket", "s_bucket"],
+            # keyed also on what _prune reads: a tuned pick must not reach inputs it cannot run on
+            key = ["HEAD_DIM", "CAUSAL", "HAS_WINDOW", "t_bucket", "s_bucket", "tma_ok", "EVEN_S",
+                   "HAS_ALIBI", "VARLEN", "HAS_SINKS", "HAS_BIAS", "HAS_REL", "DOT_PRECISION"]
+            _tuned = triton.autotune([c.triton_config() for c in GPU_CONFIGS], key=key,
                                      prune_configs_by={"early_config_prune": _prune})(_attn_fwd)
-        _tuned[grid](*args, T, S, _bucket(T), _bucket(S), **meta)
+        if tma_ok and any(c.tma for c in GPU_CONFIGS):
+            _ensure_allocator()
+        _tuned[grid](*args, *keys, **meta)
+        return
+    c = config or (INTERPRET_CONFIG if _interpreting() else default_config(
+        meta["HEAD_DIM"], T, tma_ok and _ws_ok(meta) and meta["EVEN_S"], meta["HAS_BIAS"] or meta["HAS_REL"]))
+    if c.warp_specialize and not (tma_ok and _ws_ok(meta)):  # the two consumer warp groups' warps, unspecialized
+        c = replace(c, warp_specialize=False, num_warps=2 * c.num_warps)
+    if c.tma and not tma_ok:  # (a register cap set for the TMA path would spill the pointer path)
+        c = replace(c, tma=False, maxnreg=None)
+    if _interpreting():  # runs descriptors in numpy; warps, stages and warp specialization mean nothing there
+        _attn_fwd[grid(c.meta())](*args, *keys, **meta, **c.meta())
+        return
+    if c.tma:
+        _ensure_allocator()
+    _attn_fwd[grid(c.meta())](*args, *keys, **meta, **c.meta(), **c.launch_options())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +508,7 @@ def flash_attention(
     cu_seqlens_k: torch.Tensor | None = None,
     max_seqlen_q: int | None = None,
     out: torch.Tensor | None = None,
+    config: PrefillConfig | None = None,
 ) -> torch.Tensor:
     """softmax(q·kᵀ·scale + biases, masked) · v, without materializing the scores.
 
@@ -316,6 +516,8 @@ def flash_attention(
     Varlen: q ``(ΣT, H, D)``, k/v ``(ΣS, H_kv, D)`` with ``cu_seqlens_q/k`` ``(B+1,)`` int32
     (cu_seqlens_k defaults to cu_seqlens_q) -> ``(ΣT, H, D)``; ``max_seqlen_q`` sizes the grid
     (when omitted it is read off cu_seqlens_q: one device-to-host sync).
+    config: the launch config (default: autotuned over GPU_CONFIGS; default_config with
+    LAB_AUTOTUNE=0); a tma config on inputs TMA cannot read runs the pointer path.
     See the module docstring for causal alignment, window, sinks and the three bias forms.
     """
     varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
@@ -379,6 +581,10 @@ def flash_attention(
     if sinks and window is None:
         _fail("sinks", "only mean something with a window (without one every key is seen); pass window=W")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if config is not None:
+        if not isinstance(config, PrefillConfig):
+            _fail("config", f"must be a PrefillConfig or None, got {type(config).__name__}")
+        config.check()
 
     dummy = q  # stands in for absent optional pointers; never read (its flag is off)
     slopes, slope_strides = dummy, (0, 0)
@@ -425,10 +631,10 @@ def flash_attention(
         grid, q, k, v, out, cu_q, cu_k, slopes, rel, dense,
         *q_strides, *k_strides, *v_strides, *o_strides,
         *slope_strides, *rel_strides, rel_r, *bias_strides,
-        H, G, scale * LOG2E, window or 0, sinks, T=T, S=S,
+        H, G, scale * LOG2E, window or 0, sinks, T=T, S=S, tma_ok=_tma_ok(q, k, v, out), config=config,
         HEAD_DIM=D, CAUSAL=bool(causal), HAS_WINDOW=window is not None, HAS_SINKS=sinks > 0,
         HAS_ALIBI=alibi_slopes is not None, HAS_REL=rel_bias is not None, HAS_BIAS=bias is not None,
-        VARLEN=varlen, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        VARLEN=varlen, EVEN_S=not varlen and S % 256 == 0, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )
     return out
 

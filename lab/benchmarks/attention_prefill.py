@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.attention_prefill import attention_reference, bytes_moved, flash_attention, flops
+from kernels.attention_prefill import TMA_2CTA, WARP_SPECIALIZED, PrefillConfig, attention_reference, bytes_moved, flash_attention, flops
 from lab.benchmarks._common import bench_dtype, bench_measure, rel_err
 from lab.records import Recorder
 
@@ -100,48 +100,55 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
 
 
 # ---- tuning -----------------------------------------------------------------------------------
-TUNE_TILES = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 5), (128, 128, 8, 2),
-              (128, 128, 8, 3), (128, 32, 8, 4), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 4, 3)]  # (BLOCK_M, BLOCK_N, warps, stages)
+# (B, H, H_kv, T, S, D, causal): the three shapes under 0.8x SDPA-cuDNN at S >= 4K, then two controls
+TUNE_SHAPES = [(4, 32, 32, 4096, 4096, 128, False), (2, 32, 32, 8192, 8192, 128, False), (4, 32, 8, 4096, 4096, 128, True),
+               (4, 32, 32, 4096, 4096, 128, True), (1, 32, 32, 16384, 16384, 128, False)]
+TUNE_CONFIGS = [
+    PrefillConfig(128, 64, 8, 3),  # the plain FA2 tile (the LAB_AUTOTUNE=0 default before the Hopper options)
+    TMA_2CTA, PrefillConfig(128, 64, 8, 2, tma=True, lazy_rescale=True, maxnreg=128),
+    # warp-specialized (non-causal only): a producer warp group and two consumer groups of 4 warps,
+    # 64 rows each (3 stages: NaNs with Triton 3.6, refused by PrefillConfig.check)
+    PrefillConfig(128, 64, 4, 2, tma=True, warp_specialize=True), WARP_SPECIALIZED,
+]
 
 
-def tune(shape_list=((4, 32, 32, 4096, 4096, 128, False), (4, 32, 8, 4096, 4096, 128, False)),
-         tiles=TUNE_TILES) -> list[dict]:
-    """Time each tile config alone (the autotuner given one config at a time) against SDPA-cuDNN
-    and -flash on the same inputs; prints one line per shape, best first. GPU only."""
-    import triton
+def tune(shape_list=TUNE_SHAPES, configs=TUNE_CONFIGS, rep_ms: int = 150) -> list[dict]:
+    """Time each PrefillConfig alone against SDPA-cuDNN and -flash on the same bf16 inputs, and check
+    its output against cuDNN's (max|o - o_cudnn| / max|o_cudnn|, bf16 rounding: ~1e-2). Prints one
+    line per config: TFLOP/s, then the ratios to cuDNN and flash. GPU only."""
     from triton.testing import do_bench
 
-    import kernels.attention_prefill as ap
-
     dev, rows = torch.device("cuda"), []
-    saved = ap._gpu_configs
-    try:
-        for B, H, H_kv, T, S, D, causal in shape_list:
-            q = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)
-            k = torch.randn(B, H_kv, S, D, device=dev, dtype=torch.bfloat16)
-            v = torch.randn(B, H_kv, S, D, device=dev, dtype=torch.bfloat16)
-            tf = lambda ms: flops(B, H, T, S, D, causal=causal) / ms / 1e9
-            peers = {}
-            for name, (backend, _) in _peers(dev, H != H_kv).items():
-                if backend is not None:
-                    with sdpa_kernel(backend):
-                        peers[name] = tf(do_bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=H != H_kv), return_mode="median"))
-            res = []
-            for m, n, w, s in tiles:
-                ap._gpu_configs = lambda c=(m, n, w, s): [triton.Config({"BLOCK_M": c[0], "BLOCK_N": c[1]}, num_warps=c[2], num_stages=c[3])]
-                ap._tuned = None
-                try:
-                    t = tf(do_bench(lambda: flash_attention(q, k, v, causal=causal), return_mode="median"))
-                except Exception as e:  # out of shared memory, registers …: skip it
-                    print(f"  skip {(m, n, w, s)}: {type(e).__name__}: {str(e)[:100]}")
-                    continue
-                res.append((t, (m, n, w, s)))
-                rows.append(dict(B=B, H=H, H_kv=H_kv, S=S, D=D, causal=causal, tile=(m, n, w, s), tflops=t, **{f"{p}_tflops": x for p, x in peers.items()}))
-            res.sort(reverse=True)
-            cud = peers.get("sdpa-cudnn", float("nan"))
-            print(f"B={B} H={H}/{H_kv} S={S} D={D} causal={causal}: " + " ".join(f"{p} {x:.0f}" for p, x in peers.items())
-                  + " | " + " ".join(f"{c}:{t:.0f}({t / cud:.3f})" for t, c in res[:4]), flush=True)
-            del q, k, v
-    finally:
-        ap._gpu_configs, ap._tuned = saved, None
+    for B, H, H_kv, T, S, D, causal in shape_list:
+        q = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(B, H_kv, S, D, device=dev, dtype=torch.bfloat16)
+        v = torch.randn(B, H_kv, S, D, device=dev, dtype=torch.bfloat16)
+        tf = lambda ms: flops(B, H, T, S, D, causal=causal) / ms / 1e9
+        bench = lambda fn: tf(do_bench(fn, rep=rep_ms, return_mode="median"))
+        peers, ref = {}, None
+        for name, (backend, _) in _peers(dev, H != H_kv).items():
+            if backend is not None:
+                fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=H != H_kv)
+                with sdpa_kernel(backend):
+                    o = fn()
+                    ref = o.float() if name == "sdpa-cudnn" or ref is None else ref
+                    peers[name] = bench(fn)
+        cud, fla = peers.get("sdpa-cudnn", float("nan")), peers.get("sdpa-flash", float("nan"))
+        print(f"B={B} H={H}/{H_kv} S={S} D={D} causal={causal}: cudnn {cud:.0f} flash {fla:.0f} TFLOP/s", flush=True)
+        out = torch.empty_like(q)
+        for c in configs:
+            if c.warp_specialize and causal:  # the launcher would run it unspecialized (_ws_ok)
+                continue
+            try:
+                o = flash_attention(q, k, v, causal=causal, out=out, config=c)
+                err = float((o.float() - ref).abs().max() / ref.abs().max()) if ref is not None else float("nan")
+                t = bench(lambda: flash_attention(q, k, v, causal=causal, out=out, config=c))
+            except Exception as e:  # out of shared memory, a compiler pass that refuses the loop …
+                print(f"  {c!s:30s} skip: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}", flush=True)
+                continue
+            flag = "" if err < 2e-2 else "  WRONG"
+            print(f"  {c!s:30s} {t:5.0f}  {t / cud:.3f}x cudnn  {t / fla:.3f}x flash  err {err:.1e}{flag}", flush=True)
+            rows.append(dict(B=B, H=H, H_kv=H_kv, S=S, D=D, causal=causal, config=str(c), tflops=t, max_rel_err_vs_cudnn=err,
+                             **{f"{p}_tflops": x for p, x in peers.items()}))
+        del q, k, v, out
     return rows

@@ -13,6 +13,13 @@ import torch
 import pytest
 
 from kernels.attention_prefill import (
+    GPU_CONFIGS,
+    TMA_2CTA,
+    WARP_SPECIALIZED,
+    PrefillConfig,
+    _prune,
+    _tma_ok,
+    default_config,
     alibi_slopes_for,
     attention_reference,
     bytes_moved,
@@ -40,7 +47,7 @@ def run_and_check(q, k, v, **kw):
     out = torch.full_like(q, float("nan"))  # poisoned: an element the kernel skips stays NaN
     o = flash_attention(q, k, v, out=out, **kw)
     assert o.data_ptr() == out.data_ptr()
-    ref = attention_reference(q, k, v, **kw)
+    ref = attention_reference(q, k, v, **{n: x for n, x in kw.items() if n != "config"})
     assert not torch.isnan(o).any(), "unwritten or NaN outputs"
     tol = TOL[q.dtype]
     torch.testing.assert_close(o.double(), ref, atol=tol, rtol=tol)
@@ -179,6 +186,79 @@ def test_varlen_equals_padded_per_sequence():
     torch.testing.assert_close(packed[s:], second[0].transpose(0, 1), atol=1e-6, rtol=1e-6)
 
 
+# ---- Hopper options (PrefillConfig) ---------------------------------------------------------
+# On the GPU the configs the sweep times; on the CPU the interpreter runs the same code paths
+# (descriptor loads with their zero fill, the single loop of the warp-specialized path, the lazy
+# rescale's branch) with 32×32 tiles.
+if GPU:
+    OPTION_CONFIGS = [PrefillConfig(128, 64, 8, 3, tma=True), WARP_SPECIALIZED, PrefillConfig(128, 64, 8, 3, lazy_rescale=True), TMA_2CTA]
+else:
+    OPTION_CONFIGS = [PrefillConfig(32, 32, 1, 1, tma=True), PrefillConfig(32, 32, 1, 1, tma=True, warp_specialize=True),
+                      PrefillConfig(32, 32, 1, 1, lazy_rescale=True)]
+OPTION_CASES = [  # B, H, H_kv, T, S, D, causal
+    (2, 4, 2, 150, 150, 128, True),  # GQA, several 128-row blocks, ragged end (causal: not warp-specialized)
+    (1, 4, 4, 40, 256, 64, False),  # S % 256 == 0: the warp-specialized loop runs unmasked
+    (1, 4, 1, 70, 300, 128, False),  # MQA, sequence end inside a key block (masked on every block)
+]
+
+
+@pytest.mark.parametrize("config", OPTION_CONFIGS, ids=str)
+@pytest.mark.parametrize("case", OPTION_CASES, ids=lambda c: "B{}H{}Hkv{}T{}S{}D{}{}".format(*c[:6], "causal" if c[6] else "full"))
+def test_options_match_reference(case, config):
+    B, H, H_kv, T, S, D, causal = case
+    q, k, v = make(B, H, H_kv, T, S, D, torch.bfloat16 if GPU else torch.float16, seed=hash(case) % 2**31)
+    assert _tma_ok(q, k, v)
+    run_and_check(q, k, v, causal=causal, config=config)
+
+
+@pytest.mark.parametrize("config", OPTION_CONFIGS, ids=str)
+def test_options_with_window_sinks_bias_and_varlen(config):
+    # window, sinks, biases and varlen leave the warp-specialized path for the general one
+    q, k, v = make(1, 4, 2, 150, 150, 64, torch.float16, seed=31)
+    g = torch.Generator().manual_seed(32)
+    run_and_check(q, k, v, causal=True, window=40, sinks=3, config=config)
+    run_and_check(q, k, v, causal=False, window=33, bias=torch.randn(1, 4, 150, 150, generator=g).to(DEVICE), config=config)
+    lengths = [37, 150, 1]
+    qv = rand(sum(lengths), 4, 64, dtype=torch.float16, seed_gen=g)
+    kv = rand(sum(lengths), 2, 64, dtype=torch.float16, seed_gen=g)
+    run_and_check(qv, kv, kv, causal=True, cu_seqlens_q=cu(lengths), config=config)
+
+
+@pytest.mark.parametrize("config", OPTION_CONFIGS, ids=str)
+def test_options_when_the_max_keeps_growing(config):
+    # later keys score ever higher: the running max moves by more than RESCALE_SLACK many times,
+    # so the lazy rescale takes both sides of its branch
+    q, k, v = make(1, 2, 2, 130, 400, 64, torch.float16, seed=33)
+    q, k = q.abs(), (k.abs().float() * torch.linspace(0.5, 6.0, 400, device=DEVICE)[:, None]).to(k.dtype)
+    run_and_check(q, k, v, causal=False, config=config)
+
+
+def test_tma_config_on_unaligned_rows_takes_the_pointer_path():
+    # rows of 68 halves (136 bytes) cannot be TMA rows: the config falls back, same answer
+    q, k, v = make(1, 2, 2, 33, 33, 68, torch.float16, seed=34)
+    q, k, v = (x[..., :64] for x in (q, k, v))
+    assert not _tma_ok(q, k, v)
+    cfg = OPTION_CONFIGS[0]
+    assert cfg.tma
+    run_and_check(q, k, v, causal=True, config=cfg)
+
+
+def test_default_and_autotuned_configs_follow_what_the_inputs_allow():
+    assert default_config(128, 4096, warp_specialized=True) == WARP_SPECIALIZED
+    assert default_config(128, 4096) == TMA_2CTA
+    assert default_config(128, 4096, biased=True) == default_config(64, 4096) == PrefillConfig(128, 64, 8, 3)
+    assert default_config(128, 40) == PrefillConfig(64, 64, 4, 3)
+    configs = [c.triton_config() for c in GPU_CONFIGS]
+    meta = dict(HEAD_DIM=128, CAUSAL=False, HAS_WINDOW=False, HAS_ALIBI=False, VARLEN=False, HAS_SINKS=False,
+                HAS_BIAS=False, HAS_REL=False, DOT_PRECISION="tf32")
+    kinds = lambda tma_ok, **kw: {(c.kwargs["USE_TMA"], c.kwargs["WARP_SPEC"]) for c in _prune(configs, dict(T=4096, tma_ok=tma_ok), **(meta | kw))}
+    assert kinds(1) == {(False, False), (True, False), (True, True)}
+    assert kinds(0) == {(False, False)}
+    for name in ("CAUSAL", "HAS_WINDOW", "HAS_ALIBI", "VARLEN", "HAS_SINKS", "HAS_BIAS", "HAS_REL"):
+        assert kinds(1, **{name: True}) == {(False, False), (True, False)}, name
+    assert kinds(1, DOT_PRECISION="ieee") == {(False, False), (True, False)}
+
+
 # ---- launcher errors ------------------------------------------------------------------------
 def test_launcher_errors_name_the_argument(monkeypatch):
     q, k, v = make(1, 4, 2, 8, 8, 64, torch.float16, seed=23)
@@ -196,6 +276,11 @@ def test_launcher_errors_name_the_argument(monkeypatch):
         (dict(alibi_slopes=torch.ones(3, device=DEVICE)), "alibi_slopes must have shape"),
         (dict(rel_bias=torch.ones(4, 8, device=DEVICE)), "rel_bias must have shape"),
         (dict(out=torch.empty(1, 4, 8, 64, device=DEVICE)), "out must be"),
+        (dict(config=dict(block_m=128)), "config must be a PrefillConfig"),
+        (dict(config=PrefillConfig(block_m=96)), "config needs block_m, block_n in 16..256"),
+        (dict(config=PrefillConfig(warp_specialize=True)), "config warp_specialize needs tma"),
+        (dict(config=PrefillConfig(tma=True, warp_specialize=True, lazy_rescale=True)), "config warp_specialize needs tma, no lazy_rescale"),
+        (dict(config=PrefillConfig(num_stages=3, tma=True, warp_specialize=True)), "config warp_specialize needs tma, no lazy_rescale and num_stages <= 2"),
     ]
     for change, msg in bad:
         args = dict(q=q, k=k, v=v) | change
