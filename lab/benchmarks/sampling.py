@@ -325,12 +325,15 @@ def compare(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32), dists=("flat", "pe
                            torch_graph_us=us(lambda: sample_sorted(logits, T, k, p, mp), graph),
                            eager_us=us(ours, eager), graph_us=us(ours, graph), host_us=_host_us(ours))
                 if B == 1 and dist == "flat":  # host time with every launch through Triton's JIT; with none
-                    kernels_sampling.DIRECT_LAUNCH = False
-                    row["host_jit_us"] = _host_us(ours)
-                    kernels_sampling.DIRECT_LAUNCH = True
-                    run_launches, kernels_sampling._run_launches = kernels_sampling._run_launches, lambda *a: None
-                    row["host_no_launch_us"] = _host_us(ours)
-                    kernels_sampling._run_launches = run_launches
+                    run_launches = kernels_sampling._run_launches
+                    try:
+                        kernels_sampling.DIRECT_LAUNCH = False
+                        row["host_jit_us"] = _host_us(ours)
+                        kernels_sampling.DIRECT_LAUNCH = True
+                        kernels_sampling._run_launches = lambda *a: None
+                        row["host_no_launch_us"] = _host_us(ours)
+                    finally:  # a failure here must not leave sample() without launches
+                        kernels_sampling.DIRECT_LAUNCH, kernels_sampling._run_launches = True, run_launches
                 line = (f"V={V} B={B} {dist}: torch {row['torch_eager_us']:.1f}e/{row['torch_graph_us']:.1f}g"
                         f" | ours {row['eager_us']:.1f}e/{row['graph_us']:.1f}g"
                         f" | x{row['torch_eager_us'] / row['eager_us']:.2f}e x{row['torch_graph_us'] / row['graph_us']:.2f}g"
@@ -358,10 +361,9 @@ def compare(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32), dists=("flat", "pe
 
 
 def _table_row(B: int, V: int) -> dict:
-    row = dict(next((r for r in SPLIT_TABLE if B <= r["max_b"] and V <= r.get("max_v", V)), SPLIT_TABLE[-1]))
-    row.pop("max_b")
-    row.pop("max_v", None)
-    return row
+    """The SPLIT_TABLE settings sample() takes at (B, V), without the bucket bounds."""
+    row = kernels_sampling._split_row(B, V) or kernels_sampling.SPLIT_TABLE[-1]
+    return {key: v for key, v in row.items() if key in kernels_sampling.SPLIT_KEYS}
 
 
 def _host_us(fn, reps: int = 20) -> float:

@@ -157,21 +157,27 @@ def wrong_distributions(lg, T, k, p, mp):
     return out
 
 
-@pytest.mark.parametrize("params", STAT_SETS, ids=lambda p: "V{}-T{}-k{}-p{}-minp{}-{}".format(*p))
-def test_samples_follow_reference(params):
-    V, T, k, p, mp, path = params
-    lg = logits_for(1, V, "stat", params[:5])
-    n = N_DRAWS if path == "fast" else N_DRAWS // 2  # rejection rounds are slow in the interpreter
-    tokens = sample_many(lg, n, T, k, p, mp, seed=1234, config=PATHS[path])[0]
+def assert_follows_reference(tokens, lg, T, k, p, mp):
+    """Draws `tokens` from row 0 of `lg` lie in the reference support, pass the chi-square test
+    against reference_probs, and fail it against every plausible bug that changes the law."""
     probs = reference_probs(lg, T, k, p, mp)[0]
     assert (probs[tokens] > 0).all(), "drew a token outside the reference support"
-    counts = torch.bincount(tokens.cpu(), minlength=V)
+    counts = torch.bincount(tokens.cpu(), minlength=lg.shape[-1])
     pval = chi_square_pvalue(counts, probs)
     assert pval > ALPHA, f"chi-square p = {pval:.2e} against the reference"
     for name, wrong in wrong_distributions(lg, T, k, p, mp).items():
         if torch.allclose(wrong[0], probs, atol=1e-3):
             continue  # this bug would not change this distribution
         assert chi_square_pvalue(counts, wrong[0]) < 1e-6, f"a sampler drawing from '{name}' would pass"
+
+
+@pytest.mark.parametrize("params", STAT_SETS, ids=lambda p: "V{}-T{}-k{}-p{}-minp{}-{}".format(*p))
+def test_samples_follow_reference(params):
+    V, T, k, p, mp, path = params
+    lg = logits_for(1, V, "stat", params[:5])
+    n = N_DRAWS if path == "fast" else N_DRAWS // 2  # rejection rounds are slow in the interpreter
+    tokens = sample_many(lg, n, T, k, p, mp, seed=1234, config=PATHS[path])[0]
+    assert_follows_reference(tokens, lg, T, k, p, mp)
 
 
 def test_per_row_parameters_statistically():
@@ -278,15 +284,7 @@ def test_split_samples_follow_reference(params):
     modes, _ = split_modes(lg, T, k, p, mp, config=cfg)
     assert SPLIT_MODES[int(modes[0])] == settles
     tokens = sample_many(lg, N_DRAWS // 2, T, k, p, mp, seed=4321, config=cfg)[0]
-    probs = reference_probs(lg, T, k, p, mp)[0]
-    assert (probs[tokens] > 0).all(), "drew a token outside the reference support"
-    counts = torch.bincount(tokens.cpu(), minlength=V)
-    pval = chi_square_pvalue(counts, probs)
-    assert pval > ALPHA, f"chi-square p = {pval:.2e} against the reference"
-    for name, wrong in wrong_distributions(lg, T, k, p, mp).items():
-        if torch.allclose(wrong[0], probs, atol=1e-3):
-            continue
-        assert chi_square_pvalue(counts, wrong[0]) < 1e-6, f"a sampler drawing from '{name}' would pass"
+    assert_follows_reference(tokens, lg, T, k, p, mp)
 
 
 def test_split_per_row_parameters_statistically():
