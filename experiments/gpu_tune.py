@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 SWEEPS = {  # suite -> keyword arguments of lab.benchmarks.<suite>.tune
-    "wo_matmul": dict(Ms=(1,), schemes=("int4",)),
+    "wo_matmul": dict(Ms=(1,), schemes=("int4", "int4-mma")),
     "attention_decode": {},
     "sampling": {},
     "attention_prefill": {},

@@ -52,6 +52,7 @@ import triton.language as tl
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 GROUP_SIZES = (32, 64, 128)
+LAYOUTS = ("rows", "mma")
 MAX_M = 16
 
 
@@ -64,6 +65,7 @@ class QuantizedWeight:
     group_size: int  # K for int8 per-channel
     shape: tuple[int, int]  # (N, K) of the float weight
     dtype: torch.dtype  # the original weight's dtype: dequantize returns it
+    layout: str = "rows"  # int4: "rows" (uint8 [N, K/2]) | "mma" (int32 words in mma.sync order, pack_mma)
 
     @property
     def symmetric(self) -> bool:
@@ -77,7 +79,11 @@ class QuantizedWeight:
 
     def to(self, device) -> "QuantizedWeight":
         zero = self.zero.to(device) if self.zero is not None else None
-        return QuantizedWeight(self.qweight.to(device), self.scale.to(device), zero, self.bits, self.group_size, self.shape, self.dtype)
+        return replace(self, qweight=self.qweight.to(device), scale=self.scale.to(device), zero=zero)
+
+    def clone(self) -> "QuantizedWeight":
+        zero = self.zero.clone() if self.zero is not None else None
+        return replace(self, qweight=self.qweight.clone(), scale=self.scale.clone(), zero=zero)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +280,245 @@ def _int4_gemv_kernel(
 
 
 # ---------------------------------------------------------------------------------------------
+# int4 through tensor cores: the "mma" layout
+# ---------------------------------------------------------------------------------------------
+# One mma.sync.m16n8k16 takes a 16×16 weight tile as its A operand: lane l = 4g + t holds rows
+# g and g + 8 at 4 k each, 8 codes, i.e. exactly one int32 word of int4 codes. pack_mma stores
+# the codes in that order, so a lane's 16-byte load is the A fragments of 4 MMAs and nothing is
+# rearranged on the GPU (Marlin's idea). x is the B operand (k16 × n8): column g is row g of x,
+# so one MMA serves M = 1..8 (16: two MMAs), the unused columns zero. The MMA's k order is ours
+# to choose as long as A and B agree: slots (2t, 2t+1, 2t+8, 2t+9) hold k = 4t..4t+3 of the 16,
+# so a lane's B fragment is 4 consecutive x values, one 8-byte load.
+#
+# Word j of lane (g, t) in 64-wide chunk c of 16-row tile r covers 4 consecutive k from
+#   kw = 16t + 4j (groups of 64, 128: a lane's x is 16 consecutive values, two 16-byte loads)
+#   kw = 16j + 4t (groups of 32: each MMA stays inside one group, so one scale applies to it)
+# and nibble i (bits 4i..4i+3) holds row 16r + g + 8·(i & 1), k = 64c + kw + _NIBBLE_K[i]:
+# word & 0x000F000F is row g at (k, k+1) as the two halves of A register a0, word >> 4 the same
+# for row g + 8 (a1), >> 8 row g at (k+2, k+3) (a2), >> 12 row g + 8 (a3).
+MMA_ROWS, MMA_K = 16, 64  # a tile of rows, a chunk of k: one 16-byte load per lane
+MMA_N = 8  # rows of x one MMA multiplies (its n)
+_NIBBLE_K = (0, 0, 2, 2, 1, 1, 3, 3)
+
+
+def _mma_view(c: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[nt·16, kc·64] -> (tile, h, g, chunk, j, t, k offset) for either k order."""
+    nt, kc = c.shape[0] // MMA_ROWS, c.shape[1] // MMA_K
+    if group_size >= 64:  # k = 64c + 16t + 4j + r
+        return c.view(nt, 2, 8, kc, 4, 4, 4).transpose(4, 5)
+    return c.view(nt, 2, 8, kc, 4, 4, 4)  # k = 64c + 16j + 4t + r
+
+
+def pack_mma(codes: torch.Tensor, group_size: int) -> torch.Tensor:
+    """int4 codes uint8 [N, K] -> int32 [ceil(N/16), ceil(K/64), 32, 4] in mma.sync fragment
+    order (see above). Padding rows and k hold code 8; the kernel never stores padded rows and
+    multiplies padded k by x = 0."""
+    N, K = codes.shape
+    nt, kc = -(-N // MMA_ROWS), -(-K // MMA_K)
+    c = torch.full((nt * MMA_ROWS, kc * MMA_K), 8, dtype=torch.int64, device=codes.device)
+    c[:N, :K] = codes
+    c = _mma_view(c, group_size)
+    words = torch.zeros((nt, kc, 8, 4, 4), dtype=torch.int64, device=codes.device)  # (tile, chunk, g, t, j)
+    for i, r in enumerate(_NIBBLE_K):
+        words |= c[:, i & 1, :, :, :, :, r].permute(0, 2, 1, 4, 3) << (4 * i)
+    words = torch.where(words >= 2**31, words - 2**32, words)  # the top nibble lands in the sign bit
+    return words.to(torch.int32).view(nt, kc, 32, 4).contiguous()
+
+
+def unpack_mma(words: torch.Tensor, N: int, K: int, group_size: int) -> torch.Tensor:
+    """pack_mma's inverse: int32 [N/16, K/64, 32, 4] -> codes uint8 [N, K]."""
+    nt, kc = words.shape[:2]
+    w = words.to(torch.int64).view(nt, kc, 8, 4, 4) & 0xFFFFFFFF  # (tile, chunk, g, t, j)
+    c = torch.empty((nt * MMA_ROWS, kc * MMA_K), dtype=torch.int64, device=words.device)
+    cv = _mma_view(c, group_size)
+    for i, r in enumerate(_NIBBLE_K):
+        cv[:, i & 1, :, :, :, :, r] = ((w >> (4 * i)) & 0xF).permute(0, 2, 1, 4, 3)
+    return c[:N, :K].to(torch.uint8)
+
+
+# x's dtype -> (mma type, the bits of 2^e whose ulp is 1 (128 in bf16, 1024 in fp16), 1.0 × 2)
+_MMA_TYPES = {1: ("bf16", 0x4300, 0x3F803F80), 2: ("f16", 0x6400, 0x3C003C00)}
+
+
+@functools.lru_cache(maxsize=None)
+def _mma_asm(x_kind: int, cols: tuple[int, ...]) -> tuple[str, str]:
+    """PTX for one word: 3 shifts and 4 LOP3s make (magic + code) pairs, one packed FMA each
+    takes (magic + zero) off (exact: small integers), then mma.sync with x as B and C = 0, and the
+    group scale in float32 onto the accumulators `cols` (0..3: c0..c3 of the m16n8 tile; at M = 1
+    only c0 and c2, column 0, are worth an FMA). Operands: the outputs, then word, x (int64: b0 =
+    x[k], x[k+1], b1 = x[k+2], x[k+3]), s_lo, s_hi, the zero pair of row g and of g + 8, the
+    magic pair, the one pair, and the accumulators' old values."""
+    ty, _, _ = _MMA_TYPES[x_kind]
+    n = len(cols)
+    W, X, SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(n, n + 8)
+    ACC = n + 8
+    lines = [
+        "{",
+        ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;",
+        ".reg .f32 d0, d1, d2, d3;",
+        f"shr.u32 q1, ${W}, 4;", f"shr.u32 q2, ${W}, 8;", f"shr.u32 q3, ${W}, 12;",
+        f"lop3.b32 a0, ${W}, 0x000F000F, ${MAGIC}, 0xEA;",  # 0xEA: (a & b) | c
+        f"lop3.b32 a1, q1, 0x000F000F, ${MAGIC}, 0xEA;",
+        f"lop3.b32 a2, q2, 0x000F000F, ${MAGIC}, 0xEA;",
+        f"lop3.b32 a3, q3, 0x000F000F, ${MAGIC}, 0xEA;",
+        f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
+        f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};",
+        "mov.b32 zr, 0;",
+        f"mov.b64 {{b0, b1}}, ${X};",
+        f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{d0, d1, d2, d3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {{zr, zr, zr, zr}};",
+    ]
+    for o, c in enumerate(cols):
+        lines.append(f"fma.rn.f32 ${o}, d{c}, ${SLO if c < 2 else SHI}, ${ACC + o};")
+    lines.append("}")
+    return "\n".join(lines), ",".join(["=f"] * n + ["r", "l", "f", "f", "r", "r", "r", "r"] + ["f"] * n)
+
+
+@triton.jit
+def _int4_mma_kernel(
+    X, Wt, S, Z, Y,
+    M, N, K, n_tiles, n_chunks,
+    stride_xm, stride_sn, stride_zn, stride_ym,
+    GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ROW_TILES: tl.constexpr, K_WARPS: tl.constexpr,
+    UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr,
+    ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
+    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr,
+):
+    """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
+
+    A program owns ROW_TILES tiles of 16 rows; warp w streams tile w // K_WARPS over the chunks
+    c ≡ w (mod K_WARPS) (neighbouring warps read neighbouring 512-byte blocks), UNROLL chunks a
+    step, their loads issued before the first MMA, at constant offsets from pointers carried
+    through the loop (no address arithmetic per load). EVEN: no tile or chunk is partial, so
+    nothing is masked. Tensors are [threads, 4 words]: thread i holds the fragments of its lane.
+    X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX; X_KIND 0 (float32 x, or the
+    interpreter) the same layout in plain Triton: each code times its x, then the sum over the
+    lanes that share a row."""
+    NW: tl.constexpr = ROW_TILES * K_WARPS
+    XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_k_offsets
+    # one flat thread axis (warp-major): with a separate warp axis the coalescer may spread lanes
+    # over it, and every load would be shuffled through shared memory to the asm's layout
+    pid = tl.program_id(0)
+    tid = tl.arange(0, NW * 32)[:, None]
+    ji = tl.arange(0, 4)[None, :]
+    warp = tid // 32
+    lane = tid % 32
+    tile = pid * ROW_TILES + warp // K_WARPS  # [T, 1]
+    first = warp % K_WARPS  # the warp's first chunk
+    tile_ok = tile < n_tiles
+    g = lane // 4
+    t = lane % 4
+    row_lo = tile * 16 + g  # row_lo + 8 is the lane's other row
+    kw = (16 * t + 4 * ji) if XT else (16 * ji + 4 * t)  # [T, 4]: first k of each word within a chunk
+    JG: tl.constexpr = 1 if XT else 4  # groups of 32 change within a chunk
+    jg = tl.arange(0, JG)[None, :]
+    wp = Wt + tile.to(tl.int64) * (n_chunks * 128) + first * 128 + lane * 4 + ji  # [T, 4] words of chunk `first`
+    if X_KIND != 0:
+        # lanes past M read x's last row: their B columns only reach outputs that are not stored
+        xp = X + tl.minimum(g, M - 1) * stride_xm + first * 16 + kw // 4  # int64 words of 4 values
+        magic = tl.full([NW * 32, 4], MAGIC, tl.int32)
+        one = tl.full([NW * 32, 4], ONE, tl.int32)
+        # the accumulators c0..c3, one per output register of the asm, as plain variables (a
+        # tuple carried through the loop came out with the wrong length under Python 3.12)
+        a0 = tl.zeros([NW * 32, 4], dtype=tl.float32)
+        a1 = tl.zeros([NW * 32, 4], dtype=tl.float32)
+        a2 = tl.zeros([NW * 32, 4], dtype=tl.float32)
+        a3 = tl.zeros([NW * 32, 4], dtype=tl.float32)
+    else:
+        mm = tl.arange(0, BLOCK_M)[None, None, :]
+        xp = X + mm * stride_xm + (first * 64 + kw)[:, :, None]  # [T, 4, BM]
+        acc_lo = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
+        acc_hi = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
+    steps = tl.cdiv(n_chunks, K_WARPS)
+    for i0 in range(0, steps, UNROLL):
+        for u in tl.static_range(UNROLL):
+            c = first + K_WARPS * (i0 + u)  # [T, 1]
+            if EVEN:
+                word = tl.load(wp + u * K_WARPS * 128, eviction_policy="evict_first")  # [T, 4]
+            else:
+                ok = tile_ok & (c < n_chunks)
+                k_ok = ok & (c * 64 + kw < K)  # K is a multiple of 32: an MMA's k are all in or all out
+                word = tl.load(wp + u * K_WARPS * 128, mask=ok, other=0, eviction_policy="evict_first")
+            kg = c * 64 + 16 * jg  # a k of each word's group
+            grp = kg // GROUP
+            if EVEN:
+                s_lo = tl.load(S + row_lo * stride_sn + grp).to(tl.float32)
+                s_hi = tl.load(S + (row_lo + 8) * stride_sn + grp).to(tl.float32)
+            else:
+                g_ok = tile_ok & (kg < K)
+                s_lo = tl.load(S + row_lo * stride_sn + grp, mask=g_ok & (row_lo < N), other=0.0).to(tl.float32)
+                s_hi = tl.load(S + (row_lo + 8) * stride_sn + grp, mask=g_ok & (row_lo + 8 < N), other=0.0).to(tl.float32)
+            if HAS_ZERO:
+                z_lo = tl.load(Z + row_lo * stride_zn + grp, mask=tile_ok & (kg < K) & (row_lo < N), other=0).to(tl.int32)
+                z_hi = tl.load(Z + (row_lo + 8) * stride_zn + grp, mask=tile_ok & (kg < K) & (row_lo + 8 < N), other=0).to(tl.int32)
+            else:
+                z_lo = 8
+                z_hi = 8
+            if X_KIND != 0:
+                # -(magic + zero) in both halves, exact: the pair subtracted from (magic + code)
+                zz_lo = ((ZERO_BITS + z_lo) << 16) | (ZERO_BITS + z_lo)
+                zz_hi = ((ZERO_BITS + z_hi) << 16) | (ZERO_BITS + z_hi)
+                # a lane's 4 x values per word, read as one int64 (8-byte loads: the layout the
+                # asm's operands settle on keeps one word per register, so no wider vector)
+                if EVEN:
+                    x0 = tl.load(xp + u * K_WARPS * 16)
+                else:
+                    x0 = tl.load(xp + u * K_WARPS * 16, mask=k_ok, other=0)
+                if ALL_COLS:
+                    a0, a1, a2, a3 = tl.inline_asm_elementwise(
+                        ASM, CONSTRAINTS, [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one, a0, a1, a2, a3],
+                        dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+                else:
+                    a0, a1 = tl.inline_asm_elementwise(
+                        ASM, CONSTRAINTS, [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one, a0, a1],
+                        dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+            else:
+                if EVEN:
+                    xm = mm < M
+                else:
+                    xm = k_ok[:, :, None] & (mm < M)
+                if HAS_ZERO:
+                    zl = z_lo[:, :, None]
+                    zh = z_hi[:, :, None]
+                else:
+                    zl = z_lo
+                    zh = z_hi
+                lo = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
+                hi = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
+                for i in tl.static_range(8):
+                    xv = tl.load(xp + u * K_WARPS * 64 + 2 * ((i >> 1) & 1) + (i >> 2), mask=xm, other=0.0).to(tl.float32)  # _NIBBLE_K[i]
+                    code = ((word >> (4 * i)) & 15)[:, :, None]
+                    if i % 2 == 0:
+                        lo += (code - zl).to(tl.float32) * xv
+                    else:
+                        hi += (code - zh).to(tl.float32) * xv
+                acc_lo += s_lo[:, :, None] * lo
+                acc_hi += s_hi[:, :, None] * hi
+        wp += UNROLL * K_WARPS * 128
+        if X_KIND != 0:
+            xp += UNROLL * K_WARPS * 16
+        else:
+            xp += UNROLL * K_WARPS * 64
+    r0 = pid * ROW_TILES + tl.arange(0, ROW_TILES)[:, None]  # [RT, 1]
+    if X_KIND != 0:
+        ln = tl.arange(0, 32)[None, :]
+        N_COLS: tl.constexpr = 4 if ALL_COLS else 2
+        for o in tl.static_range(N_COLS):
+            cc = o if ALL_COLS else 2 * o  # c0..c3: (row g | g + 8, column 2t | 2t + 1)
+            acc = a0 if o == 0 else a1 if o == 1 else a2 if o == 2 else a3
+            v = tl.sum(tl.reshape(tl.sum(acc, axis=1), [ROW_TILES, K_WARPS, 32]), axis=1)  # [RT, 32]
+            col = 2 * (ln % 4) + cc % 2
+            row = r0 * 16 + ln // 4 + 8 * (cc // 2)
+            tl.store(Y + col * stride_ym + row, v.to(Y.dtype.element_ty), mask=(col < M) & (row < N))
+    else:
+        for h in tl.static_range(2):
+            a = acc_lo if h == 0 else acc_hi
+            v = tl.sum(tl.reshape(tl.sum(a, axis=1), [NW, 8, 4, BLOCK_M]), axis=2)  # [NW, 8 (g), BM]
+            v = tl.sum(tl.reshape(v, [ROW_TILES, K_WARPS, 8, BLOCK_M]), axis=1)  # [RT, 8, BM]
+            row = r0[:, :, None] * 16 + 8 * h + tl.arange(0, 8)[None, :, None]
+            m = tl.arange(0, BLOCK_M)[None, None, :]
+            tl.store(Y + m * stride_ym + row, v.to(Y.dtype.element_ty), mask=(m < M) & (row < N))
+
+# ---------------------------------------------------------------------------------------------
 # Configs: a heuristic table (re-measure with lab/benchmarks/wo_matmul.py: `tune`)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -349,6 +594,45 @@ def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 
         block_k //= 2
     split = max(1, min(split, triton.cdiv(K, block_k)))
     return WoConfig(block_n, block_k, split, warps, 3, use_dot)
+
+
+
+@dataclass(frozen=True)
+class MmaConfig:
+    """_int4_mma_kernel's tiling: a program owns row_tiles tiles of 16 rows, k_warps warps per
+    tile split its 64-wide chunks, each warp unrolls `unroll` chunks (16 bytes a lane each)."""
+    row_tiles: int = 1
+    k_warps: int = 8
+    unroll: int = 8
+    num_stages: int = 1
+
+    def check(self):
+        for name in ("row_tiles", "k_warps"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                _fail("config", f"{name}={v} must be a power of two >= 1")
+        if self.row_tiles * self.k_warps > 16:
+            _fail("config", f"row_tiles·k_warps = {self.row_tiles * self.k_warps} warps; at most 16")
+        if not 1 <= self.unroll <= MAX_UNROLL:
+            _fail("config", f"unroll={self.unroll} must be in 1..{MAX_UNROLL}")
+
+
+INTERPRET_MMA_CONFIG = MmaConfig(row_tiles=2, k_warps=2, unroll=2)
+
+
+def pick_mma_config(N: int, K: int, n_sm: int = 132) -> MmaConfig:
+    """From lab/benchmarks/wo_matmul.py `tune` on an H200 (M = 1, per call back to back in a CUDA
+    graph over weight copies > L2; torch 2.11 / triton 3.6, 2026-11-21): one tile of 16 rows a
+    program, 8 warps splitting K, 4 chunks a step (4096²: 6.7 µs, cuBLAS 13.2; 4096×14336: 18.1,
+    cuBLAS 35.6); 4 warps, 8 a step for tall weights (14336×4096: 13.7 vs 16.1 with 8 warps,
+    cuBLAS 35.2); and for tall, short rows (49152×576: 9 chunks) 4 tiles × 2 warps, the whole row
+    in one step (9.9 µs, cuBLAS 18.9). More row tiles per program or longer steps were slower."""
+    chunks = -(-K // MMA_K)
+    if N >= 16384 and chunks <= 16:
+        return MmaConfig(4, 2, -(-chunks // 2))
+    if N >= 8192:
+        return MmaConfig(1, 4, 8)
+    return MmaConfig(1, 8, 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +739,8 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = No
     if dev.type != "cuda" and not interpreting:
         _fail("x", f"is on {dev}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
     bits = qw.bits
+    if bits == 4 and qw.layout == "mma":
+        return _wo_matmul_mma(x, qw, config, interpreting)
     if qweight.shape != ((N, K) if bits == 8 else (N, K // 2)):
         _fail("qw.qweight", f"has shape {tuple(qweight.shape)}; a {bits}-bit [{N}, {K}] weight needs {(N, K) if bits == 8 else (N, K // 2)}")
 
@@ -486,6 +772,49 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = No
     return y.to(dtype) if p.atomic else y
 
 
+@functools.lru_cache(maxsize=4096)
+def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.dtype, device: torch.device,
+              config: MmaConfig | None, interpreting: bool) -> tuple[tuple[int], dict]:
+    cfg = config or (INTERPRET_MMA_CONFIG if interpreting else pick_mma_config(N, K, _n_sm(device)))
+    cfg.check()
+    x_kind = 0 if interpreting or dtype == torch.float32 else (1 if dtype == torch.bfloat16 else 2)
+    cols = (0, 2) if M == 1 else (0, 1, 2, 3)  # at M = 1 only column 0 (c0, c2) is output
+    asm, constraints = _mma_asm(x_kind, cols) if x_kind else ("", "")
+    ty_bits = _MMA_TYPES.get(x_kind, ("", 0, 0))
+    n_tiles, n_chunks = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
+    even = N % MMA_ROWS == 0 and K % MMA_K == 0 and n_tiles % cfg.row_tiles == 0 and n_chunks % (cfg.k_warps * cfg.unroll) == 0
+    meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
+                BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, ASM=asm, CONSTRAINTS=constraints,
+                ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2],
+                num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
+    return (triton.cdiv(triton.cdiv(N, MMA_ROWS), cfg.row_tiles),), meta
+
+
+def _wo_matmul_mma(x: torch.Tensor, qw: QuantizedWeight, config, interpreting: bool) -> torch.Tensor:
+    N, K = qw.shape
+    M = x.shape[0]
+    nt, kc = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
+    if qw.qweight.shape != (nt, kc, 32, 4) or qw.qweight.dtype != torch.int32:
+        _fail("qw.qweight", f"has {tuple(qw.qweight.shape)} {qw.qweight.dtype}; the mma layout of [{N}, {K}] is int32 {(nt, kc, 32, 4)} (pack_mma)")
+    if config is not None and not isinstance(config, MmaConfig):
+        _fail("config", f"must be an MmaConfig for a weight in the mma layout, got {type(config).__name__}")
+    if M > MMA_N and x.dtype != torch.float32 and not interpreting:
+        # one m16n8 MMA covers 8 rows of x: 9..16 rows run as two launches of at most 8
+        return torch.cat([_wo_matmul_mma(x[i:i + MMA_N], qw, config, interpreting) for i in range(0, M, MMA_N)])
+    grid, meta = _mma_plan(M, N, K, qw.group_size, qw.zero is not None, x.dtype, x.device, config, interpreting)
+    if meta["X_KIND"]:  # x read as int64 words of 4 values: 8-byte aligned rows
+        if x.stride(0) % 4 or x.data_ptr() % 8:
+            x = x.clone()
+        xk, sxm = x.view(torch.int64), x.stride(0) // 4
+    else:
+        xk, sxm = x, x.stride(0)
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    zero = qw.zero if qw.zero is not None else qw.scale  # never read when HAS_ZERO is off
+    _int4_mma_kernel[grid](xk, qw.qweight, qw.scale, zero, y, M, N, K, nt, kc,
+                           sxm, qw.scale.stride(0), zero.stride(0), y.stride(0), **meta)
+    return y
+
+
 # ---------------------------------------------------------------------------------------------
 # Quantization (host side, once per weight) and the reference
 # ---------------------------------------------------------------------------------------------
@@ -504,8 +833,10 @@ def quantize_int8(w: torch.Tensor) -> QuantizedWeight:
     return QuantizedWeight(q.contiguous(), scale.contiguous(), None, 8, K, (N, K), w.dtype)
 
 
-def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True, scale_dtype: torch.dtype = torch.float16) -> QuantizedWeight:
-    """Group-wise int4 along K, two codes per byte (see the module docstring for the format)."""
+def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True, scale_dtype: torch.dtype = torch.float16,
+                  layout: str = "rows") -> QuantizedWeight:
+    """Group-wise int4 along K (see the module docstring for the format); layout "rows" packs two
+    codes per byte along each row, "mma" the tensor-core kernel's fragment order (pack_mma)."""
     N, K = _check_w("quantize_int4", w)
     if group_size not in GROUP_SIZES:
         raise ValueError(f"quantize_int4: group_size must be one of {GROUP_SIZES}, got {group_size!r}")
@@ -513,6 +844,8 @@ def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True
         raise ValueError(f"quantize_int4: K={K} must be a multiple of group_size={group_size}")
     if scale_dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"quantize_int4: scale_dtype must be one of {SUPPORTED_DTYPES}, got {scale_dtype}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"quantize_int4: layout must be one of {LAYOUTS}, got {layout!r}")
     tiny = torch.finfo(scale_dtype).tiny  # keep scales normal in their storage dtype
     wg = w.float().reshape(N, K // group_size, group_size)  # [N, K/G, G]
     if symmetric:
@@ -531,6 +864,8 @@ def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True
         codes = (torch.round(wg / scale.float()[..., None]) + zero[..., None]).clamp(0, 15)
         zero = zero.to(torch.uint8).contiguous()
     codes = codes.reshape(N, K).to(torch.uint8)
+    if layout == "mma":
+        return QuantizedWeight(pack_mma(codes, group_size), scale.contiguous(), zero, 4, group_size, (N, K), w.dtype, "mma")
     packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()  # low nibble = even k
     return QuantizedWeight(packed, scale.contiguous(), zero, 4, group_size, (N, K), w.dtype)
 
@@ -538,6 +873,11 @@ def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """uint8 [N, K/2] -> codes uint8 [N, K] (low nibble first)."""
     return torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
+
+
+def int4_codes(qw: QuantizedWeight) -> torch.Tensor:
+    """The codes uint8 [N, K] of an int4 weight in either layout."""
+    return unpack_mma(qw.qweight, *qw.shape, qw.group_size) if qw.layout == "mma" else unpack_int4(qw.qweight)
 
 
 def dequantize(qw: QuantizedWeight, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -548,7 +888,7 @@ def dequantize(qw: QuantizedWeight, dtype: torch.dtype | None = None) -> torch.T
     if qw.bits == 8:
         w = qw.qweight.to(acc) * qw.scale.to(acc)[:, None]
     else:
-        codes = unpack_int4(qw.qweight).to(acc).reshape(N, K // qw.group_size, qw.group_size)
+        codes = int4_codes(qw).to(acc).reshape(N, K // qw.group_size, qw.group_size)
         zero = qw.zero.to(acc) if qw.zero is not None else torch.full_like(qw.scale, 8, dtype=acc)
         w = ((codes - zero[..., None]) * qw.scale.to(acc)[..., None]).reshape(N, K)
     return w.to(dtype or qw.dtype)

@@ -112,6 +112,21 @@ def input_copies(make, nbytes: int, device: torch.device) -> list:
     return [make(i) for i in range(n)]
 
 
+def copy_same_bytes(nbytes: int, device: torch.device) -> list:
+    """The size-matched floor: calls that each copy nbytes/2 into a second buffer (reading half and
+    writing half: `nbytes` moved), on input copies that together exceed the L2, for `time_ways`.
+    The copy bandwidth measured at 4 GB (the ceiling in provenance) is not reachable by a kernel
+    that moves 10-30 MB: launch, ramp-up and drain cost a few µs per call (an H200 reads 33.6 MB
+    in 10 µs at best, 3.35 TB/s, against 4.27 at 4 GB). This row is what a bandwidth goal can be
+    held to at the size of each point; it is timed exactly like the kernels beside it."""
+    half = max(int(nbytes) // 4, 1)  # float16 elements in half of the bytes
+    pairs = input_copies(lambda i: (torch.empty(half, dtype=torch.float16, device=device),
+                                    torch.empty(half, dtype=torch.float16, device=device)), nbytes, device)
+    for src, _ in pairs:
+        src.zero_()
+    return [lambda s=s, d=d: d.copy_(s) for s, d in pairs]
+
+
 def stream_us(calls: list, reps: int = 5) -> float:
     """Per-call µs for tuning sweeps: `calls` (each on its own input copy, together more than the
     L2) captured back to back in one CUDA graph, median of `reps` replays / len(calls). A quick

@@ -4,7 +4,13 @@ Implementations, on the same bf16 x [M, K] and weight W [N, K] (nn.Linear layout
   impl=triton-int4     kernels.wo_matmul, int4 group 128 (64 where K = 576 is no multiple of
                        128), symmetric (quant=int4-gG-sym) and asymmetric with zero-points
                        (quant=int4-gG-asym)
+  impl=triton-int4-mma the same codes in the tensor-core layout (quantize_int4(layout="mma"):
+                       mma.sync with the weight as A, x as B, one launch per 8 rows of x)
   impl=triton-int8     kernels.wo_matmul, int8 per output channel
+  impl=copy-same-bytes a device copy moving as many bytes as the int4 weight (+ x, y), timed the
+                       same way: the floor any kernel of this size meets (launch, ramp, drain);
+                       `speedup_bound_vs_cublas` = cuBLAS / this is the most an int4 kernel of
+                       these bytes could gain (below 3x on the small shapes)
   impl=cublas-bf16     F.linear(x, W) in bf16: the dense baseline (cuBLAS)
   impl=tinygemm-int4   torch._weight_int4pack_mm (gpt-fast / torchao's int4 kernel) on the same
                        int4 codes and scales, when this torch has it on CUDA
@@ -30,17 +36,18 @@ import torch.nn.functional as F
 import triton
 
 from kernels.wo_matmul import (
+    MmaConfig,
     QuantizedWeight,
     WoConfig,
     bytes_moved,
     dequantize,
     flops,
+    int4_codes,
     quantize_int4,
     quantize_int8,
-    unpack_int4,
     wo_matmul,
 )
-from lab.benchmarks._common import WAYS, bench_dtype, bench_measure, input_copies, rel_err, stream_us, time_ways
+from lab.benchmarks._common import WAYS, bench_dtype, bench_measure, copy_same_bytes, input_copies, rel_err, stream_us, time_ways
 from lab.records import PointFailed, Recorder
 
 GROUP = 128
@@ -68,7 +75,7 @@ def tinygemm_pack(qw: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor, int]
     torch._convert_weight_to_int4pack; scales_and_zeros [K/G, N, 2] bf16 with
     w = (code - 8)·scale + zero, so zero = (8 - zero_point)·scale (0 when symmetric)."""
     N, K = qw.shape
-    codes = unpack_int4(qw.qweight)  # [N, K] 0..15
+    codes = int4_codes(qw)  # [N, K] 0..15
     w_uint8 = (codes[:, 0::2] << 4 | codes[:, 1::2]).to(torch.uint8)
     inner = next(t for t in (8, 4, 2) if K % (t * 32) == 0)
     packed = torch._convert_weight_to_int4pack(w_uint8, inner)
@@ -79,11 +86,6 @@ def tinygemm_pack(qw: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor, int]
 
 
 
-def clone_qw(qw: QuantizedWeight) -> QuantizedWeight:
-    zero = qw.zero.clone() if qw.zero is not None else None
-    return QuantizedWeight(qw.qweight.clone(), qw.scale.clone(), zero, qw.bits, qw.group_size, qw.shape, qw.dtype)
-
-
 def _time(rec: Recorder, fns: list, measure, cost: dict, base: dict, key: str) -> None:
     """fns[i] runs the same call on weight copy i, timed three ways (_common.time_ways; the goal's
     comparison is `_stream`), and `speedup_vs_cublas[_graph|_stream]` from each. `base` collects
@@ -91,6 +93,9 @@ def _time(rec: Recorder, fns: list, measure, cost: dict, base: dict, key: str) -
     for suffix, ms in time_ways(rec, fns, measure, cost).items():
         if key == "cublas":
             base[suffix] = ms
+        elif key == "copy" and suffix in base:
+            rec.metric(f"speedup_bound_vs_cublas{suffix}", base[suffix] / ms, "x",
+                       method=f"median latency ({WAYS[suffix]}), cublas-bf16 / a copy of the int4 weight's bytes")
         elif suffix in base:
             rec.metric(f"speedup_vs_cublas{suffix}", base[suffix] / ms, "x", method=f"median latency ({WAYS[suffix]}), cublas-bf16 / this")
 
@@ -104,7 +109,9 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
         w = (torch.randn(N, K, device=device, generator=gen) * 0.02).to(dtype)
         G = group_for(K)
         int4 = {f"int4-g{G}-sym": quantize_int4(w, G, symmetric=True), f"int4-g{G}-asym": quantize_int4(w, G, symmetric=False)}
-        schemes = {**{("triton-int4", q): qw for q, qw in int4.items()}, ("triton-int8", "int8"): quantize_int8(w)}
+        schemes = {**{("triton-int4", q): qw for q, qw in int4.items()},
+                   **{("triton-int4-mma", q): quantize_int4(w, G, q.endswith("-sym"), layout="mma") for q in int4},
+                   ("triton-int8", "int8"): quantize_int8(w)}
         for M in batches(size):
             cols = dict(kernel="wo_matmul", M=M, N=N, K=K, dtype=str(dtype).removeprefix("torch."))
             with rec.point(**cols):
@@ -121,12 +128,18 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                     _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, x_bytes=x.element_size())), latency, "cublas")
                     del ws, fns
 
+                with rec.point(impl="copy-same-bytes", quant=f"int4-g{G}-sym", group_size=G):
+                    nbytes = bytes_moved(M, N, K, int4[f"int4-g{G}-sym"], x_bytes=x.element_size())
+                    fns = copy_same_bytes(nbytes, device)
+                    _time(rec, fns, measure, dict(bytes_moved=nbytes), latency, "copy")
+                    del fns
+
                 for (impl, quant), qw in schemes.items():
                     with rec.point(impl=impl, quant=quant, group_size=qw.group_size):
                         y = wo_matmul(x, qw)
                         rec.metric("max_rel_err", rel_err(y, x.double() @ dequantize(qw, torch.float64).T), "", method=method)
                         rec.metric("max_rel_err_vs_unquantized", rel_err(y, truth), "", method=method_w)
-                        qws = input_copies(lambda i: qw if i == 0 else clone_qw(qw), qw.nbytes, device)
+                        qws = input_copies(lambda i: qw if i == 0 else qw.clone(), qw.nbytes, device)
                         fns = [lambda q=q: wo_matmul(x, q) for q in qws]
                         _time(rec, fns, measure, dict(flops=flops(M, N, K), bytes_moved=bytes_moved(M, N, K, qw, x_bytes=x.element_size())), latency, impl)
                         del qws, fns
@@ -186,9 +199,16 @@ INT4_GEMV_TILES = [(16, 512, 8, 16, True), (8, 1024, 8, 16, True), (4, 64, 1, 16
                    (32, 512, 4, 8, True), (64, 512, 4, 8, True), (16, 128, 1, 16, True), (8, 256, 1, 16, True)]
 
 
-def tune_configs(M: int, bits: int, group: int, K: int = 4096) -> list[WoConfig]:
+# int4 in the mma layout: (row_tiles, k_warps, unroll)
+MMA_TILES = list(itertools.product((1, 2, 4), (2, 4, 8), (4, 8)))
+
+
+def tune_configs(M: int, bits: int, group: int, K: int = 4096, layout: str = "rows") -> list:
     """int4 at M = 1: the GEMV kernel's tiles (block_k at most K rounded up to a power of two);
-    otherwise at M = 1 both the FMA and the tl.dot path, at M > 1 the tl.dot path."""
+    otherwise at M = 1 both the FMA and the tl.dot path, at M > 1 the tl.dot path. The mma
+    layout: MmaConfig tilings."""
+    if layout == "mma":
+        return [MmaConfig(r, k, u) for r, k, u in MMA_TILES]
     if bits == 4 and M == 1:
         out = [WoConfig(n, max(group, min(k, triton.next_power_of_2(K))), 1, w, 1, False, u, xv) for n, k, w, u, xv in INT4_GEMV_TILES]
         return list(dict.fromkeys(out))
@@ -201,18 +221,19 @@ def tune_configs(M: int, bits: int, group: int, K: int = 4096) -> list[WoConfig]
     return list(dict.fromkeys(out))
 
 
-def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: float = 100e6, top: int = 5) -> list[dict]:
+def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int4-mma", "int8"), l2_bytes: float = 100e6, top: int = 5) -> list[dict]:
     """Sweep tune_configs on the current GPU (each config also checked against the dequantized
-    reference); prints the best per shape and returns one row per (N, K, M, scheme, config)."""
+    reference); prints the best per shape and returns one row per (N, K, M, scheme, config).
+    Schemes: int4 (rows layout), int4-mma (the tensor-core layout), int8."""
     dev = torch.device("cuda")
     rows = []
     for N, K in shape_list or shapes("full"):
         w = torch.randn(N, K, device=dev) * 0.02
         G = group_for(K)
         for scheme in schemes:
-            qw = quantize_int4(w, G, True) if scheme == "int4" else quantize_int8(w)
+            qw = quantize_int8(w) if scheme == "int8" else quantize_int4(w, G, True, layout="mma" if scheme == "int4-mma" else "rows")
             copies = int(min(64, max(2, math.ceil(l2_bytes / qw.nbytes))))
-            qws = [QuantizedWeight(qw.qweight.clone(), qw.scale.clone(), None, qw.bits, qw.group_size, qw.shape, qw.dtype) for _ in range(copies)]
+            qws = [qw.clone() for _ in range(copies)]
             wd = dequantize(qw, torch.float64)
             for M in Ms:
                 x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
@@ -220,7 +241,7 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                 dense = [w.to(torch.bfloat16).clone() for _ in range(min(copies, max(2, math.ceil(l2_bytes / (N * K * 2)))))]
                 base = stream_us([lambda d=d: F.linear(x, d) for d in dense])
                 results = []
-                for cfg in tune_configs(M, qw.bits, G, K):
+                for cfg in tune_configs(M, qw.bits, G, K, qw.layout):
                     try:
                         err = rel_err(wo_matmul(x, qws[0], cfg), ref)
                         us = stream_us([lambda q=q: wo_matmul(x, q, cfg) for q in qws])
@@ -235,13 +256,13 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int8"), l2_bytes: flo
                 results.sort(key=lambda r: r[0])
                 heur = stream_us([lambda q=q: wo_matmul(x, q) for q in qws])
                 peer = ""
-                if scheme == "int4" and hasattr(torch, "_weight_int4pack_mm"):
+                if scheme.startswith("int4") and hasattr(torch, "_weight_int4pack_mm"):
                     try:
                         packs = [tinygemm_pack(q) for q in qws]
                         peer = f" tinygemm {stream_us([lambda p=p: torch._weight_int4pack_mm(x, p[0], p[2], p[1]) for p in packs]):.1f}us"
                     except (RuntimeError, TypeError, StopIteration) as e:
                         peer = f" tinygemm failed ({type(e).__name__})"
-                best = " | ".join(f"{us:.1f}us {'dot' if c.use_dot else 'fma'} n{c.block_n} k{c.block_k} s{c.split_k} w{c.num_warps} u{c.unroll}{' xv' if c.x_vec else ''}" for us, c in results[:top])
+                best = " | ".join(f"{us:.1f}us {c}" for us, c in results[:top])
                 print(f"N={N} K={K} M={M} {scheme}: cublas {base:.1f}us{peer} heuristic {heur:.1f}us best {best}", flush=True)
             del qws
         del w

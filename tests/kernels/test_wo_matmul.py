@@ -7,6 +7,7 @@ on Gaussian weights). On CPU the kernel runs under TRITON_INTERPRET=1 (float32/f
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import torch
@@ -14,8 +15,12 @@ import torch
 import pytest
 
 from kernels.wo_matmul import (
+    MmaConfig,
     QuantizedWeight,
     WoConfig,
+    int4_codes,
+    pack_mma,
+    unpack_mma,
     bytes_moved,
     dequantize,
     flops,
@@ -44,6 +49,11 @@ SCHEMES = {
     "int4-g64-asym": lambda w: quantize_int4(w, 64, False),
     "int4-g128-sym": lambda w: quantize_int4(w, 128, True),
     "int4-g128-asym": lambda w: quantize_int4(w, 128, False),
+    # the tensor-core layout (mma.sync through inline PTX on the GPU; the same layout in plain
+    # Triton under the interpreter and for float32 x)
+    "int4-g32-asym-mma": lambda w: quantize_int4(w, 32, False, layout="mma"),
+    "int4-g64-sym-mma": lambda w: quantize_int4(w, 64, True, layout="mma"),
+    "int4-g128-asym-mma": lambda w: quantize_int4(w, 128, False, layout="mma"),
 }
 
 
@@ -104,6 +114,54 @@ def test_int4_gemv_unrolled_tiles(cfg, dtype):
     base = torch.randn(K + 1, generator=g).to(DEVICE, dtype)
     check(base[:K][None], qw, cfg)  # aligned: pairs as int32 words (16-bit x)
     check(base[1:][None], qw, cfg)  # odd offset: not word-aligned, per-element loads
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", [
+    MmaConfig(row_tiles=1, k_warps=1, unroll=1),  # one warp walks every chunk
+    MmaConfig(row_tiles=2, k_warps=4, unroll=2),  # 10 chunks over 4 warps: the last step part masked
+    MmaConfig(row_tiles=4, k_warps=2, unroll=5),  # nothing masked but the rows past N (EVEN off: N = 50)
+], ids=["r1-k1-u1", "r2-k4-u2", "r4-k2-u5"])
+@pytest.mark.parametrize("M", [1, 9])
+def test_int4_mma_tilings(cfg, M, dtype):
+    """The tensor-core layout under several tilings: rows past N (50 = 3 tiles + 2 rows), chunks
+    split over warps and unrolled past the end, one and two n8 tiles of x (M = 9)."""
+    g = seeded("mma", cfg, M, dtype)
+    for group, symmetric in ((32, False), (128, True)):
+        qw = quantize_int4(torch.randn(50, 640, generator=g), group, symmetric, layout="mma").to(DEVICE)
+        check(torch.randn(M, 640, generator=g).to(DEVICE, dtype), qw, cfg)
+
+
+def test_int4_mma_even_tiling():
+    """Every tile and chunk whole (the unmasked EVEN variant), and x at an odd offset (copied to
+    an aligned buffer for the 8-byte x loads)."""
+    g = seeded("mma-even")
+    qw = quantize_int4(torch.randn(64, 512, generator=g), 64, False, layout="mma").to(DEVICE)
+    x = torch.randn(3, 513, generator=g).to(DEVICE, torch.float16)
+    check(x[:, :512].contiguous(), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
+    check(x.flatten()[1:1 + 3 * 512].view(3, 512), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
+
+
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_mma_layout_is_the_fragment_order(group):
+    """pack_mma against a per-code statement of the layout: word j of lane 4g + t in chunk c of
+    tile r holds, in nibble i, row 16r + g + 8·(i & 1) at k = 64c + kw + (0, 0, 2, 2, 1, 1, 3, 3)[i]
+    with kw = 16t + 4j (groups >= 64) or 16j + 4t (groups of 32); unpack_mma inverts it, and
+    padding (N = 20, K = 96) is code 8."""
+    N, K = 20, 96
+    codes = torch.randint(0, 16, (N, K), generator=seeded("layout", group), dtype=torch.uint8)
+    words = pack_mma(codes, group)
+    assert words.shape == (2, 2, 32, 4) and words.dtype == torch.int32
+    w = words.to(torch.int64) & 0xFFFFFFFF
+    for r, c, lane, j, i in itertools.product(range(2), range(2), range(32), range(4), range(8)):
+        gg, t = divmod(lane, 4)
+        kw = 16 * t + 4 * j if group >= 64 else 16 * j + 4 * t
+        row, k = 16 * r + gg + 8 * (i & 1), 64 * c + kw + (0, 0, 2, 2, 1, 1, 3, 3)[i]
+        want = int(codes[row, k]) if row < N and k < K else 8
+        assert (int(w[r, c, lane, j]) >> (4 * i)) & 0xF == want, (r, c, lane, j, i)
+    assert torch.equal(unpack_mma(words, N, K, group), codes)
+    w = torch.randn(N, 384, generator=seeded("layout-w", group))
+    assert torch.equal(int4_codes(quantize_int4(w, group, layout="mma")), int4_codes(quantize_int4(w, group)))
 
 
 def test_strided_x():
@@ -185,6 +243,11 @@ def test_launcher_errors():
         wo_matmul(torch.randn(1, 256, device=DEVICE), q4, WoConfig(16, 64))
     with pytest.raises(ValueError, match=r"block_n=8 must be >= 16 on the tl.dot path"):
         wo_matmul(torch.randn(1, 256, device=DEVICE), q4, WoConfig(8, 128, use_dot=True))
+    qm = quantize_int4(torch.randn(16, 256), 128, layout="mma").to(DEVICE)
+    with pytest.raises(ValueError, match=r"config must be an MmaConfig for a weight in the mma layout"):
+        wo_matmul(torch.randn(1, 256, device=DEVICE), qm, WoConfig(16, 128))
+    with pytest.raises(ValueError, match=r"k_warps=3 must be a power of two"):
+        wo_matmul(torch.randn(1, 256, device=DEVICE), qm, MmaConfig(1, 3, 2))
 
 
 def test_quantizer_errors():
@@ -192,5 +255,7 @@ def test_quantizer_errors():
         quantize_int4(torch.randn(4, 96), 48)
     with pytest.raises(ValueError, match=r"K=96 must be a multiple of group_size=64"):
         quantize_int4(torch.randn(4, 96), 64)
+    with pytest.raises(ValueError, match=r"layout must be one of \('rows', 'mma'\), got 'tc'"):
+        quantize_int4(torch.randn(4, 64), 64, layout="tc")
     with pytest.raises(ValueError, match=r"w must be a 2-d float tensor"):
         quantize_int8(torch.randn(4, 4, 4))
