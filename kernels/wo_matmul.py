@@ -34,6 +34,10 @@ Kernels: grid (N / BLOCK_N, SPLIT_K); each program streams a [BLOCK_N, K / SPLIT
     and scaled once at the end.
   * M > 1 (_wo_matmul_kernel): dequantizes (code - zero)·scale one group at a time into x's
     dtype and runs tl.dot with x padded to 16 rows.
+  * layout "mma" (_int4_mma_kernel, any M): the codes stored in mma.sync fragment order, so the
+    weight is the A operand of m16n8k16 MMAs straight from a 16-byte load and x the B operand
+    (8 rows of x per MMA): ~23 instructions per 8 codes, and batch 4-8 costs about what batch 1
+    does. See the section "int4 through tensor cores" below.
 Codes become floats without the quarter-rate int->float conversion: a code at bits 4j..4j+3 of a
 word, OR-ed with the exponent bits of 2^(23-4j), reads as the float32 2^(23-4j) + code (one LOP3,
 then one subtract takes the zero-point off; see _nibble). 16-bit x is read as int32 words of (even k,
