@@ -43,8 +43,8 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
   needs a scale that tracks each token's outliers).
 
 Knobs, read at call time and set from `lab.benchmarks.attention_decode.tune()`'s output on an
-H200: `POLICY` (splits, fused merge), `DEFAULT_CONFIG` (the tile config with LAB_AUTOTUNE=0) and
-`GPU_CONFIGS` (what the autotuner tries).
+H200: `POLICY` (splits, fused merge, programmatic dependent launch), `DEFAULT_CONFIG` (the tile
+config with LAB_AUTOTUNE=0) and `GPU_CONFIGS` (what the autotuner tries).
 """
 from __future__ import annotations
 
@@ -132,6 +132,48 @@ def _merge_partials(
     tl.store(O + b64 * stride_ob + heads[:, None] * stride_oh + d[None, :], o.to(O.dtype.element_ty), mask=live[:, None])
 
 
+@triton.jit
+def _prefetch_l2(ptrs):
+    """Ask L2 for the lines at ptrs (a hint: it writes no register and nothing waits on it)."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_kh, stride_kp, stride_vn, stride_vh, stride_vp,
+                          capacity, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
+                          HEAD_DIM: tl.constexpr, LINE: tl.constexpr, TILES: tl.constexpr):
+    """Before the PDL wait (the previous kernel may still be running): prefetch this program's
+    first TILES K/V tiles into L2, one prefetch per 128-byte line (LINE elements), so the main
+    loop's first loads hit L2 instead of waiting on DRAM. seq_lens and the table may still be
+    written by the previous kernel: they only give addresses (a stale entry is another valid
+    block: bandwidth lost, never a wrong result) and are read .cg, so no stale line stays in
+    this SM's L1 for the loads after the wait."""
+    L = tl.minimum(tl.load(LENS + b, cache_modifier=".cg"), capacity)
+    if ONE_BLOCK or PAGE % BLOCK_N != 0:  # the main loop's split bounds
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
+    else:
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
+    start = split * split_len
+    end = tl.minimum(L, start + split_len)
+    n = tl.arange(0, BLOCK_N)
+    col = tl.arange(0, HEAD_DIM // LINE if HEAD_DIM > LINE else 1) * LINE  # [lines per row]
+    if ONE_BLOCK:
+        blk0 = tl.load(bt_row, cache_modifier=".cg").to(tl.int64)
+    for i in tl.static_range(TILES):
+        tok = start + i * BLOCK_N + n
+        valid = tok < end
+        if ONE_BLOCK:
+            blk = blk0
+            off = tok
+        else:
+            blk = tl.load(bt_row + tok // PAGE, mask=valid, other=0, cache_modifier=".cg").to(tl.int64)
+            off = tok % PAGE
+        k_row = blk * stride_kn + h64 * stride_kh + off * stride_kp
+        v_row = blk * stride_vn + h64 * stride_vh + off * stride_vp
+        _prefetch_l2(tl.where(valid[:, None], K + k_row[:, None] + col[None, :], K))
+        _prefetch_l2(tl.where(valid[:, None], V + v_row[:, None] + col[None, :], V))
+
+
 # int args that vary from call to call without changing the code: left unspecialized, so a new
 # split count or batch shape does not compile a new kernel (Triton specializes ints on == 1 and
 # on divisibility by 16; the strides stay specialized: that is what proves 16-byte alignment)
@@ -150,13 +192,21 @@ def _decode_split(
     work_bucket,  # only keys the autotuner
     PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
     K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, DOT_F16: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ROWS: tl.constexpr, MERGE_CHUNK: tl.constexpr, MERGE_STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROWS: tl.constexpr, MERGE_CHUNK: tl.constexpr, MERGE_STAGES: tl.constexpr, PDL: tl.constexpr,
+    PREFETCH: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
     h_kv = tl.program_id(1)
     split = tl.program_id(2)
     b64 = b.to(tl.int64)
     bt_row = BT + b64 * stride_btb
+    if PDL:  # launched early (programmatic dependent launch): nothing is read for real before the previous grid is done
+        if PREFETCH > 0:  # ... but the cache it will stream can already be on its way to L2
+            _prefetch_first_tiles(K, V, bt_row, LENS, b, h_kv.to(tl.int64), split, stride_kn, stride_kh, stride_kp,
+                                  stride_vn, stride_vh, stride_vp, capacity, num_splits, PAGE, ONE_BLOCK, BLOCK_N,
+                                  HEAD_DIM, LINE, PREFETCH)
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()  # the next kernel may launch (it waits in turn)
     L = tl.load(LENS + b)
     g = tl.arange(0, G_PAD)
     d = tl.arange(0, HEAD_DIM)
@@ -246,8 +296,11 @@ def _decode_split(
 
 @triton.jit(do_not_specialize=["H", "num_splits", "ml_stride"])
 def _decode_merge(PO, PM, PL, O, H, num_splits, ml_stride, stride_ob, stride_oh,
-                  HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr):
+                  HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr, PDL: tl.constexpr):
     """The two-kernel path's second launch: grid (B, H), one head per program."""
+    if PDL:  # its CTAs may be resident while the split kernel runs; the partials are read after it ends
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     _merge_partials(PO, PM, PL, O, tl.program_id(0).to(tl.int64), tl.program_id(1), 1, H, num_splits, ml_stride,
                     stride_ob, stride_oh, HEAD_DIM, 1, CHUNK, STAGES)
 
@@ -271,6 +324,19 @@ class SplitPolicy:
     ~128 KB in flight per SM at D = 128, several times what Little's law asks (~32 GB/s per SM ×
     ~1 µs). Before the fused merge the policy was (4, 256, 128) with two kernels.
     fused_merge: merge in the split kernel (the last program of a group) instead of a second launch.
+    pdl: launch the kernels with programmatic dependent launch (sm_90+; ignored elsewhere and under
+    the interpreter). Each kernel's first act is griddepcontrol.wait (nothing is read for use,
+    nothing written, before the previous kernel in the stream has completed and flushed, so it is
+    correct after any producer; only prefetch_tiles' address reads come earlier) and its second
+    griddepcontrol.launch_dependents, so the next PDL kernel (the merge kernel, or the next call's
+    split kernel) is launched and made resident while this one runs: what it hides is the launch
+    gap between kernels (in a CUDA graph too), not the tail. Off until a GPU measurement says it
+    pays (.probe/decode_probe.py A/Bs it).
+    prefetch_tiles (with pdl): before its wait, each split program asks L2 for its first
+    prefetch_tiles K/V tiles (addresses from seq_lens and the table as they are then), so the
+    DRAM ramp of a launch overlaps the previous kernel's tail (at batch 1 the merge, when DRAM
+    is idle) instead of following it. At most ~2 tiles a program: prefetched lines must survive
+    in L2 until the wait returns (B=1, 8K, 32 splits, 2 tiles of n64: 16.8 MB).
 
     The defaults are from `tune()` on an H200 (per call, back to back in a CUDA graph, 2026-11-21):
     at B·H_kv = 8 (batch 1, 32/8 heads) 2 programs per SM won at 8K-128K (32-33 splits: 14.9 µs
@@ -284,10 +350,12 @@ class SplitPolicy:
     min_split: int = 256  # tokens; shorter splits add partials and merge work, not bytes in flight
     max_splits: int = 512
     fused_merge: bool = False
+    pdl: bool = False
+    prefetch_tiles: int = 0
 
     def __post_init__(self):
-        if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1):
-            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1 and max_splits >= 1, got {self}")
+        if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1 and self.prefetch_tiles >= 0):
+            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1 and prefetch_tiles >= 0, got {self}")
 
     def splits(self, B: int, H_kv: int, capacity: int, sms: int) -> int:
         want = math.ceil(self.programs_per_sm * sms / max(B * H_kv, 1))
@@ -349,6 +417,8 @@ def _interpreting() -> bool:
 
 def _launch_split(grid, config: DecodeConfig | None, *args, **meta):
     global _tuned
+    if meta["PDL"]:
+        meta["launch_pdl"] = True  # a launch option (cudaLaunchAttributeProgrammaticStreamSerialization)
     if _interpreting():
         _decode_split[grid](*args, **meta, BLOCK_N=config.block_n if config else INTERPRET_BLOCK_N)
     elif config is not None or os.environ.get("LAB_AUTOTUNE", "1") == "0":
@@ -370,6 +440,12 @@ def _cdiv(a: int, b: int) -> int:  # plain Python: triton's helpers cost microse
 
 def _pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_capable(device: torch.device) -> bool:
+    """Programmatic dependent launch needs sm_90+ (and Triton's launch_pdl, 3.4+)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9 and hasattr(tl.extra.cuda, "gdc_wait")
 
 
 @functools.lru_cache(maxsize=None)
@@ -540,6 +616,7 @@ def paged_decode_attention(
     buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=q.device)
     po, pm, pl = buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :]
     rows = _pow2(G)
+    pdl = POLICY.pdl and not _interpreting() and _pdl_capable(q.device)
     ks = q if ks is None else ks
     vs = q if vs is None else vs
     _launch_split(
@@ -554,11 +631,13 @@ def paged_decode_attention(
         K_SCALE=k_kind, V_SCALE=v_kind,
         DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        ROWS=rows, MERGE_CHUNK=max(1, MERGE_TILE // (rows * D)), MERGE_STAGES=MERGE_STAGES,
+        ROWS=rows, MERGE_CHUNK=max(1, MERGE_TILE // (rows * D)), MERGE_STAGES=MERGE_STAGES, PDL=pdl,
+        PREFETCH=POLICY.prefetch_tiles if pdl else 0, LINE=128 // k_cache.element_size(),
     )
     if merge == 1:
         _decode_merge[(B, H)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                              HEAD_DIM=D, CHUNK=max(1, MERGE_TILE // D), STAGES=MERGE_STAGES)
+                              HEAD_DIM=D, CHUNK=max(1, MERGE_TILE // D), STAGES=MERGE_STAGES, PDL=pdl,
+                              **({"launch_pdl": True} if pdl else {}))
     return out
 
 

@@ -7,6 +7,12 @@ out), heads 32/8 (D = 128, Llama-3-8B-like) and 9/3 (D = 64, SmolLM2). Rows:
   impl=triton  kv=contiguous bf16, the [B, H_kv, S, D] cache viewed as one block per sequence
   impl=triton  kv=contiguous fp8 e4m3 (per-head scales) and int8 (per-token scales)
   impl=sdpa-flash / sdpa-cudnn  kv=contiguous bf16
+  impl=copy-same-bytes  kv=contiguous: a plain copy of the bf16 rows' bytes (_common.copy_same_bytes),
+      timed first and the same way, with the same bytes: the floor at this size. The copy bandwidth
+      at 4 GB is not reachable by a kernel moving tens of MB (H200: a read-only kernel over 33.6 MB
+      takes 9.8-10.0 µs, 3.35-3.44 TB/s, t ≈ 2.8 µs + bytes / 4.65 TB/s, so 3.63 TB/s at B = 1, 8K
+      is out of reach of any kernel; a torch copy of the same bytes 10.1 µs). The triton bf16 and
+      sdpa-cudnn rows record `frac_of_copy_same_bytes_stream` = copy / their `latency_stream` median.
 Bytes = K and V read + q read + o written (kernels.attention_decode.bytes_moved): achieved GB/s
 against the measured copy bandwidth is the figure of merit. `paged_vs_contiguous` records the
 latency ratio of our kernel on the two layouts (lone CUDA-graph replays). On CUDA the bf16 rows are
@@ -46,7 +52,7 @@ from kernels.attention_decode import (
     paged_from_contiguous,
     quantize_kv,
 )
-from lab.benchmarks._common import bench_dtype, bench_measure, input_copies, rel_err, stream_us, time_ways
+from lab.benchmarks._common import WAYS, bench_dtype, bench_measure, copy_same_bytes, input_copies, rel_err, stream_us, time_ways
 from lab.records import Recorder
 
 try:
@@ -74,12 +80,21 @@ def shapes(size: str) -> list[tuple[int, int, int, int, int]]:
     return out
 
 
-def _time(rec: Recorder, fns: list, measure, cost: dict) -> float:
+def _time(rec: Recorder, fns: list, measure, cost: dict, floor: dict | None = None) -> dict[str, float]:
     """fns[i] makes the same call on KV copy i: timed as called, as a lone CUDA-graph replay and
     back to back in one graph (_common.time_ways: `latency[_graph|_stream]_*`, the stream rows
-    are the goal's GB/s). Returns the lone replay's median on CUDA (what paged_vs_contiguous
-    compares), the eager one on the CPU."""
+    are the goal's GB/s). Returns time_ways' medians. `floor`: copy-same-bytes' medians at this
+    point, from which `frac_of_copy_same_bytes_stream` is recorded."""
     ways = time_ways(rec, fns, measure, cost)
+    if floor and "_stream" in floor and "_stream" in ways:
+        rec.metric("frac_of_copy_same_bytes_stream", floor["_stream"] / ways["_stream"], "",
+                   method=f"copy-same-bytes / this, median latency ({WAYS['_stream']}): the fraction of the bandwidth "
+                          "a plain copy of the same bytes reaches at this size")
+    return ways
+
+
+def _lone(ways: dict[str, float]) -> float:
+    """The lone CUDA-graph replay's median on CUDA (what paged_vs_contiguous compares), the eager one on the CPU."""
     return ways.get("_graph", ways[""])
 
 
@@ -111,20 +126,25 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                 bytes_moved=bytes_moved(B, H, H_kv, D, B * L, kv_bytes, q.element_size(), scale_bytes))
             out = torch.empty_like(q)
             latency = {}
+            floor = {}  # copy-same-bytes' medians: timed first
+
+            with rec.point(impl="copy-same-bytes", kv="contiguous", page_size=L, kv_dtype=cols["dtype"]):
+                nbytes = cost(k.element_size())["bytes_moved"]
+                floor.update(_time(rec, copy_same_bytes(nbytes, device), measure, dict(bytes_moved=nbytes)))
 
             with rec.point(impl="triton", kv="paged", page_size=PAGE, kv_dtype=cols["dtype"]):
                 pages = [paged_from_contiguous(kc, vc, lens, block_size=PAGE, shuffle=True, generator=torch.Generator().manual_seed(B * L))
                          for kc, vc in _kv_copies(k, v, device)]
                 fns = [lambda p=p: paged_decode_attention(q, **p.kwargs(), out=out) for p in pages]
                 rec.metric("max_rel_err", _rel_err(fns[0](), ref), "", method=method)
-                latency["paged"] = _time(rec, fns, measure, cost(k.element_size()))
+                latency["paged"] = _lone(_time(rec, fns, measure, cost(k.element_size()), floor))
                 del pages, fns
 
             with rec.point(impl="triton", kv="contiguous", page_size=L, kv_dtype=cols["dtype"]):
                 views = [contiguous] + [paged_from_contiguous(kc, vc, lens) for kc, vc in _kv_copies(k, v, device)[1:]]
                 fns = [lambda c=c: paged_decode_attention(q, **c.kwargs(), out=out) for c in views]
                 rec.metric("max_rel_err", _rel_err(fns[0](), ref), "", method=method)
-                latency["contiguous"] = _time(rec, fns, measure, cost(k.element_size()))
+                latency["contiguous"] = _lone(_time(rec, fns, measure, cost(k.element_size()), floor))
                 del views, fns
                 rec.metric("paged_vs_contiguous", latency["paged"] / latency["contiguous"], "x",
                            method=f"median latency (CUDA-graph replay on GPU), paged P={PAGE} shuffled / contiguous view, same kernel")
@@ -157,7 +177,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                             rec.skipped(f"{name} cannot run B={B} H={H}/{H_kv} L={L} D={D}: {str(e).splitlines()[0][:200]}")
                             continue
                         rec.metric("max_rel_err", _rel_err(o[:, :, 0], ref), "", method=method)
-                        _time(rec, fns, measure, cost(k.element_size()))
+                        _time(rec, fns, measure, cost(k.element_size()), floor if name == "sdpa-cudnn" else None)
                     del fns
             del q, k, v, contiguous
             if device.type == "cuda":

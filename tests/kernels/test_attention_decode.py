@@ -103,6 +103,35 @@ def test_fused_merge_in_a_cuda_graph():
         assert torch.equal(out, eager) and torch.count_nonzero(_counters()) == 0
 
 
+@pytest.mark.parametrize("prefetch", [0, 2], ids=["wait", "prefetch2"])
+@pytest.mark.parametrize("P", [None, 16], ids=["view", "P16"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "two-kernel"])
+def test_programmatic_dependent_launch(monkeypatch, fused, P, prefetch):
+    # POLICY.pdl: on sm_90+ both kernels wait for the previous grid before reading anything for
+    # real (the split kernel may first prefetch its first tiles into L2), so back-to-back calls
+    # in one graph (each launched while the last one runs) give the eager result; elsewhere and
+    # under the interpreter the flags are ignored
+    monkeypatch.setattr(ad, "POLICY", SplitPolicy(pdl=True, prefetch_tiles=prefetch))
+    dtype = torch.bfloat16 if GPU else torch.float32
+    q, k, v = make(2, 8, 2, 300, 64, dtype, seed=60)
+    lens = torch.tensor([300, 123], dtype=torch.int32, device=DEVICE)
+    paged = paged_from_contiguous(k, v, lens, block_size=P, shuffle=P is not None, generator=torch.Generator().manual_seed(60))
+    eager = check(q, paged, num_splits=5, fused_merge=fused).clone()
+    if GPU:
+        out = torch.empty_like(q)
+        fn = lambda: paged_decode_attention(q, **paged.kwargs(), out=out, num_splits=5, fused_merge=fused)
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(3):
+                fn()
+        out.zero_()
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager)
+
+
 def test_splits_more_than_tiles_and_empty_sequence():
     # 9 splits of a 20-token sequence leave empty splits; a length-0 sequence outputs zeros
     q, k, v = make(2, 4, 2, 20, 32, torch.float32, seed=6)
@@ -193,6 +222,8 @@ def test_split_policy():
     assert default_num_splits(1, 8, 8192, torch.device("cpu"), p) == p.splits(1, 8, 8192, 4)
     with pytest.raises(ValueError, match="SplitPolicy"):
         SplitPolicy(programs_per_sm=0)
+    with pytest.raises(ValueError, match="SplitPolicy"):
+        SplitPolicy(prefetch_tiles=-1)
 
 
 def test_view_of_a_preallocated_cache_needs_no_copy():
