@@ -114,7 +114,9 @@ def input_copies(make, nbytes: int, device: torch.device) -> list:
 
 def copy_same_bytes(nbytes: int, device: torch.device) -> list:
     """The size-matched floor: calls that each copy nbytes/2 into a second buffer (reading half and
-    writing half: `nbytes` moved), on input copies that together exceed the L2, for `time_ways`.
+    writing half: `nbytes` moved) with an elementwise kernel (torch.neg), on input copies that
+    together exceed the L2, for `time_ways`. Not Tensor.copy_: a device-to-device cudaMemcpy may
+    go to the copy engines inside a CUDA graph, which capped it at ~2.8 TB/s on the H200.
     The copy bandwidth measured at 4 GB (the ceiling in provenance) is not reachable by a kernel
     that moves 10-30 MB: launch, ramp-up and drain cost a few µs per call (an H200 reads 33.6 MB
     in 10 µs at best, 3.35 TB/s, against 4.27 at 4 GB). This row is what a bandwidth goal can be
@@ -124,7 +126,7 @@ def copy_same_bytes(nbytes: int, device: torch.device) -> list:
                                     torch.empty(half, dtype=torch.float16, device=device)), nbytes, device)
     for src, _ in pairs:
         src.zero_()
-    return [lambda s=s, d=d: d.copy_(s) for s, d in pairs]
+    return [lambda s=s, d=d: torch.neg(s, out=d) for s, d in pairs]
 
 
 def stream_us(calls: list, reps: int = 5) -> float:
