@@ -808,7 +808,7 @@ def _wo_matmul_mma(x: torch.Tensor, qw: QuantizedWeight, config, interpreting: b
     grid, meta = _mma_plan(M, N, K, qw.group_size, qw.zero is not None, x.dtype, x.device, config, interpreting)
     if meta["X_KIND"]:  # x read as int64 words of 4 values: 8-byte aligned rows
         if x.stride(0) % 4 or x.data_ptr() % 8:
-            x = x.clone()
+            x = x.clone(memory_format=torch.contiguous_format)  # fresh, aligned
         xk, sxm = x.view(torch.int64), x.stride(0) // 4
     else:
         xk, sxm = x, x.stride(0)
