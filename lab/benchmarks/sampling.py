@@ -33,6 +33,7 @@ time goes (per kernel) and what limits occupancy (registers, spills).
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import replace
 
@@ -173,7 +174,6 @@ TUNE_VARIANTS = (  # over the table's row for B, at its chunk; each new NP/BLOCK
     dict(BLOCK=1024, num_warps=8),
     dict(maxnreg=128),  # the gather's register cap
 )
-_SPIN = 50_000  # GPU cycles of torch.cuda._sleep before an eager sample: hides the first launch's host time
 
 
 def tune_configs(B: int, V: int) -> list[dict]:
@@ -193,31 +193,25 @@ def _label(cfg: dict) -> str:
     return f"chunk={cfg['chunk']} NP={cfg['NP']} R={cfg['ROUNDS']} CAP={cfg['CAP']} BLOCK={cfg['BLOCK']} w{cfg['num_warps']}{regs}"
 
 
+def _sweep_points(Vs, Bs, dists, dev, gen):
+    """(V, B, dist, (T, k, p, mp), logits, support of rows 0-1 [2, V]) at every swept shape."""
+    for V, B, dist in itertools.product(Vs, Bs, dists):
+        T, k, p, mp = SETTINGS[dist]
+        logits = make_logits(B, V, dist, dev, gen)
+        yield V, B, dist, (T, k, p, mp), logits, reference_probs(logits[:2], T, k, p, mp) > 0
+        del logits  # before the next shape's are made: one set alive at a time
+
+
 def _time_us(fn, reps: int) -> tuple[float | None, float]:
     """(median µs of CUDA-graph replays of fn, or None when it cannot be captured; median µs of
-    eager calls, the GPU kept busy while the first launch is enqueued). L2 warm: a ranking."""
-    fn()
-    torch.cuda.synchronize()
-    med = lambda run: float(np.median([_event_us(run) for _ in range(reps)]))
-    eager = med(fn)
+    eager calls, the GPU kept busy while the first launch is enqueued): lab.measure's time_fn
+    with L2 left warm, as a ranking."""
+    cfg = MeasureConfig(reps=reps, min_reps=reps, warmup_ms=0.0, l2_flush=False, bootstrap=0)
+    eager = time_fn(fn, "cuda", cfg).median_ms * 1e3
     if graph_error(fn) is not None:
         return None, eager
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    graph = med(g.replay)
-    del g
-    return graph, eager
-
-
-def _event_us(run) -> float:
-    torch.cuda._sleep(_SPIN)
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    run()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) * 1e3
+    graph = time_fn(fn, "cuda", replace(cfg, cuda_graph=True))
+    return (graph.median_ms * 1e3 if graph.graph else None), eager
 
 
 def tune(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32, 256), dists=("flat", "peaked"),
@@ -232,38 +226,33 @@ def tune(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32, 256), dists=("flat", "
     gen = torch.Generator(device=dev).manual_seed(0)
     deadline = time.perf_counter() + budget_s
     rows = []
-    for V in Vs:
-        for B in Bs:
-            for dist in dists:
-                T, k, p, mp = SETTINGS[dist]
-                logits = make_logits(B, V, dist, dev, gen)
-                support = reference_probs(logits[:2], T, k, p, mp) > 0  # [2, V]
-                shape = dict(V=V, B=B, dist=dist)
-                cands = {"torch-sort": (lambda: sample_sorted(logits, T, k, p, mp), None),
-                         "auto": (lambda: sample(logits, T, k, p, mp, seed=1234), None),
-                         "one-program": (lambda: sample(logits, T, k, p, mp, seed=1234, config={"split": False}), None)}
-                for cfg in tune_configs(B, V):
-                    cands[_label(cfg)] = ((lambda c=cfg: sample(logits, T, k, p, mp, seed=1234, config={"split": c})), cfg)
-                got = {}
-                for name, (fn, cfg) in cands.items():
-                    if time.perf_counter() > deadline:
-                        print(f"  skip {name} at V={V} B={B} {dist}: past the {budget_s:.0f} s budget", flush=True)
-                        continue
-                    try:
-                        tokens = fn()
-                        ok = bool(support.gather(1, tokens[:2, None].to(torch.int64)).all())
-                        g_us, e_us = _time_us(fn, reps)
-                    except Exception as e:  # a setting that does not compile or fit: skip it
-                        print(f"  skip {name} at V={V} B={B} {dist}: {type(e).__name__}: {str(e)[:120]}", flush=True)
-                        continue
-                    if not ok:
-                        print(f"  WRONG {name} at V={V} B={B} {dist}: a token outside the kept set", flush=True)
-                    got[name] = (g_us, e_us, ok, cfg)
-                    rows.append(dict(shape, impl=name, config=cfg, graph_us=g_us, eager_us=e_us, ok=ok))
-                print(_tune_line(shape, got, top, lambda c: split_modes(logits, T, k, p, mp, config={"split": c}, with_mask=False)[0]), flush=True)
-                del logits, support, cands
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
+    for V, B, dist, (T, k, p, mp), logits, support in _sweep_points(Vs, Bs, dists, dev, gen):
+        shape = dict(V=V, B=B, dist=dist)
+        cands = {"torch-sort": (lambda: sample_sorted(logits, T, k, p, mp), None),
+                 "auto": (lambda: sample(logits, T, k, p, mp, seed=1234), None),
+                 "one-program": (lambda: sample(logits, T, k, p, mp, seed=1234, config={"split": False}), None)}
+        for cfg in tune_configs(B, V):
+            cands[_label(cfg)] = ((lambda c=cfg: sample(logits, T, k, p, mp, seed=1234, config={"split": c})), cfg)
+        got = {}
+        for name, (fn, cfg) in cands.items():
+            if time.perf_counter() > deadline:
+                print(f"  skip {name} at V={V} B={B} {dist}: past the {budget_s:.0f} s budget", flush=True)
+                continue
+            try:
+                tokens = fn()
+                ok = bool(support.gather(1, tokens[:2, None].to(torch.int64)).all())
+                g_us, e_us = _time_us(fn, reps)
+            except Exception as e:  # a setting that does not compile or fit: skip it
+                print(f"  skip {name} at V={V} B={B} {dist}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                continue
+            if not ok:
+                print(f"  WRONG {name} at V={V} B={B} {dist}: a token outside the kept set", flush=True)
+            got[name] = (g_us, e_us, ok, cfg)
+            rows.append(dict(shape, impl=name, config=cfg, graph_us=g_us, eager_us=e_us, ok=ok))
+        print(_tune_line(shape, got, top, lambda c: split_modes(logits, T, k, p, mp, config={"split": c}, with_mask=False)[0]), flush=True)
+        del logits, support, cands
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
     print(suggest_table(rows), flush=True)
     return rows
 
@@ -312,51 +301,46 @@ def compare(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32), dists=("flat", "pe
     graph = replace(eager, cuda_graph=True)
     us = lambda fn, cfg: time_fn(fn, dev, cfg).median_ms * 1e3
     rows = []
-    for V in Vs:
-        for B in Bs:
-            for dist in dists:
-                T, k, p, mp = SETTINGS[dist]
-                logits = make_logits(B, V, dist, dev, gen)
-                support = reference_probs(logits[:2], T, k, p, mp) > 0
-                ours = lambda cfg=None: sample(logits, T, k, p, mp, seed=1234, config=cfg)
-                ok = bool(support.gather(1, ours()[:2, None]).all())
-                row = dict(V=V, B=B, dist=dist, ok=ok,
-                           torch_eager_us=us(lambda: sample_sorted(logits, T, k, p, mp), eager),
-                           torch_graph_us=us(lambda: sample_sorted(logits, T, k, p, mp), graph),
-                           eager_us=us(ours, eager), graph_us=us(ours, graph), host_us=_host_us(ours))
-                if B == 1 and dist == "flat":  # host time with every launch through Triton's JIT; with none
-                    run_launches = kernels_sampling._run_launches
-                    try:
-                        kernels_sampling.DIRECT_LAUNCH = False
-                        row["host_jit_us"] = _host_us(ours)
-                        kernels_sampling.DIRECT_LAUNCH = True
-                        kernels_sampling._run_launches = lambda *a: None
-                        row["host_no_launch_us"] = _host_us(ours)
-                    finally:  # a failure here must not leave sample() without launches
-                        kernels_sampling.DIRECT_LAUNCH, kernels_sampling._run_launches = True, run_launches
-                line = (f"V={V} B={B} {dist}: torch {row['torch_eager_us']:.1f}e/{row['torch_graph_us']:.1f}g"
-                        f" | ours {row['eager_us']:.1f}e/{row['graph_us']:.1f}g"
-                        f" | x{row['torch_eager_us'] / row['eager_us']:.2f}e x{row['torch_graph_us'] / row['graph_us']:.2f}g"
-                        f" | host {row['host_us']:.1f} us" + (f" (JIT path {row['host_jit_us']:.1f}, no launch {row['host_no_launch_us']:.1f})"
-                                                              if "host_jit_us" in row else "")
-                        + ("" if ok else " | WRONG: a token outside the kept set"))
-                for label, v in (variants or {}).items() if dist == "flat" else ():
-                    row_cfg = _table_row(B, V)
-                    change = v(B, V, row_cfg) if callable(v) else v
-                    if change is None:  # not tried at this shape
-                        continue
-                    cfg = {"split": {**row_cfg, **change}}
-                    try:
-                        v_ok = bool(support.gather(1, ours(cfg)[:2, None]).all())
-                        g, e = us(lambda: ours(cfg), graph), us(lambda: ours(cfg), eager)
-                    except Exception as ex:  # a setting that does not compile or fit
-                        line += f"\n    {label}: skip ({type(ex).__name__}: {str(ex)[:80]})"
-                        continue
-                    row[label] = (g, e, v_ok)
-                    line += f"\n    {label}: {e:.1f}e/{g:.1f}g" + ("" if v_ok else " WRONG")
-                print(line, flush=True)
-                rows.append(row)
-                del logits, support
+    for V, B, dist, (T, k, p, mp), logits, support in _sweep_points(Vs, Bs, dists, dev, gen):
+        ours = lambda cfg=None: sample(logits, T, k, p, mp, seed=1234, config=cfg)
+        ok = bool(support.gather(1, ours()[:2, None]).all())
+        row = dict(V=V, B=B, dist=dist, ok=ok,
+                   torch_eager_us=us(lambda: sample_sorted(logits, T, k, p, mp), eager),
+                   torch_graph_us=us(lambda: sample_sorted(logits, T, k, p, mp), graph),
+                   eager_us=us(ours, eager), graph_us=us(ours, graph), host_us=_host_us(ours))
+        if B == 1 and dist == "flat":  # host time with every launch through Triton's JIT; with none
+            run_launches = kernels_sampling._run_launches
+            try:
+                kernels_sampling.DIRECT_LAUNCH = False
+                row["host_jit_us"] = _host_us(ours)
+                kernels_sampling.DIRECT_LAUNCH = True
+                kernels_sampling._run_launches = lambda *a: None
+                row["host_no_launch_us"] = _host_us(ours)
+            finally:  # a failure here must not leave sample() without launches
+                kernels_sampling.DIRECT_LAUNCH, kernels_sampling._run_launches = True, run_launches
+        line = (f"V={V} B={B} {dist}: torch {row['torch_eager_us']:.1f}e/{row['torch_graph_us']:.1f}g"
+                f" | ours {row['eager_us']:.1f}e/{row['graph_us']:.1f}g"
+                f" | x{row['torch_eager_us'] / row['eager_us']:.2f}e x{row['torch_graph_us'] / row['graph_us']:.2f}g"
+                f" | host {row['host_us']:.1f} us" + (f" (JIT path {row['host_jit_us']:.1f}, no launch {row['host_no_launch_us']:.1f})"
+                                                      if "host_jit_us" in row else "")
+                + ("" if ok else " | WRONG: a token outside the kept set"))
+        for label, v in (variants or {}).items() if dist == "flat" else ():
+            row_cfg = _table_row(B, V)
+            change = v(B, V, row_cfg) if callable(v) else v
+            if change is None:  # not tried at this shape
+                continue
+            cfg = {"split": {**row_cfg, **change}}
+            try:
+                v_ok = bool(support.gather(1, ours(cfg)[:2, None]).all())
+                g, e = us(lambda: ours(cfg), graph), us(lambda: ours(cfg), eager)
+            except Exception as ex:  # a setting that does not compile or fit
+                line += f"\n    {label}: skip ({type(ex).__name__}: {str(ex)[:80]})"
+                continue
+            row[label] = (g, e, v_ok)
+            line += f"\n    {label}: {e:.1f}e/{g:.1f}g" + ("" if v_ok else " WRONG")
+        print(line, flush=True)
+        rows.append(row)
+        del logits, support
     return rows
 
 
