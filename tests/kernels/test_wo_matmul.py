@@ -16,7 +16,6 @@ import pytest
 
 from kernels.wo_matmul import (
     MmaConfig,
-    QuantizedWeight,
     WoConfig,
     int4_codes,
     pack_mma,
