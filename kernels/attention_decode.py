@@ -25,8 +25,9 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     need no memset and work in CUDA graphs. Two launches running at the same time on different
     streams of one device would share counters: pass fused_merge=False there. Under the
     interpreter the programs run one after another, so the last one merges, as on the GPU.
-    fused_merge=False (or no counter buffer yet while a graph is being captured) takes the
-    two-kernel path: a second small kernel, one program per (sequence, head), merges.
+    Past POLICY.fused_merge_up_to splits (or with fused_merge=False, or with no counter buffer
+    yet while a graph is being captured) a second small kernel merges instead, one program per
+    (sequence, head): the fused tail grows with the split count, the launch does not.
   * quantized caches are dequantized in registers: fp8 e4m3 and int8 values convert exactly to
     bf16/fp16 (with an fp8 cache the dot products run in fp16 whatever q's dtype: e4m3 -> fp16 is
     one instruction, -> bf16 three; q beyond fp16's ±65504 would overflow, which post-RoPE queries
@@ -42,9 +43,10 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
   fp8 per tensor/head (e4m3's exponent covers the range) and int8 per token (its uniform grid
   needs a scale that tracks each token's outliers).
 
-Knobs, read at call time and set from `lab.benchmarks.attention_decode.tune()`'s output on an
-H200: `POLICY` (splits, fused merge, programmatic dependent launch), `DEFAULT_CONFIG` (the tile
-config with LAB_AUTOTUNE=0) and `GPU_CONFIGS` (what the autotuner tries).
+Knobs, read at call time and set from split/tile sweeps on an H200 (`lab.benchmarks.
+attention_decode.tune()`): `POLICY` (splits, fused merge, programmatic dependent launch) and
+`default_config` (the tile: TILE_BYTES of K per tile, STAGES by table walk). No runtime autotuning:
+at 5-40 µs a call the autotuner's own timing noise picked slower tiles than the rule.
 """
 from __future__ import annotations
 
@@ -177,7 +179,7 @@ def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_k
 # int args that vary from call to call without changing the code: left unspecialized, so a new
 # split count or batch shape does not compile a new kernel (Triton specializes ints on == 1 and
 # on divisibility by 16; the strides stay specialized: that is what proves 16-byte alignment)
-@triton.jit(do_not_specialize=["G", "capacity", "num_splits", "ml_stride", "merge", "work_bucket"])
+@triton.jit(do_not_specialize=["G", "capacity", "num_splits", "ml_stride", "merge"])
 def _decode_split(
     Q, K, V, BT, LENS, KS, VS, O, PO, PM, PL, CNT,
     stride_qb, stride_qh,
@@ -189,7 +191,6 @@ def _decode_split(
     stride_ob, stride_oh,
     G, capacity, qk_scale, num_splits, ml_stride,
     merge,  # 0: one split, write o; 1: write partials (the merge kernel follows); 2: fused merge
-    work_bucket,  # only keys the autotuner
     PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
     K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, DOT_F16: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ROWS: tl.constexpr, MERGE_CHUNK: tl.constexpr, MERGE_STAGES: tl.constexpr, PDL: tl.constexpr,
@@ -306,67 +307,75 @@ def _decode_merge(PO, PM, PL, O, H, num_splits, ml_stride, stride_ob, stride_oh,
 
 
 # ---------------------------------------------------------------------------------------------
-# Knobs: the split policy and the tile configs (autotuned on the GPU; one small tile under
-# TRITON_INTERPRET). Set from lab.benchmarks.attention_decode.tune()'s output.
+# Knobs: the split policy and the tile rule (one small tile under TRITON_INTERPRET). Set from
+# split/tile sweeps on an H200 (lab.benchmarks.attention_decode.tune()).
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SplitPolicy:
-    """How many KV-length splits a launch gets when num_splits is not given.
+    """How many KV-length splits a launch gets when num_splits is not given, and how they merge.
 
-    splits = clamp(ceil(programs_per_sm · SMs / (B · H_kv)), 1, min(ceil(capacity / min_split), max_splits))
+    splits = clamp(floor(programs_per_sm · SMs / (B · H_kv)), 1, min(ceil(capacity / min_split), max_splits))
 
     Decided from the block table's capacity (max_blocks · P), never from seq_lens: no device-to-host
-    sync, the same split count for every call of a CUDA graph. Each split costs G·(D+2)·4 bytes of
-    partials written and read again by the merge (from L2), and the fused merge's tail (one
-    program reading G·splits·D·4 bytes) grows with the split count. Two programs per SM keep
-    every program resident at once (the default configs fit 3 per SM: ~72 KB of shared memory and
-    at most 168 registers a thread at D = 128), so there is no second wave, and with 2 K/V tiles ahead each that is
-    ~128 KB in flight per SM at D = 128, several times what Little's law asks (~32 GB/s per SM ×
-    ~1 µs). Before the fused merge the policy was (4, 256, 128) with two kernels.
-    fused_merge: merge in the split kernel (the last program of a group) instead of a second launch.
+    sync, the same split count for every call of a CUDA graph. floor, not ceil: every program is
+    resident at once and no SM gets one more program than another has (48 (sequence, KV head)
+    pairs on 132 SMs: 5 splits = 240 programs, at most 2 an SM; 6 would put a third on 24 SMs
+    and every other SM waits for them: 36.2 against 33.1 µs at B = 16, 9/3 heads, 8K). Two
+    programs per SM with 2 K/V tiles of 16 KB ahead each are ~128 KB in flight per SM, several
+    times what Little's law asks (~32 GB/s per SM × ~1 µs). Each split costs G·(D+2)·4 bytes of
+    partials written and read again by the merge (from L2).
+    fused_merge_up_to: with at most this many splits the split kernel merges them itself (the last
+    program of each group, one atomic per program); with more, a second small kernel does. The
+    fused tail (one program reading G·splits·D·4 bytes) grows with the split count, the second
+    launch costs a fixed ~2 µs: on an H200 the fused merge won by 1-3 µs at 2-8 splits and lost
+    by ~2.3 µs at 32 (batch 1). 0: never fused.
     pdl: launch the kernels with programmatic dependent launch (sm_90+; ignored elsewhere and under
     the interpreter). Each kernel's first act is griddepcontrol.wait (nothing is read for use,
     nothing written, before the previous kernel in the stream has completed and flushed, so it is
     correct after any producer; only prefetch_tiles' address reads come earlier) and its second
     griddepcontrol.launch_dependents, so the next PDL kernel (the merge kernel, or the next call's
     split kernel) is launched and made resident while this one runs: what it hides is the launch
-    gap between kernels (in a CUDA graph too), not the tail. Off until a GPU measurement says it
-    pays (.probe/decode_probe.py A/Bs it).
+    gap between kernels (in a CUDA graph too), not the tail. Off by default: it pays only where
+    the kernel before it in the stream is launched the same way (decode calls back to back on an
+    H200: B = 1, 32/8 heads, 8K 15.0 -> 14.2 µs with prefetch_tiles=1; 9/3 heads 8.9 -> 7.1).
     prefetch_tiles (with pdl): before its wait, each split program asks L2 for its first
     prefetch_tiles K/V tiles (addresses from seq_lens and the table as they are then), so the
     DRAM ramp of a launch overlaps the previous kernel's tail (at batch 1 the merge, when DRAM
     is idle) instead of following it. At most ~2 tiles a program: prefetched lines must survive
     in L2 until the wait returns (B=1, 8K, 32 splits, 2 tiles of n64: 16.8 MB).
 
-    The defaults are from `tune()` on an H200 (per call, back to back in a CUDA graph, 2026-11-21):
-    at B·H_kv = 8 (batch 1, 32/8 heads) 2 programs per SM won at 8K-128K (32-33 splits: 14.9 µs
-    at 8K, 40.5 at 32K, 130 at 128K = 97 % of copy bandwidth, against 18.6 / 43.1 / 131.6 with
-    128-token splits and the fused merge, and 14.9 / 46.5 / 144 with the old policy). The fused
-    merge was 0.9 µs slower than the second launch in the median (faster on 14 of 36 shapes,
-    by up to 3 µs at B = 16), so it is off by default; splits under 256 tokens did not pay.
+    The defaults are from split-count sweeps on an H200 (back to back in a CUDA graph over KV
+    copies larger than L2, 2026-11-21, .probe/dprobe3.py in the session-5 notes of
+    results/baselines/README.md).
     """
 
     programs_per_sm: float = 2.0
     min_split: int = 256  # tokens; shorter splits add partials and merge work, not bytes in flight
     max_splits: int = 512
-    fused_merge: bool = False
+    fused_merge_up_to: int = 16
     pdl: bool = False
     prefetch_tiles: int = 0
 
     def __post_init__(self):
-        if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1 and self.prefetch_tiles >= 0):
-            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1 and prefetch_tiles >= 0, got {self}")
+        if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1 and self.prefetch_tiles >= 0
+                and self.fused_merge_up_to >= 0):
+            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1, fused_merge_up_to >= 0 "
+                             f"and prefetch_tiles >= 0, got {self}")
 
     def splits(self, B: int, H_kv: int, capacity: int, sms: int) -> int:
-        want = math.ceil(self.programs_per_sm * sms / max(B * H_kv, 1))
+        want = math.floor(self.programs_per_sm * sms / max(B * H_kv, 1))
         return max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
+
+    def fused(self, splits: int) -> bool:
+        """Whether `splits` partials are merged in the split kernel (True) or by a second launch."""
+        return 1 < splits <= self.fused_merge_up_to
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
     """One tile config of the split kernel: keys per tile, warps, software-pipeline stages.
     K/V bytes in flight per program ≈ tiles ahead · 2·block_n·D·kv_bytes, tiles ahead being
-    num_stages - 1 on a contiguous walk and (num_stages - 1) // 2 on a paged one (DEFAULT_CONFIG)."""
+    num_stages - 1 on a contiguous walk and (num_stages - 1) // 2 on a paged one (STAGES)."""
 
     block_n: int = 64
     num_warps: int = 4
@@ -388,18 +397,29 @@ class DecodeConfig:
 
 
 POLICY = SplitPolicy()
-# Tile configs by table walk: "contiguous" (one block per sequence: addresses are arithmetic) or
-# "paged" (a block-table load feeds every tile's addresses). Triton's software pipeliner splits
+TILE_BYTES = 16384  # of K (and as much of V) per tile: 64 keys at D = 128 in bf16, 128 at D = 64 or in fp8/int8
+# Pipeline stages by table walk: "contiguous" (one block per sequence: addresses are arithmetic)
+# or "paged" (a block-table load feeds every tile's addresses). Triton's software pipeliner splits
 # num_stages between that table load and the K/V loads it feeds, so a paged walk keeps only
 # (num_stages - 1) // 2 K/V tiles in flight ahead of the one being used (3 stages: 1, 5: 2)
 # where the contiguous walk keeps num_stages - 1 (checked in the sm_90 TTGIR: the shared-memory
-# buffers). Shared memory ≈ tiles in flight · 2·block_n·D·kv_bytes; an SM has 227 KB.
-DEFAULT_CONFIG = {"contiguous": DecodeConfig(64, 4, 3), "paged": DecodeConfig(64, 4, 5)}  # LAB_AUTOTUNE=0
-# what the autotuner tries (measured on an H200 before the fused merge and finer splits: 128×4w×2
-# and 64×4w×2 won every shape; 8 warps and 32-token tiles never did; 5 stages is for paged walks)
-GPU_CONFIGS = [DecodeConfig(64, 4, 2), DecodeConfig(64, 4, 3), DecodeConfig(128, 4, 2), DecodeConfig(128, 4, 3),
-               DecodeConfig(64, 4, 5), DecodeConfig(128, 4, 5)]
-INTERPRET_BLOCK_N = 16  # under TRITON_INTERPRET (unless a config is passed): small tiles, fast CPU tests
+# buffers). Shared memory ≈ tiles in flight · 2·TILE_BYTES; an SM has 227 KB.
+STAGES = {"contiguous": 3, "paged": 5}
+
+
+def default_config(D: int, kv_bytes: int, paged: bool) -> DecodeConfig:
+    """The tile config when none is passed: TILE_BYTES of K per tile (16-128 keys), 4 warps, STAGES.
+
+    A fixed rule, not runtime autotuning: calls of 5-40 µs are within the autotuner's timing noise,
+    and on an H200 it picked configs up to 24 % slower than this rule (B = 1, 32/8 heads, 8K:
+    n128w4s3 at 18.6 µs against n64w4s3's 15.0; 9/3 heads, 32K: 18.0 against 14.5). Measured
+    beside the other configs (n32-n128, 4-8 warps, 2-7 stages) at B = 1-16, bf16/fp8/int8,
+    contiguous and paged, the rule was the fastest or within ~5 % of it."""
+    block_n = min(128, max(16, _pow2(TILE_BYTES // (D * kv_bytes))))
+    return DecodeConfig(block_n, 4, STAGES["paged" if paged else "contiguous"])
+
+
+INTERPRET_CONFIG = DecodeConfig(16, 4, 1)  # under TRITON_INTERPRET (unless a config is passed): small tiles, fast CPU tests
 # The merge loads [ROWS, MERGE_TILE // (ROWS·D), D] fp32 partials a step, MERGE_STAGES steps in
 # flight (cp.async into the main loop's shared memory, free by then). The fused merge is a
 # latency-bound tail (each step waits on L2), so steps are large: at D = 128, G = 4 a step is 8
@@ -408,30 +428,23 @@ INTERPRET_BLOCK_N = 16  # under TRITON_INTERPRET (unless a config is passed): sm
 # memory bound of the default configs; 8192 at D = 64 also grows shared memory past the K/V buffers)
 MERGE_TILE = 4096
 MERGE_STAGES = 3
-_tuned = None
+# The second kernel's step: up to MERGE_KERNEL_TILE // D splits at once (64 at D = 128: the 33
+# splits of batch 1 at 32/8 heads in one L2 round trip, not two). One head a program, so the
+# [CHUNK, D] step costs 64 registers a thread at most, in a kernel that has nothing else to hold.
+MERGE_KERNEL_TILE = 8192
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _launch_split(grid, config: DecodeConfig | None, *args, **meta):
-    global _tuned
+def _launch_split(grid, config: DecodeConfig, *args, **meta):
     if meta["PDL"]:
         meta["launch_pdl"] = True  # a launch option (cudaLaunchAttributeProgrammaticStreamSerialization)
     if _interpreting():
-        _decode_split[grid](*args, **meta, BLOCK_N=config.block_n if config else INTERPRET_BLOCK_N)
-    elif config is not None or os.environ.get("LAB_AUTOTUNE", "1") == "0":
-        c = config or DEFAULT_CONFIG["contiguous" if meta["ONE_BLOCK"] else "paged"]
-        _decode_split[grid](*args, **meta, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages)
+        _decode_split[grid](*args, **meta, BLOCK_N=config.block_n)
     else:
-        if _tuned is None:
-            # keyed on what changes the best tile: the table walk (PAGE, ONE_BLOCK), the dtypes, the
-            # merge path, and the tokens one program streams (work_bucket = log2 of the split length)
-            configs = [triton.Config({"BLOCK_N": c.block_n}, num_warps=c.num_warps, num_stages=c.num_stages) for c in GPU_CONFIGS]
-            _tuned = triton.autotune(configs, key=["HEAD_DIM", "G_PAD", "K_SCALE", "V_SCALE", "merge",
-                                                   "PAGE", "ONE_BLOCK", "work_bucket"])(_decode_split)
-        _tuned[grid](*args, **meta)
+        _decode_split[grid](*args, **meta, BLOCK_N=config.block_n, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _cdiv(a: int, b: int) -> int:  # plain Python: triton's helpers cost microseconds per call
@@ -537,8 +550,8 @@ def paged_decode_attention(
     like q or fp8 e4m3 / int8 with scales; block_table ``(B, max_blocks)`` int32; seq_lens ``(B,)``
     int32 (clamped to max_blocks·P) -> ``(B, H, D)`` in q's dtype.
     num_splits: KV-length splits (flash-decoding); default `default_num_splits` (POLICY).
-    fused_merge: merge the splits in the split kernel (default POLICY.fused_merge) or in a second one.
-    config: the split kernel's tile config (default: autotuned; DEFAULT_CONFIG with LAB_AUTOTUNE=0).
+    fused_merge: merge the splits in the split kernel or in a second one (default: POLICY.fused(splits)).
+    config: the split kernel's tile config (default: `default_config`).
     """
     if not isinstance(layout, KVLayout):
         _fail("layout", f"must be a KVLayout (HND or NHD), got {layout!r}")
@@ -602,7 +615,7 @@ def paged_decode_attention(
     # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
     merge, counters = 0, seq_lens  # 0: one split writes o
     if splits > 1:
-        merge = 2 if (POLICY.fused_merge if fused_merge is None else fused_merge) else 1
+        merge = 2 if (POLICY.fused(splits) if fused_merge is None else fused_merge) else 1
         if merge == 2:
             counters = arrival_counters(q.device, B * H_kv)
             merge, counters = (1, seq_lens) if counters is None else (2, counters)
@@ -619,6 +632,8 @@ def paged_decode_attention(
     pdl = POLICY.pdl and not _interpreting() and _pdl_capable(q.device)
     ks = q if ks is None else ks
     vs = q if vs is None else vs
+    if config is None:
+        config = INTERPRET_CONFIG if _interpreting() else default_config(D, k_cache.element_size(), not one_block)
     _launch_split(
         (B, H_kv, splits), config,
         q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, po, pm, pl, counters,
@@ -626,7 +641,7 @@ def paged_decode_attention(
         *layout.strides(k_cache), *layout.strides(v_cache),
         block_table.stride(0), *ks_strides, *vs_strides,
         out.stride(0), out.stride(1),
-        G, capacity, scale * LOG2E, splits, ml_stride, merge, _cdiv(capacity, splits).bit_length(),
+        G, capacity, scale * LOG2E, splits, ml_stride, merge,
         PAGE=1 if one_block else P, ONE_BLOCK=one_block, HEAD_DIM=D, G_PAD=max(16, rows),
         K_SCALE=k_kind, V_SCALE=v_kind,
         DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
@@ -636,7 +651,7 @@ def paged_decode_attention(
     )
     if merge == 1:
         _decode_merge[(B, H)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                              HEAD_DIM=D, CHUNK=max(1, MERGE_TILE // D), STAGES=MERGE_STAGES, PDL=pdl,
+                              HEAD_DIM=D, CHUNK=min(_pow2(splits), max(1, MERGE_KERNEL_TILE // D)), STAGES=MERGE_STAGES, PDL=pdl,
                               **({"launch_pdl": True} if pdl else {}))
     return out
 

@@ -26,7 +26,7 @@ Small (CPU, interpreter): one tiny float32 shape.
 contiguous-equivalent walks (HND blocks of 16 in order, and the one-block view), times split
 counts, fused vs two-kernel merge and tile configs with CUDA-graph replays over KV copies that
 together exceed the L2, beside SDPA cuDNN/flash; prints one line per shape and walk and a summary
-from which kernels.attention_decode's POLICY and DEFAULT_CONFIG are set.
+from which kernels.attention_decode's POLICY, TILE_BYTES and STAGES are set.
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ import kernels.attention_decode as ad
 from kernels.attention_decode import (
     DecodeConfig,
     KVLayout,
-    SplitPolicy,
     bytes_moved,
     decode_reference,
     default_num_splits,
@@ -190,8 +189,12 @@ TUNE_WALKS = ("paged", "contiguous")  # HND blocks of 16 in physical order; the 
 TUNE_CONFIGS = [DecodeConfig(n, w, s) for n, w, s in
                 ((32, 4, 5), (64, 4, 2), (64, 4, 3), (64, 4, 5), (128, 4, 2), (128, 4, 3), (128, 4, 5), (128, 8, 5))]
 TUNE_PROGRAMS_PER_SM = (1, 2, 3, 4, 6, 8)  # split counts tried: ceil(k·SMs / (B·H_kv)), splits >= 32 tokens
-OLD_POLICY = SplitPolicy(programs_per_sm=4, min_split=256, max_splits=128, fused_merge=False)  # before the fused merge
-OLD_CONFIG = DecodeConfig(64, 4, 3)  # the LAB_AUTOTUNE=0 config before it
+OLD_CONFIG = {"contiguous": DecodeConfig(64, 4, 3), "paged": DecodeConfig(64, 4, 5)}  # session 4's defaults: these tiles,
+
+
+def _old_splits(B: int, H_kv: int, L: int, sms: int) -> int:
+    """... ceil(2·SMs / (B·H_kv)) splits (a third program on some SMs) and the two-kernel merge."""
+    return max(1, min(math.ceil(2 * sms / (B * H_kv)), -(-L // 256), 512))
 COPY_BW = 4.27e12  # bytes/s, the H200's measured copy bandwidth: the "% of copy" column
 SMEM_BYTES = 227 * 1024  # per SM (H100/H200): configs needing more are not tried
 
@@ -240,7 +243,7 @@ def tune(shapes_=None, walks=TUNE_WALKS, configs=None, budget_s: float = 110.0, 
     """Sweep split counts, fused vs two-kernel merge and tile configs on this GPU (bf16, every
     candidate checked against decode_reference on sequence 0: rel err < 2e-2) and print, per shape
     and walk, the best candidate, the two-kernel merge at the best split count and config, the
-    current defaults (POLICY + DEFAULT_CONFIG), the defaults before the fused merge ("old") and
+    current defaults (POLICY + default_config), session 4's defaults ("old") and
     SDPA cuDNN/flash on the contiguous copies. Search per shape and walk: split counts at the
     default config; configs at the two best split counts; split counts again at the best config;
     the two-kernel merge. Past `budget_s` seconds only split counts are swept. Ends with a summary
@@ -320,13 +323,13 @@ def _tune_walk(shape: _TuneShape, walk: str, configs, sms: int, copy_bw: float, 
         ran = [(us, s, f, c) for (s, f, c), us in timed.items() if us is not None and pred(s, f, c)]
         return min(ran, key=lambda r: r[0]) if ran else None
 
-    cfg0 = ad.DEFAULT_CONFIG[walk]  # read at call time, like the launcher, so a patched knob is what runs
+    cfg0 = ad.default_config(D, shape.dtype.itemsize, walk == "paged")  # read at call time, like the launcher, so a patched knob is what runs
     policy_s = default_num_splits(B, H_kv, L, shape.device)
     splits = sorted({max(1, min(math.ceil(k * sms / (B * H_kv)), L // 32)) for k in TUNE_PROGRAMS_PER_SM} | {policy_s})
     for s in splits:
         cand(s, True, cfg0)
-    policy_us = cand(policy_s, ad.POLICY.fused_merge, cfg0)
-    old_us = cand(default_num_splits(B, H_kv, L, shape.device, OLD_POLICY), False, OLD_CONFIG)
+    policy_us = cand(policy_s, ad.POLICY.fused(policy_s), cfg0)
+    old_us = cand(_old_splits(B, H_kv, L, sms), False, OLD_CONFIG[walk])
     swept = budget_left_s > 0
     if swept:
         top = sorted((us, s) for (s, f, c), us in timed.items() if us is not None and f and c == cfg0)[:2]
@@ -374,8 +377,8 @@ def _tune_sdpa(shape: _TuneShape) -> str:
 
 def _tune_summary(best: list[dict], elapsed: float) -> None:
     """What to set in kernels.attention_decode: the programs per SM and split lengths that won
-    (POLICY), how often and by how much the fused merge won (POLICY.fused_merge), and the winning
-    configs per walk (DEFAULT_CONFIG, GPU_CONFIGS)."""
+    (POLICY), how often and by how much the fused merge won (POLICY.fused_merge_up_to), and the
+    winning configs per walk (TILE_BYTES, STAGES)."""
     if not best:
         print(f"tune: nothing ran ({elapsed:.0f} s)")
         return

@@ -213,17 +213,51 @@ def test_tile_configs_and_split_cuts(P, block_n):
 
 def test_split_policy():
     p = SplitPolicy(programs_per_sm=4, min_split=128, max_splits=512)
-    assert p.splits(1, 8, 8192, 132) == 64  # ceil(528 / 8) = 66, but at most 8192 / 128
+    assert p.splits(1, 8, 8192, 132) == 64  # floor(528 / 8) = 66, but at most 8192 / 128
     assert p.splits(1, 8, 131072, 132) == 66
     assert p.splits(1, 1, 1 << 20, 132) == 512  # max_splits
-    assert p.splits(64, 8, 8192, 132) == 2
+    assert p.splits(64, 8, 8192, 132) == 1  # floor(528 / 512): never more programs than fit evenly
     assert p.splits(256, 8, 8192, 132) == 1
     assert p.splits(1, 8, 100, 132) == 1  # shorter than one split
+    two = SplitPolicy()
+    assert two.splits(16, 3, 8192, 132) == 5  # 240 programs, at most 2 an SM (6 would put 3 on 24 SMs)
+    assert two.splits(4, 8, 8192, 132) == 8
     assert default_num_splits(1, 8, 8192, torch.device("cpu"), p) == p.splits(1, 8, 8192, 4)
-    with pytest.raises(ValueError, match="SplitPolicy"):
-        SplitPolicy(programs_per_sm=0)
-    with pytest.raises(ValueError, match="SplitPolicy"):
-        SplitPolicy(prefetch_tiles=-1)
+    assert [SplitPolicy(fused_merge_up_to=8).fused(s) for s in (1, 2, 8, 9)] == [False, True, True, False]
+    assert not SplitPolicy(fused_merge_up_to=0).fused(2)
+    for bad in (dict(programs_per_sm=0), dict(prefetch_tiles=-1), dict(fused_merge_up_to=-1)):
+        with pytest.raises(ValueError, match="SplitPolicy"):
+            SplitPolicy(**bad)
+
+
+def test_default_config_holds_a_fixed_number_of_bytes_per_tile():
+    # TILE_BYTES of K per tile whatever D and the cache dtype; paged walks pipeline deeper
+    for D, kv_bytes, block_n in ((128, 2, 64), (64, 2, 128), (128, 1, 128), (256, 2, 32), (64, 1, 128), (16, 4, 128)):
+        c = ad.default_config(D, kv_bytes, paged=False)  # the last two: 256 keys would be 16 KB, at most 128
+        assert c.block_n == block_n and c.num_stages == ad.STAGES["contiguous"]
+    assert ad.default_config(128, 2, paged=True).num_stages == ad.STAGES["paged"]
+    for paged in (False, True):
+        ad.default_config(128, 2, paged).check()
+
+
+@pytest.mark.parametrize("splits", [3, 20], ids=["fused-by-policy", "second-kernel-by-policy"])
+def test_policy_merge_path(monkeypatch, splits):
+    # the policy fuses the merge up to fused_merge_up_to splits and launches the merge kernel past it
+    monkeypatch.setattr(ad, "POLICY", SplitPolicy(fused_merge_up_to=8))
+    launches = []
+
+    class CountedMerge:  # the merge kernel, counting its launches
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return merge_kernel[grid]
+
+    merge_kernel = ad._decode_merge
+    monkeypatch.setattr(ad, "_decode_merge", CountedMerge())
+    q, k, v = make(2, 8, 2, 330, 64, torch.float32, seed=50 + splits)
+    lens = torch.tensor([330, 200], dtype=torch.int32, device=DEVICE)
+    paged = paged_from_contiguous(k, v, lens, block_size=16, shuffle=True, generator=torch.Generator().manual_seed(splits))
+    check(q, paged, num_splits=splits)
+    assert len(launches) == (0 if splits <= 8 else 1)
 
 
 def test_view_of_a_preallocated_cache_needs_no_copy():
