@@ -236,6 +236,9 @@ def test_default_config_holds_a_fixed_number_of_bytes_per_tile():
         c = ad.default_config(D, kv_bytes, paged=False)  # the last two: 256 keys would be 16 KB, at most 128
         assert c.block_n == block_n and c.num_stages == ad.STAGES["contiguous"]
     assert ad.default_config(128, 2, paged=True).num_stages == ad.STAGES["paged"]
+    # more programs than run at once: 128-key tiles on a contiguous walk, 3 stages on a paged one
+    assert ad.default_config(128, 2, paged=False, waves=True) == DecodeConfig(128, 4, 3)
+    assert ad.default_config(128, 2, paged=True, waves=True) == DecodeConfig(64, 4, 3)
     for paged in (False, True):
         ad.default_config(128, 2, paged).check()
 
