@@ -222,6 +222,8 @@ def test_split_policy():
     two = SplitPolicy()
     assert two.splits(16, 3, 8192, 132) == 5  # 240 programs, at most 2 an SM (6 would put 3 on 24 SMs)
     assert two.splits(4, 8, 8192, 132) == 8
+    assert two.splits(64, 3, 8192, 132) == 2  # 1 split: 2 programs on 60 SMs, 1 on 72; 2 splits: at most 3 = 1.5 a split
+    assert two.splits(64, 8, 8192, 132) == 1  # 512 pairs: 4 an SM either way, the fewer splits
     assert default_num_splits(1, 8, 8192, torch.device("cpu"), p) == p.splits(1, 8, 8192, 4)
     assert [SplitPolicy(fused_merge_up_to=8).fused(s) for s in (1, 2, 8, 9)] == [False, True, True, False]
     assert not SplitPolicy(fused_merge_up_to=0).fused(2)
