@@ -16,11 +16,11 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     tokens, chosen from the block table's capacity, so without a device-to-host sync). Each split
     leaves a partial (running max m, sum l, unnormalized output) and the partials are merged:
     o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the program writes o itself.
-  * the merge is fused by default: each program of a (sequence, KV head) writes its partials and
+  * up to 16 splits the merge is fused: each program of a (sequence, KV head) writes its partials and
     bumps an arrival counter (one atomic, acq_rel at GPU scope); the program that arrives last
     reads the group's G·splits partials from L2 and writes o, and resets the counter to 0. That
-    saves the second launch (a few µs at batch 1, where the whole read is ~8 µs) for one atomic
-    per program and a merge tail of G·splits·D·4 bytes read by one program. The counters are one
+    saves the second launch (~2 µs) for one atomic per program and a merge tail of G·splits·D·4
+    bytes read by one program. The counters are one
     zeroed int32 buffer per device, allocated once and left zeroed by every launch, so launches
     need no memset and work in CUDA graphs. Two launches running at the same time on different
     streams of one device would share counters: pass fused_merge=False there. Under the
