@@ -135,6 +135,21 @@ def _merge_partials(
 
 
 @triton.jit
+def _split_bounds(L, split, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[start, end) tokens of this split. Splits are cut at multiples of 16 tokens, so they are
+    balanced to within 16 tokens (not a whole tile: 44 splits of 8K cut at 128 tokens are 32 of
+    256 and 12 empty; at 16, 43 of 192). Only where a tile must stay inside one block (PAGE a
+    multiple of BLOCK_N) are they cut at BLOCK_N. A split's last tile may be partial: masked
+    lanes read no bytes."""
+    if ONE_BLOCK or PAGE % BLOCK_N != 0:
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
+    else:
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
+    start = split * split_len
+    return start, tl.minimum(L, start + split_len)
+
+
+@triton.jit
 def _prefetch_l2(ptrs):
     """Ask L2 for the lines at ptrs (a hint: it writes no register and nothing waits on it)."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
@@ -151,12 +166,7 @@ def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_k
     block: bandwidth lost, never a wrong result) and are read .cg, so no stale line stays in
     this SM's L1 for the loads after the wait."""
     L = tl.minimum(tl.load(LENS + b, cache_modifier=".cg"), capacity)
-    if ONE_BLOCK or PAGE % BLOCK_N != 0:  # the main loop's split bounds
-        split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
-    else:
-        split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
-    start = split * split_len
-    end = tl.minimum(L, start + split_len)
+    start, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)  # the main loop's
     n = tl.arange(0, BLOCK_N)
     col = tl.arange(0, HEAD_DIM // LINE if HEAD_DIM > LINE else 1) * LINE  # [lines per row]
     if ONE_BLOCK:
@@ -218,16 +228,7 @@ def _decode_split(
     if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
         blk0 = tl.load(bt_row).to(tl.int64)
     L = tl.minimum(L, capacity)  # never index past the block table's row
-    # Splits are cut at multiples of 16 tokens, so they are balanced to within 16 tokens (not a
-    # whole tile: 44 splits of 8K cut at 128 tokens are 32 of 256 and 12 empty; at 16, 43 of 192).
-    # Only where a tile must stay inside one block (PAGE a multiple of BLOCK_N) are they cut at
-    # BLOCK_N. A split's last tile may be partial: masked lanes read no bytes.
-    if ONE_BLOCK or PAGE % BLOCK_N != 0:
-        split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
-    else:
-        split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
-    start = split * split_len
-    end = tl.minimum(L, start + split_len)
+    start, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)
 
     if DOT_F16:  # fp8 e4m3 -> fp16 is one native conversion; -> bf16 takes three
         q = q.to(tl.float16)
@@ -325,8 +326,8 @@ class SplitPolicy:
     and every other SM waits for them: 36.2 against 33.1 µs at B = 16, 9/3 heads, 8K). Where one
     split already over-fills the GPU (132 < B·H_kv <= 264), s + 1 evens it out: 192 pairs in 1
     split put 2 programs on 60 SMs and 1 on the rest, in 2 splits 3 and 2 (H200, B = 64, 9/3
-    heads, fp8 cache, 8K: 69.9 against 91.7 µs; bf16 32K 358 against 364). Rounding up
-    on paged walks only was tried: 2-7 % faster at B = 64, 20-25 % slower at B = 16). Two
+    heads, fp8 cache, 8K: 69.9 against 91.7 µs; bf16 32K 358 against 364). Rounding up on
+    paged walks only was tried: 2-7 % faster at B = 64, 20-25 % slower at B = 16. Two
     programs per SM with 2 K/V tiles of 16 KB ahead each are ~128 KB in flight per SM, several
     times what Little's law asks (~32 GB/s per SM × ~1 µs). Each split costs G·(D+2)·4 bytes of
     partials written and read again by the merge (from L2).
@@ -415,6 +416,11 @@ TILE_BYTES = 16384  # of K (and as much of V) per tile: 64 keys at D = 128 in bf
 # where the contiguous walk keeps num_stages - 1 (checked in the sm_90 TTGIR: the shared-memory
 # buffers). Shared memory ≈ tiles in flight · 2·TILE_BYTES; an SM has 227 KB.
 STAGES = {"contiguous": 3, "paged": 5}
+
+
+def runs_in_waves(programs: int, sms: int) -> bool:
+    """More than 2 programs per SM: the grid no longer runs all at once (see default_config)."""
+    return programs > 2 * sms
 
 
 def default_config(D: int, kv_bytes: int, paged: bool, waves: bool = False) -> DecodeConfig:
@@ -650,7 +656,7 @@ def paged_decode_attention(
     ks = q if ks is None else ks
     vs = q if vs is None else vs
     if config is None:
-        waves = B * H_kv * splits > 2 * _sm_count(q.device)
+        waves = runs_in_waves(B * H_kv * splits, _sm_count(q.device))
         config = INTERPRET_CONFIG if _interpreting() else default_config(D, k_cache.element_size(), not one_block, waves)
     _launch_split(
         (B, H_kv, splits), config,

@@ -189,14 +189,14 @@ TUNE_WALKS = ("paged", "contiguous")  # HND blocks of 16 in physical order; the 
 TUNE_CONFIGS = [DecodeConfig(n, w, s) for n, w, s in
                 ((32, 4, 5), (64, 4, 2), (64, 4, 3), (64, 4, 5), (128, 4, 2), (128, 4, 3), (128, 4, 5), (128, 8, 5))]
 TUNE_PROGRAMS_PER_SM = (1, 2, 3, 4, 6, 8)  # split counts tried: ceil(k·SMs / (B·H_kv)), splits >= 32 tokens
+COPY_BW = 4.27e12  # bytes/s, the H200's measured copy bandwidth: the "% of copy" column
+SMEM_BYTES = 227 * 1024  # per SM (H100/H200): configs needing more are not tried
 OLD_CONFIG = {"contiguous": DecodeConfig(64, 4, 3), "paged": DecodeConfig(64, 4, 5)}  # session 4's defaults: these tiles,
 
 
 def _old_splits(B: int, H_kv: int, L: int, sms: int) -> int:
     """... ceil(2·SMs / (B·H_kv)) splits (a third program on some SMs) and the two-kernel merge."""
-    return max(1, min(math.ceil(2 * sms / (B * H_kv)), -(-L // 256), 512))
-COPY_BW = 4.27e12  # bytes/s, the H200's measured copy bandwidth: the "% of copy" column
-SMEM_BYTES = 227 * 1024  # per SM (H100/H200): configs needing more are not tried
+    return max(1, min(math.ceil(2 * sms / (B * H_kv)), math.ceil(L / 256), 512))
 
 
 def _why(e: Exception) -> str:
@@ -325,7 +325,7 @@ def _tune_walk(shape: _TuneShape, walk: str, configs, sms: int, copy_bw: float, 
 
     policy_s = default_num_splits(B, H_kv, L, shape.device)
     # read at call time, like the launcher, so a patched knob is what runs
-    cfg0 = ad.default_config(D, shape.dtype.itemsize, walk == "paged", waves=B * H_kv * policy_s > 2 * sms)
+    cfg0 = ad.default_config(D, shape.dtype.itemsize, walk == "paged", waves=ad.runs_in_waves(B * H_kv * policy_s, sms))
     splits = sorted({max(1, min(math.ceil(k * sms / (B * H_kv)), L // 32)) for k in TUNE_PROGRAMS_PER_SM} | {policy_s})
     for s in splits:
         cand(s, True, cfg0)
