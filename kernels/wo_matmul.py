@@ -210,9 +210,11 @@ def _int4_gemv_kernel(
     Bound by bytes in flight, not by arithmetic: a GEMV has no reuse, so DRAM bandwidth is reached
     only with ~40-60 KB of loads outstanding per SM (Little's law at ~1 µs latency). So the codes
     are read as int32 words (8 codes, 16-byte vectors of 4 words per thread) and UNROLL tiles of
-    BLOCK_K are unrolled with no dependency between their loads: they are all issued before the
-    first one is used (a plain loop would wait on each tile in turn; Triton pipelines only loads
-    that feed tl.dot). Word w of a row holds k = 8w + i in nibble i (bits 4i..4i+3: the byte
+    BLOCK_K are unrolled with no dependency between their loads, so that they can all be issued
+    before the first one is used (a plain loop would wait on each tile in turn; Triton pipelines
+    only loads that feed tl.dot). ptxas decides: at its ~59 registers it issues each tile's load
+    after the previous tile's FMAs; a register cap (maxnreg 128-255) hoists some of them, and
+    changed the time by 0-9 % (H200, session 6), so none is set. Word w of a row holds k = 8w + i in nibble i (bits 4i..4i+3: the byte
     layout read little-endian), so the x values a word needs are x words 4w..4w+3 when x is read
     as (even k, odd k) pairs."""
     pid_n = tl.program_id(0)
@@ -392,8 +394,11 @@ def _int4_mma_kernel(
     A program owns ROW_TILES tiles of 16 rows; warp w streams tile w // K_WARPS over the chunks
     c ≡ w (mod K_WARPS) (neighbouring warps read neighbouring 512-byte blocks), UNROLL chunks a
     step, their loads issued before the first MMA, at constant offsets from pointers carried
-    through the loop (no address arithmetic per load). EVEN: no tile or chunk is partial, so
-    nothing is masked. Tensors are [threads, 4 words]: thread i holds the fragments of its lane.
+    through the loop (no address arithmetic per load). That order holds only under a register cap
+    (MmaConfig.maxnreg, 128 by default): left to itself ptxas (Triton 3.6, sm_90) keeps ~58
+    registers by issuing each chunk's load after the MMA before it, one 512-byte load in flight
+    per warp, ~8 KB an SM: 4096² ran at 1.3 TB/s (6.4 µs; capped, 5.4). EVEN: no tile or chunk
+    is partial, so nothing is masked. Tensors are [threads, 4 words]: thread i holds the fragments of its lane.
     X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX; X_KIND 0 (float32 x, or the
     interpreter) the same layout in plain Triton: each code times its x, then the sum over the
     lanes that share a row."""
@@ -604,11 +609,14 @@ def pick_config(M: int, N: int, K: int, bits: int, group_size: int, n_sm: int = 
 @dataclass(frozen=True)
 class MmaConfig:
     """_int4_mma_kernel's tiling: a program owns row_tiles tiles of 16 rows, k_warps warps per
-    tile split its 64-wide chunks, each warp unrolls `unroll` chunks (16 bytes a lane each)."""
+    tile split its 64-wide chunks, each warp unrolls `unroll` chunks (16 bytes a lane each).
+    maxnreg: registers per thread cap (None: ptxas's choice, which serializes the loads; see the
+    kernel)."""
     row_tiles: int = 1
     k_warps: int = 8
     unroll: int = 8
     num_stages: int = 1
+    maxnreg: int | None = 128
 
     def check(self):
         for name in ("row_tiles", "k_warps"):
@@ -619,21 +627,28 @@ class MmaConfig:
             _fail("config", f"row_tiles·k_warps = {self.row_tiles * self.k_warps} warps; at most 16")
         if not 1 <= self.unroll <= MAX_UNROLL:
             _fail("config", f"unroll={self.unroll} must be in 1..{MAX_UNROLL}")
+        if self.maxnreg is not None and not 24 <= self.maxnreg <= 255:
+            _fail("config", f"maxnreg={self.maxnreg} must be in 24..255 or None")
 
 
 INTERPRET_MMA_CONFIG = MmaConfig(row_tiles=2, k_warps=2, unroll=2)
 
 
 def pick_mma_config(N: int, K: int, n_sm: int = 132) -> MmaConfig:
-    """From lab/benchmarks/wo_matmul.py `tune` on an H200 (M = 1, per call back to back in a CUDA
-    graph over weight copies > L2; torch 2.11 / triton 3.6, 2026-11-21): one tile of 16 rows a
-    program, 8 warps splitting K, 4 chunks a step (4096²: 6.7 µs, cuBLAS 13.2; 4096×14336: 18.1,
-    cuBLAS 35.6); 4 warps, 8 a step for tall weights (14336×4096: 13.7 vs 16.1 with 8 warps,
-    cuBLAS 35.2); and for tall, short rows (49152×576: 9 chunks) 4 tiles × 2 warps, the whole row
-    in one step (9.9 µs, cuBLAS 18.9). More row tiles per program or longer steps were slower."""
+    """From .probe/int4_nreg.py on an H200 (M = 1, per call back to back in a CUDA graph over
+    weight copies > L2; torch 2.11 / triton 3.6, 2026-11-21, session 6), every config at 128
+    registers a thread (MmaConfig.maxnreg) unless noted: one tile of 16 rows a program, 8 warps
+    splitting K, 4 chunks a step (4096²: 5.4 µs, 6.4 uncapped, cuBLAS 13.1; 4096×14336: 12.5, 19.9
+    uncapped, cuBLAS 32.6); 4 warps, 8 a step for tall weights (14336×4096: 13.7 either way,
+    cuBLAS 32.2); short rows (K = 576: 9 chunks) in 4 warps, 3 a step (1536×576: 2.3 µs, 3.3
+    uncapped), or, tall (49152×576), 4 tiles a program, one warp each, the whole row in one step
+    at 168 registers (7.5 µs; 128: 7.9; the session-4 default 4 tiles × 2 warps: 9.9). More row
+    tiles per program, or 16 warps, were slower."""
     chunks = -(-K // MMA_K)
     if N >= 16384 and chunks <= 16:
-        return MmaConfig(4, 2, -(-chunks // 2))
+        return MmaConfig(4, 1, chunks, maxnreg=168)
+    if chunks <= 16:
+        return MmaConfig(1, 4, -(-chunks // 4))
     if N >= 8192:
         return MmaConfig(1, 4, 8)
     return MmaConfig(1, 8, 4)
@@ -791,6 +806,8 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
                 BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, ASM=asm, CONSTRAINTS=constraints,
                 ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2],
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
+    if cfg.maxnreg and not interpreting:
+        meta["maxnreg"] = cfg.maxnreg
     return (triton.cdiv(triton.cdiv(N, MMA_ROWS), cfg.row_tiles),), meta
 
 

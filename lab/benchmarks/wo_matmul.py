@@ -199,8 +199,8 @@ INT4_GEMV_TILES = [(16, 512, 8, 16, True), (8, 1024, 8, 16, True), (4, 64, 1, 16
                    (32, 512, 4, 8, True), (64, 512, 4, 8, True), (16, 128, 1, 16, True), (8, 256, 1, 16, True)]
 
 
-# int4 in the mma layout: (row_tiles, k_warps, unroll)
-MMA_TILES = list(itertools.product((1, 2, 4), (2, 4, 8), (4, 8)))
+# int4 in the mma layout: (row_tiles, k_warps, unroll, maxnreg)
+MMA_TILES = list(itertools.product((1, 2, 4), (2, 4, 8), (4, 8), (None, 128, 168)))
 
 
 def tune_configs(M: int, bits: int, group: int, K: int = 4096, layout: str = "rows") -> list:
@@ -208,7 +208,7 @@ def tune_configs(M: int, bits: int, group: int, K: int = 4096, layout: str = "ro
     otherwise at M = 1 both the FMA and the tl.dot path, at M > 1 the tl.dot path. The mma
     layout: MmaConfig tilings."""
     if layout == "mma":
-        return [MmaConfig(r, k, u) for r, k, u in MMA_TILES]
+        return [MmaConfig(r, k, u, maxnreg=n) for r, k, u, n in MMA_TILES]
     if bits == 4 and M == 1:
         out = [WoConfig(n, max(group, min(k, triton.next_power_of_2(K))), 1, w, 1, False, u, xv) for n, k, w, u, xv in INT4_GEMV_TILES]
         return list(dict.fromkeys(out))

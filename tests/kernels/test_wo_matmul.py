@@ -247,6 +247,8 @@ def test_launcher_errors():
         wo_matmul(torch.randn(1, 256, device=DEVICE), qm, WoConfig(16, 128))
     with pytest.raises(ValueError, match=r"k_warps=3 must be a power of two"):
         wo_matmul(torch.randn(1, 256, device=DEVICE), qm, MmaConfig(1, 3, 2))
+    with pytest.raises(ValueError, match=r"maxnreg=300 must be in 24..255 or None"):
+        wo_matmul(torch.randn(1, 256, device=DEVICE), qm, MmaConfig(1, 2, 4, maxnreg=300))
 
 
 def test_quantizer_errors():
