@@ -214,9 +214,9 @@ def _int4_gemv_kernel(
     before the first one is used (a plain loop would wait on each tile in turn; Triton pipelines
     only loads that feed tl.dot). ptxas decides: at its ~59 registers it issues each tile's load
     after the previous tile's FMAs; a register cap (maxnreg 128-255) hoists some of them, and
-    changed the time by 0-9 % (H200, session 6), so none is set. Word w of a row holds k = 8w + i in nibble i (bits 4i..4i+3: the byte
-    layout read little-endian), so the x values a word needs are x words 4w..4w+3 when x is read
-    as (even k, odd k) pairs."""
+    changed the time by 0-9 % (H200, session 6), so none is set. Word w of a row holds k = 8w + i
+    in nibble i (bits 4i..4i+3: the byte layout read little-endian), so the x values a word needs
+    are x words 4w..4w+3 when x is read as (even k, odd k) pairs."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     WPG: tl.constexpr = GROUP // 8  # int32 words per group
@@ -398,8 +398,8 @@ def _int4_mma_kernel(
     (MmaConfig.maxnreg, 128 by default): left to itself ptxas (Triton 3.6, sm_90) keeps ~58
     registers by issuing each chunk's load after the MMA before it, one 512-byte load in flight
     per warp, ~8 KB an SM: 4096² ran at 1.3 TB/s (6.4 µs; capped, 5.4). EVEN: no tile or chunk
-    is partial, so nothing is masked. Tensors are [threads, 4 words]: thread i holds the fragments of its lane.
-    X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX; X_KIND 0 (float32 x, or the
+    is partial, so nothing is masked. Tensors are [threads, 4 words]: thread i holds the
+    fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX; X_KIND 0 (float32 x, or the
     interpreter) the same layout in plain Triton: each code times its x, then the sum over the
     lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS

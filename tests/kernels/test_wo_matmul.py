@@ -16,6 +16,7 @@ import pytest
 
 from kernels.wo_matmul import (
     MmaConfig,
+    pick_mma_config,
     WoConfig,
     int4_codes,
     pack_mma,
@@ -129,6 +130,21 @@ def test_int4_mma_tilings(cfg, M, dtype):
     for group, symmetric in ((32, False), (128, True)):
         qw = quantize_int4(torch.randn(50, 640, generator=g), group, symmetric, layout="mma").to(DEVICE)
         check(torch.randn(M, 640, generator=g).to(DEVICE, dtype), qw, cfg)
+
+
+@pytest.mark.parametrize("N,K,cfg", [
+    (48, 576, None),  # SmolLM2's K: 9 chunks over 4 warps, 3 a step (the heuristic's short-row tiling)
+    (80, 576, MmaConfig(4, 1, 9, maxnreg=168)),  # the tall-weight tiling: one warp, the whole row in a step
+    (32, 2048, None),  # the general tiling: 8 warps, 4 chunks a step
+], ids=["short-rows", "tall", "general"])
+def test_int4_mma_heuristic_tilings(N, K, cfg):
+    """pick_mma_config's tilings (the tall one on fewer rows than it is picked for), each a valid
+    config that computes the product; the register cap is a launch option the interpreter ignores."""
+    cfg = cfg or pick_mma_config(N, K)
+    cfg.check()
+    g = seeded("mma-heuristic", N, K)
+    qw = quantize_int4(torch.randn(N, K, generator=g), 64, True, layout="mma").to(DEVICE)
+    check(torch.randn(1, K, generator=g).to(DEVICE, torch.float16), qw, cfg)
 
 
 def test_int4_mma_even_tiling():
