@@ -81,13 +81,15 @@ class QuantizedWeight:
         z = self.zero.numel() * self.zero.element_size() if self.zero is not None else 0
         return self.qweight.numel() * self.qweight.element_size() + self.scale.numel() * self.scale.element_size() + z
 
+    def _map(self, fn) -> "QuantizedWeight":
+        """The same weight with fn applied to each of its tensors."""
+        return replace(self, qweight=fn(self.qweight), scale=fn(self.scale), zero=None if self.zero is None else fn(self.zero))
+
     def to(self, device) -> "QuantizedWeight":
-        zero = self.zero.to(device) if self.zero is not None else None
-        return replace(self, qweight=self.qweight.to(device), scale=self.scale.to(device), zero=zero)
+        return self._map(lambda t: t.to(device))
 
     def clone(self) -> "QuantizedWeight":
-        zero = self.zero.clone() if self.zero is not None else None
-        return replace(self, qweight=self.qweight.clone(), scale=self.scale.clone(), zero=zero)
+        return self._map(torch.Tensor.clone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,11 +401,11 @@ def _int4_mma_kernel(
     registers by issuing each chunk's load after the MMA before it, one 512-byte load in flight
     per warp, ~8 KB an SM: 4096² ran at 1.3 TB/s (6.4 µs; capped, 5.4). EVEN: no tile or chunk
     is partial, so nothing is masked. Tensors are [threads, 4 words]: thread i holds the
-    fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX; X_KIND 0 (float32 x, or the
-    interpreter) the same layout in plain Triton: each code times its x, then the sum over the
-    lanes that share a row."""
+    fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX; X_KIND 0
+    (float32 x, or the interpreter) the same layout in plain Triton: each code times its x, then
+    the sum over the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
-    XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_k_offsets
+    XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_view
     # one flat thread axis (warp-major): with a separate warp axis the coalescer may spread lanes
     # over it, and every load would be shuffled through shared memory to the asm's layout
     pid = tl.program_id(0)
@@ -559,10 +561,10 @@ _TILES = {
 # row unrolled (up to MAX_UNROLL tiles), never split. From lab/benchmarks/wo_matmul.py `tune` on an
 # H200 (per call, back to back in a CUDA graph over weight copies > L2; torch 2.11 / triton 3.6,
 # 2026-11-21, one-LOP3 decode; cuBLAS bf16 / tinygemm int4 beside): 16×512, 8 warps at K >= 4096
-# (4096²: 6.9 µs vs 13.6 / 7.0; 14336×4096: 16.9 vs 35.6 / 19.0), 16×1024 above 8192 (4096×14336:
-# 17.6 vs 36.4 / 19.8);
-# 8×1024 at K >= 1024 (576×1536: 2.7 vs 5.1 / 2.3); below, 16×128 in one warp for long N
-# (49152×576: 10.4 vs 19.6 / 20.8), else one group in 4×G (1536×576: 2.6 vs 4.0 / 2.6). The
+# (4096²: 6.9 µs vs 13.6 / 7.0; 14336×4096: 16.9 vs 35.6 / 19.0), 16×1024 above 8192
+# (4096×14336: 17.6 vs 36.4 / 19.8); 8×1024 at K >= 1024 (576×1536: 2.7 vs 5.1 / 2.3); below,
+# 16×128 in one warp for long N (49152×576: 10.4 vs 19.6 / 20.8), else one group in 4×G
+# (1536×576: 2.6 vs 4.0 / 2.6). The
 # 16-byte x loads saved 10-18 %. Tiles with several rows per thread (sharing its x, 4 instead of 6
 # instructions per code) were slower: fewer programs, fewer loads in flight. Loading x in the
 # codes' own layout (no shared-memory barriers, 32-bit code loads) was no faster either.
@@ -634,7 +636,7 @@ class MmaConfig:
 INTERPRET_MMA_CONFIG = MmaConfig(row_tiles=2, k_warps=2, unroll=2)
 
 
-def pick_mma_config(N: int, K: int, n_sm: int = 132) -> MmaConfig:
+def pick_mma_config(N: int, K: int) -> MmaConfig:
     """From .probe/int4_nreg.py on an H200 (M = 1, per call back to back in a CUDA graph over
     weight copies > L2; torch 2.11 / triton 3.6, 2026-11-21, session 6), every config at 128
     registers a thread (MmaConfig.maxnreg) unless noted: one tile of 16 rows a program, 8 warps
@@ -792,9 +794,9 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = No
 
 
 @functools.lru_cache(maxsize=4096)
-def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.dtype, device: torch.device,
+def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.dtype,
               config: MmaConfig | None, interpreting: bool) -> tuple[tuple[int], dict]:
-    cfg = config or (INTERPRET_MMA_CONFIG if interpreting else pick_mma_config(N, K, _n_sm(device)))
+    cfg = config or (INTERPRET_MMA_CONFIG if interpreting else pick_mma_config(N, K))
     cfg.check()
     x_kind = 0 if interpreting or dtype == torch.float32 else (1 if dtype == torch.bfloat16 else 2)
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)  # at M = 1 only column 0 (c0, c2) is output
@@ -808,7 +810,7 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
         meta["maxnreg"] = cfg.maxnreg
-    return (triton.cdiv(triton.cdiv(N, MMA_ROWS), cfg.row_tiles),), meta
+    return (triton.cdiv(n_tiles, cfg.row_tiles),), meta
 
 
 def _wo_matmul_mma(x: torch.Tensor, qw: QuantizedWeight, config, interpreting: bool) -> torch.Tensor:
@@ -822,7 +824,7 @@ def _wo_matmul_mma(x: torch.Tensor, qw: QuantizedWeight, config, interpreting: b
     if M > MMA_N and x.dtype != torch.float32 and not interpreting:
         # one m16n8 MMA covers 8 rows of x: 9..16 rows run as two launches of at most 8
         return torch.cat([_wo_matmul_mma(x[i:i + MMA_N], qw, config, interpreting) for i in range(0, M, MMA_N)])
-    grid, meta = _mma_plan(M, N, K, qw.group_size, qw.zero is not None, x.dtype, x.device, config, interpreting)
+    grid, meta = _mma_plan(M, N, K, qw.group_size, qw.zero is not None, x.dtype, config, interpreting)
     if meta["X_KIND"]:  # x read as int64 words of 4 values: 8-byte aligned rows
         if x.stride(0) % 4 or x.data_ptr() % 8:
             x = x.clone(memory_format=torch.contiguous_format)  # fresh, aligned
