@@ -381,13 +381,45 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...]) -> tuple[str, str]:
     return "\n".join(lines), ",".join(["=f"] * n + ["r", "l", "f", "f", "r", "r", "r", "r"] + ["f"] * n)
 
 
+@functools.lru_cache(maxsize=None)
+def _mma_chunk_asm(x_kind: int, cols: tuple[int, ...]) -> tuple[str, str]:
+    """PTX for one 64-wide chunk of a lane whose 4 words share one group (groups of 64 and 128):
+    each word dequantized as in _mma_asm, the 4 MMAs chained through their accumulators (C = the
+    previous D), and the group scale applied once, in float32, onto the accumulators `cols`: 2
+    FFMAs a chunk at M = 1 where per word it took 8. Operands: the outputs, then words 0..3, x
+    0..3 (int64), s_lo, s_hi, the zero pairs of row g and g + 8, the magic pair, the one pair, and
+    the accumulators' old values."""
+    ty, _, _ = _MMA_TYPES[x_kind]
+    n = len(cols)
+    W, X = n, n + 4
+    SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(n + 8, n + 14)
+    ACC = n + 14
+    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;", ".reg .f32 d0, d1, d2, d3;", "mov.b32 zr, 0;"]
+    for j in range(4):
+        w = f"${W + j}"
+        lines += [
+            f"shr.u32 q1, {w}, 4;", f"shr.u32 q2, {w}, 8;", f"shr.u32 q3, {w}, 12;",
+            f"lop3.b32 a0, {w}, 0x000F000F, ${MAGIC}, 0xEA;", f"lop3.b32 a1, q1, 0x000F000F, ${MAGIC}, 0xEA;",
+            f"lop3.b32 a2, q2, 0x000F000F, ${MAGIC}, 0xEA;", f"lop3.b32 a3, q3, 0x000F000F, ${MAGIC}, 0xEA;",
+            f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
+            f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};",
+            f"mov.b64 {{b0, b1}}, ${X + j};",
+            f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{d0, d1, d2, d3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, "
+            + ("{zr, zr, zr, zr};" if j == 0 else "{d0, d1, d2, d3};"),
+        ]
+    for o, c in enumerate(cols):
+        lines.append(f"fma.rn.f32 ${o}, d{c}, ${SLO if c < 2 else SHI}, ${ACC + o};")
+    lines.append("}")
+    return "\n".join(lines), ",".join(["=f"] * n + ["r"] * 4 + ["l"] * 4 + ["f", "f", "r", "r", "r", "r"] + ["f"] * n)
+
+
 @triton.jit
 def _int4_mma_kernel(
     X, Wt, S, Z, Y,
     M, N, K, n_tiles, n_chunks,
     stride_xm, stride_sn, stride_zn, stride_ym,
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ROW_TILES: tl.constexpr, K_WARPS: tl.constexpr,
-    UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr,
+    UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
     ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
     ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr,
 ):
@@ -401,9 +433,12 @@ def _int4_mma_kernel(
     registers by issuing each chunk's load after the MMA before it, one 512-byte load in flight
     per warp, ~8 KB an SM: 4096² ran at 1.3 TB/s (6.4 µs; capped, 5.4). EVEN: no tile or chunk
     is partial, so nothing is masked. Tensors are [threads, 4 words]: thread i holds the
-    fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX; X_KIND 0
-    (float32 x, or the interpreter) the same layout in plain Triton: each code times its x, then
-    the sum over the lanes that share a row."""
+    fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX: with CHAIN
+    (groups of 64 and 128, whose chunk lies in one group) one asm a chunk chains its 4 MMAs and
+    scales once (_mma_chunk_asm: ~9 % fewer instructions, 25 fewer registers; 14336×4096 13.6 ->
+    11.7 µs, 4096² unchanged), else one asm a word (_mma_asm). X_KIND 0 (float32 x, or the
+    interpreter) runs the same layout in plain Triton: each code times its x, then the sum over
+    the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
     XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_view
     # one flat thread axis (warp-major): with a separate warp axis the coalescer may spread lanes
@@ -430,10 +465,14 @@ def _int4_mma_kernel(
         one = tl.full([NW * 32, 4], ONE, tl.int32)
         # the accumulators c0..c3, one per output register of the asm, as plain variables (a
         # tuple carried through the loop came out with the wrong length under Python 3.12)
-        a0 = tl.zeros([NW * 32, 4], dtype=tl.float32)
-        a1 = tl.zeros([NW * 32, 4], dtype=tl.float32)
-        a2 = tl.zeros([NW * 32, 4], dtype=tl.float32)
-        a3 = tl.zeros([NW * 32, 4], dtype=tl.float32)
+        ACC_SHAPE: tl.constexpr = [NW * 32] if CHAIN else [NW * 32, 4]
+        a0 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        a1 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        a2 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        a3 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        if CHAIN:
+            magic1 = tl.full([NW * 32], MAGIC, tl.int32)
+            one1 = tl.full([NW * 32], ONE, tl.int32)
     else:
         mm = tl.arange(0, BLOCK_M)[None, None, :]
         xp = X + mm * stride_xm + (first * 64 + kw)[:, :, None]  # [T, 4, BM]
@@ -474,7 +513,29 @@ def _int4_mma_kernel(
                     x0 = tl.load(xp + u * K_WARPS * 16)
                 else:
                     x0 = tl.load(xp + u * K_WARPS * 16, mask=k_ok, other=0)
-                if ALL_COLS:
+                if CHAIN:  # the lane's 4 words as 4 [T] tensors (in registers: no data moves)
+                    wa, wb = tl.split(tl.reshape(word, [NW * 32, 2, 2]))
+                    w0, w2 = tl.split(wa)
+                    w1, w3 = tl.split(wb)
+                    xa, xb = tl.split(tl.reshape(x0, [NW * 32, 2, 2]))
+                    x_0, x_2 = tl.split(xa)
+                    x_1, x_3 = tl.split(xb)
+                    sl = tl.reshape(s_lo, [NW * 32])
+                    sh = tl.reshape(s_hi, [NW * 32])
+                    if HAS_ZERO:
+                        zl = tl.reshape(zz_lo, [NW * 32])
+                        zh = tl.reshape(zz_hi, [NW * 32])
+                    else:
+                        zl = zz_lo
+                        zh = zz_hi
+                    args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic1, one1]
+                    if ALL_COLS:
+                        a0, a1, a2, a3 = tl.inline_asm_elementwise(ASM, CONSTRAINTS, args + [a0, a1, a2, a3],
+                            dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+                    else:
+                        a0, a1 = tl.inline_asm_elementwise(ASM, CONSTRAINTS, args + [a0, a1],
+                            dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+                elif ALL_COLS:
                     a0, a1, a2, a3 = tl.inline_asm_elementwise(
                         ASM, CONSTRAINTS, [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one, a0, a1, a2, a3],
                         dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
@@ -516,7 +577,9 @@ def _int4_mma_kernel(
         for o in tl.static_range(N_COLS):
             cc = o if ALL_COLS else 2 * o  # c0..c3: (row g | g + 8, column 2t | 2t + 1)
             acc = a0 if o == 0 else a1 if o == 1 else a2 if o == 2 else a3
-            v = tl.sum(tl.reshape(tl.sum(acc, axis=1), [ROW_TILES, K_WARPS, 32]), axis=1)  # [RT, 32]
+            if not CHAIN:
+                acc = tl.sum(acc, axis=1)
+            v = tl.sum(tl.reshape(acc, [ROW_TILES, K_WARPS, 32]), axis=1)  # [RT, 32]
             col = 2 * (ln % 4) + cc % 2
             row = r0 * 16 + ln // 4 + 8 * (cc // 2)
             tl.store(Y + col * stride_ym + row, v.to(Y.dtype.element_ty), mask=(col < M) & (row < N))
@@ -636,23 +699,25 @@ class MmaConfig:
 INTERPRET_MMA_CONFIG = MmaConfig(row_tiles=2, k_warps=2, unroll=2)
 
 
-def pick_mma_config(N: int, K: int) -> MmaConfig:
-    """From .probe/int4_nreg.py on an H200 (M = 1, per call back to back in a CUDA graph over
-    weight copies > L2; torch 2.11 / triton 3.6, 2026-11-21, session 6), every config at 128
-    registers a thread (MmaConfig.maxnreg) unless noted: one tile of 16 rows a program, 8 warps
-    splitting K, 4 chunks a step (4096²: 5.4 µs, 6.4 uncapped, cuBLAS 13.1; 4096×14336: 12.5, 19.9
-    uncapped, cuBLAS 32.6); 4 warps, 8 a step for tall weights (14336×4096: 13.7 either way,
-    cuBLAS 32.2); short rows (K = 576: 9 chunks) in 4 warps, 3 a step (1536×576: 2.3 µs, 3.3
-    uncapped), or, tall (49152×576), 4 tiles a program, one warp each, the whole row in one step
-    at 168 registers (7.5 µs; 128: 7.9; the session-4 default 4 tiles × 2 warps: 9.9). More row
-    tiles per program, or 16 warps, were slower."""
+def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
+    """From .probe/int4_pick.py on an H200 (per call back to back in a CUDA graph over weight
+    copies > L2, median of 3 rounds; torch 2.11 / triton 3.6, 2026-11-21, session 7, chained MMAs):
+      general: 1 tile of 16 rows a program, 8 warps splitting K, 4 chunks a step, 128 registers
+        (4096²: 5.24 µs, cuBLAS 13.6; 4096×14336: 11.9, cuBLAS 36.6; 4096×11008: 11.6; 576×1536: 2.64);
+      tall (N >= 8192) at M = 1: the same tiling uncapped. ptxas then serializes each warp's
+        loads, but at ~60 registers twice the warps fit and the 896+ programs run in fewer waves
+        (14336×4096: 11.7 µs against 14.3 capped and 12.5 for session 6's 4 warps, 8 a step;
+        28672×4096: 20.6, the best 20.4; 8192×8192: 14.7, the best 13.7). At M > 1 uncapped lost
+        (14336×4096, M = 4: 16.9 against 14.8), so there: 8 warps, 2 chunks a step, capped;
+      short rows (K <= 1024, at most 16 chunks): 4 warps, the row in steps of a quarter (1536×576:
+        2.28 µs), or, tall (49152×576), one warp a program, the whole row in one step, uncapped
+        (6.52 µs, M = 4 7.30, M = 16 17.0; session 6's 4 tiles a program at 168 registers: 7.24).
+    More row tiles per program, 16 warps, or 16 chunks a step were slower."""
     chunks = -(-K // MMA_K)
-    if N >= 16384 and chunks <= 16:
-        return MmaConfig(4, 1, chunks, maxnreg=168)
     if chunks <= 16:
-        return MmaConfig(1, 4, -(-chunks // 4))
+        return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
     if N >= 8192:
-        return MmaConfig(1, 4, 8)
+        return MmaConfig(1, 8, 4, maxnreg=None) if M == 1 else MmaConfig(1, 8, 2)
     return MmaConfig(1, 8, 4)
 
 
@@ -796,16 +861,17 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = No
 @functools.lru_cache(maxsize=4096)
 def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.dtype,
               config: MmaConfig | None, interpreting: bool) -> tuple[tuple[int], dict]:
-    cfg = config or (INTERPRET_MMA_CONFIG if interpreting else pick_mma_config(N, K))
+    cfg = config or (INTERPRET_MMA_CONFIG if interpreting else pick_mma_config(M, N, K))
     cfg.check()
     x_kind = 0 if interpreting or dtype == torch.float32 else (1 if dtype == torch.bfloat16 else 2)
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)  # at M = 1 only column 0 (c0, c2) is output
-    asm, constraints = _mma_asm(x_kind, cols) if x_kind else ("", "")
+    chain = bool(x_kind) and group >= 64  # a lane's 4 words of a chunk share one group
+    asm, constraints = (_mma_chunk_asm if chain else _mma_asm)(x_kind, cols) if x_kind else ("", "")
     ty_bits = _MMA_TYPES.get(x_kind, ("", 0, 0))
     n_tiles, n_chunks = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
     even = N % MMA_ROWS == 0 and K % MMA_K == 0 and n_tiles % cfg.row_tiles == 0 and n_chunks % (cfg.k_warps * cfg.unroll) == 0
     meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
-                BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, ASM=asm, CONSTRAINTS=constraints,
+                BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, ASM=asm, CONSTRAINTS=constraints,
                 ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2],
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:

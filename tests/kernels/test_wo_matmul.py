@@ -132,19 +132,31 @@ def test_int4_mma_tilings(cfg, M, dtype):
         check(torch.randn(M, 640, generator=g).to(DEVICE, dtype), qw, cfg)
 
 
-@pytest.mark.parametrize("N,K,cfg", [
-    (48, 576, None),  # SmolLM2's K: 9 chunks over 4 warps, 3 a step (the heuristic's short-row tiling)
-    (80, 576, MmaConfig(4, 1, 9, maxnreg=168)),  # the tall-weight tiling: one warp, the whole row in a step
-    (32, 2048, None),  # the general tiling: 8 warps, 4 chunks a step
-], ids=["short-rows", "tall", "general"])
-def test_int4_mma_heuristic_tilings(N, K, cfg):
-    """pick_mma_config's tilings (the tall one on fewer rows than it is picked for), each a valid
-    config that computes the product; the register cap is a launch option the interpreter ignores."""
-    cfg = cfg or pick_mma_config(N, K)
+@pytest.mark.parametrize("M,N,K,picked_for", [
+    (1, 48, 576, None),  # SmolLM2's K: 9 chunks over 4 warps, 3 a step (the short-row tiling)
+    (1, 80, 576, (1, 49152, 576)),  # tall short rows: one warp, the whole row in a step, uncapped
+    (1, 32, 2048, None),  # the general tiling: 8 warps, 4 chunks a step
+    (1, 40, 2048, (1, 14336, 4096)),  # tall at M = 1: the general tiling uncapped
+    (3, 40, 2048, (3, 14336, 4096)),  # tall at M > 1: 8 warps, 2 chunks a step
+], ids=["short-rows", "tall-short-rows", "general", "tall", "tall-batch"])
+def test_int4_mma_heuristic_tilings(M, N, K, picked_for):
+    """pick_mma_config's tilings (the tall ones on fewer rows than they are picked for), each a
+    valid config that computes the product; the register cap is a launch option the interpreter
+    ignores."""
+    cfg = pick_mma_config(*(picked_for or (M, N, K)))
     cfg.check()
-    g = seeded("mma-heuristic", N, K)
+    g = seeded("mma-heuristic", M, N, K)
     qw = quantize_int4(torch.randn(N, K, generator=g), 64, True, layout="mma").to(DEVICE)
-    check(torch.randn(1, K, generator=g).to(DEVICE, torch.float16), qw, cfg)
+    check(torch.randn(M, K, generator=g).to(DEVICE, torch.float16), qw, cfg)
+
+
+def test_pick_mma_config_rule():
+    """The rule as its docstring states it, on the benchmark shapes."""
+    assert pick_mma_config(1, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128)
+    assert pick_mma_config(1, 14336, 4096) == MmaConfig(1, 8, 4, maxnreg=None)
+    assert pick_mma_config(4, 14336, 4096) == MmaConfig(1, 8, 2, maxnreg=128)
+    assert pick_mma_config(1, 49152, 576) == MmaConfig(1, 1, 9, maxnreg=None)
+    assert pick_mma_config(1, 1536, 576) == MmaConfig(1, 4, 3, maxnreg=128)
 
 
 def test_int4_mma_even_tiling():
