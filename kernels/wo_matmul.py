@@ -349,68 +349,48 @@ _MMA_TYPES = {1: ("bf16", 0x4300, 0x3F803F80), 2: ("f16", 0x6400, 0x3C003C00)}
 
 
 @functools.lru_cache(maxsize=None)
-def _mma_asm(x_kind: int, cols: tuple[int, ...]) -> tuple[str, str]:
-    """PTX for one word: 3 shifts and 4 LOP3s make (magic + code) pairs, one packed FMA each
-    takes (magic + zero) off (exact: small integers), then mma.sync with x as B and C = 0, and the
-    group scale in float32 onto the accumulators `cols` (0..3: c0..c3 of the m16n8 tile; at M = 1
-    only c0 and c2, column 0, are worth an FMA). Operands: the outputs, then word, x (int64: b0 =
-    x[k], x[k+1], b1 = x[k+2], x[k+3]), s_lo, s_hi, the zero pair of row g and of g + 8, the
-    magic pair, the one pair, and the accumulators' old values."""
+def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1) -> tuple[str, str]:
+    """PTX for `words` code words of a lane (1, or the 4 of a chunk when they share a group: groups
+    of 64 and 128). Per word, 3 shifts and 4 LOP3s make (magic + code) pairs and one packed FMA
+    each takes (magic + zero) off (exact: small integers); then mma.sync with x as B, once per half
+    of x's rows (halves = 2 for M = 9..16: rows g and g + 8 of x, one dequantized A for both),
+    the words' MMAs chained through their accumulators (C = the previous D, C = 0 first); last,
+    the group scale in float32 onto the accumulators `cols` of each half (0..3: c0..c3 of the
+    m16n8 tile; at M = 1 only c0 and c2, column 0, are worth an FMA). Chaining 4 words saves 6
+    FFMAs a chunk at M = 1 (sm_90 SASS: 416 instructions a step against 456, 87 registers against
+    112). Operands: the outputs (cols of half 0, then of half 1), then the words, x per half and
+    word (int64: b0 = x[k], x[k+1], b1 = x[k+2], x[k+3]), s_lo, s_hi, the zero pair of row g and
+    of g + 8, the magic pair, the one pair, and the accumulators' old values."""
     ty, _, _ = _MMA_TYPES[x_kind]
-    n = len(cols)
-    W, X, SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(n, n + 8)
-    ACC = n + 8
-    lines = [
-        "{",
-        ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;",
-        ".reg .f32 d0, d1, d2, d3;",
-        f"shr.u32 q1, ${W}, 4;", f"shr.u32 q2, ${W}, 8;", f"shr.u32 q3, ${W}, 12;",
-        f"lop3.b32 a0, ${W}, 0x000F000F, ${MAGIC}, 0xEA;",  # 0xEA: (a & b) | c
-        f"lop3.b32 a1, q1, 0x000F000F, ${MAGIC}, 0xEA;",
-        f"lop3.b32 a2, q2, 0x000F000F, ${MAGIC}, 0xEA;",
-        f"lop3.b32 a3, q3, 0x000F000F, ${MAGIC}, 0xEA;",
-        f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
-        f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};",
-        "mov.b32 zr, 0;",
-        f"mov.b64 {{b0, b1}}, ${X};",
-        f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{d0, d1, d2, d3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {{zr, zr, zr, zr}};",
-    ]
-    for o, c in enumerate(cols):
-        lines.append(f"fma.rn.f32 ${o}, d{c}, ${SLO if c < 2 else SHI}, ${ACC + o};")
-    lines.append("}")
-    return "\n".join(lines), ",".join(["=f"] * n + ["r", "l", "f", "f", "r", "r", "r", "r"] + ["f"] * n)
-
-
-@functools.lru_cache(maxsize=None)
-def _mma_chunk_asm(x_kind: int, cols: tuple[int, ...]) -> tuple[str, str]:
-    """PTX for one 64-wide chunk of a lane whose 4 words share one group (groups of 64 and 128):
-    each word dequantized as in _mma_asm, the 4 MMAs chained through their accumulators (C = the
-    previous D), and the group scale applied once, in float32, onto the accumulators `cols`: 2
-    FFMAs a chunk at M = 1 where per word it took 8. Operands: the outputs, then words 0..3, x
-    0..3 (int64), s_lo, s_hi, the zero pairs of row g and g + 8, the magic pair, the one pair, and
-    the accumulators' old values."""
-    ty, _, _ = _MMA_TYPES[x_kind]
-    n = len(cols)
-    W, X = n, n + 4
-    SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(n + 8, n + 14)
-    ACC = n + 14
-    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;", ".reg .f32 d0, d1, d2, d3;", "mov.b32 zr, 0;"]
-    for j in range(4):
+    n = len(cols) * halves
+    W = n
+    X = W + words  # x of half h, word j: X + h·words + j
+    SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(X + halves * words, X + halves * words + 6)
+    ACC = ONE + 1
+    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;", ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;",
+             "mov.b32 zr, 0;"]
+    for j in range(words):
         w = f"${W + j}"
         lines += [
             f"shr.u32 q1, {w}, 4;", f"shr.u32 q2, {w}, 8;", f"shr.u32 q3, {w}, 12;",
-            f"lop3.b32 a0, {w}, 0x000F000F, ${MAGIC}, 0xEA;", f"lop3.b32 a1, q1, 0x000F000F, ${MAGIC}, 0xEA;",
-            f"lop3.b32 a2, q2, 0x000F000F, ${MAGIC}, 0xEA;", f"lop3.b32 a3, q3, 0x000F000F, ${MAGIC}, 0xEA;",
+            f"lop3.b32 a0, {w}, 0x000F000F, ${MAGIC}, 0xEA;",  # 0xEA: (a & b) | c
+            f"lop3.b32 a1, q1, 0x000F000F, ${MAGIC}, 0xEA;",
+            f"lop3.b32 a2, q2, 0x000F000F, ${MAGIC}, 0xEA;",
+            f"lop3.b32 a3, q3, 0x000F000F, ${MAGIC}, 0xEA;",
             f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
             f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};",
-            f"mov.b64 {{b0, b1}}, ${X + j};",
-            f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{d0, d1, d2, d3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, "
-            + ("{zr, zr, zr, zr};" if j == 0 else "{d0, d1, d2, d3};"),
         ]
-    for o, c in enumerate(cols):
-        lines.append(f"fma.rn.f32 ${o}, d{c}, ${SLO if c < 2 else SHI}, ${ACC + o};")
+        for h, d in zip(range(halves), "de"):
+            c = "{zr, zr, zr, zr}" if j == 0 else f"{{{d}0, {d}1, {d}2, {d}3}}"
+            lines += [f"mov.b64 {{b0, b1}}, ${X + h * words + j};",
+                      f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{{d}0, {d}1, {d}2, {d}3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {c};"]
+    o = 0
+    for d in "de"[:halves]:
+        for c in cols:
+            lines.append(f"fma.rn.f32 ${o}, {d}{c}, ${SLO if c < 2 else SHI}, ${ACC + o};")
+            o += 1
     lines.append("}")
-    return "\n".join(lines), ",".join(["=f"] * n + ["r"] * 4 + ["l"] * 4 + ["f", "f", "r", "r", "r", "r"] + ["f"] * n)
+    return "\n".join(lines), ",".join(["=f"] * n + ["r"] * words + ["l"] * (halves * words) + ["f", "f", "r", "r", "r", "r"] + ["f"] * n)
 
 
 @triton.jit
@@ -420,7 +400,7 @@ def _int4_mma_kernel(
     stride_xm, stride_sn, stride_zn, stride_ym,
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ROW_TILES: tl.constexpr, K_WARPS: tl.constexpr,
     UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
-    ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
+    HALVES: tl.constexpr, ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
     ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr,
 ):
     """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
@@ -433,10 +413,11 @@ def _int4_mma_kernel(
     registers by issuing each chunk's load after the MMA before it, one 512-byte load in flight
     per warp, ~8 KB an SM: 4096² ran at 1.3 TB/s (6.4 µs; capped, 5.4). EVEN: no tile or chunk
     is partial, so nothing is masked. Tensors are [threads, 4 words]: thread i holds the
-    fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX: with CHAIN
-    (groups of 64 and 128, whose chunk lies in one group) one asm a chunk chains its 4 MMAs and
-    scales once (_mma_chunk_asm: ~9 % fewer instructions, 25 fewer registers; 14336×4096 13.6 ->
-    11.7 µs, 4096² unchanged), else one asm a word (_mma_asm). X_KIND 0 (float32 x, or the
+    fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX (_mma_asm):
+    one asm a chunk with CHAIN (groups of 64 and 128, whose chunk lies in one group: its 4 MMAs
+    chained, one scale FFMA per column; 14336×4096 13.6 -> 11.7 µs, 4096² unchanged), else one a
+    word. HALVES = 2 (M = 9..16): each dequantized word multiplies rows 0..7 and 8..15 of x, so
+    the weight is read and dequantized once, not once per 8 rows. X_KIND 0 (float32 x, or the
     interpreter) runs the same layout in plain Triton: each code times its x, then the sum over
     the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
@@ -461,6 +442,8 @@ def _int4_mma_kernel(
     if X_KIND != 0:
         # lanes past M read x's last row: their B columns only reach outputs that are not stored
         xp = X + tl.minimum(g, M - 1) * stride_xm + first * 16 + kw // 4  # int64 words of 4 values
+        if HALVES == 2:
+            dx2 = (tl.minimum(g + 8, M - 1) - tl.minimum(g, M - 1)) * stride_xm  # to rows 8..15 of x
         magic = tl.full([NW * 32, 4], MAGIC, tl.int32)
         one = tl.full([NW * 32, 4], ONE, tl.int32)
         # the accumulators c0..c3, one per output register of the asm, as plain variables (a
@@ -470,6 +453,10 @@ def _int4_mma_kernel(
         a1 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
         a2 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
         a3 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        b0 = tl.zeros(ACC_SHAPE, dtype=tl.float32)  # rows 8..15 of x (HALVES = 2)
+        b1 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        b2 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        b3 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
         if CHAIN:
             magic1 = tl.full([NW * 32], MAGIC, tl.int32)
             one1 = tl.full([NW * 32], ONE, tl.int32)
@@ -513,6 +500,12 @@ def _int4_mma_kernel(
                     x0 = tl.load(xp + u * K_WARPS * 16)
                 else:
                     x0 = tl.load(xp + u * K_WARPS * 16, mask=k_ok, other=0)
+                x1 = x0
+                if HALVES == 2:
+                    if EVEN:
+                        x1 = tl.load(xp + dx2 + u * K_WARPS * 16)
+                    else:
+                        x1 = tl.load(xp + dx2 + u * K_WARPS * 16, mask=k_ok, other=0)
                 if CHAIN:  # the lane's 4 words as 4 [T] tensors (in registers: no data moves)
                     wa, wb = tl.split(tl.reshape(word, [NW * 32, 2, 2]))
                     w0, w2 = tl.split(wa)
@@ -520,6 +513,9 @@ def _int4_mma_kernel(
                     xa, xb = tl.split(tl.reshape(x0, [NW * 32, 2, 2]))
                     x_0, x_2 = tl.split(xa)
                     x_1, x_3 = tl.split(xb)
+                    xa, xb = tl.split(tl.reshape(x1, [NW * 32, 2, 2]))
+                    y_0, y_2 = tl.split(xa)
+                    y_1, y_3 = tl.split(xb)
                     sl = tl.reshape(s_lo, [NW * 32])
                     sh = tl.reshape(s_hi, [NW * 32])
                     if HAS_ZERO:
@@ -528,21 +524,25 @@ def _int4_mma_kernel(
                     else:
                         zl = zz_lo
                         zh = zz_hi
-                    args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic1, one1]
-                    if ALL_COLS:
-                        a0, a1, a2, a3 = tl.inline_asm_elementwise(ASM, CONSTRAINTS, args + [a0, a1, a2, a3],
-                            dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+                    if HALVES == 2:
+                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, y_0, y_1, y_2, y_3, sl, sh, zl, zh, magic1, one1]
                     else:
-                        a0, a1 = tl.inline_asm_elementwise(ASM, CONSTRAINTS, args + [a0, a1],
-                            dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
-                elif ALL_COLS:
-                    a0, a1, a2, a3 = tl.inline_asm_elementwise(
-                        ASM, CONSTRAINTS, [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one, a0, a1, a2, a3],
-                        dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic1, one1]
+                elif HALVES == 2:
+                    args = [word, x0, x1, s_lo, s_hi, zz_lo, zz_hi, magic, one]
                 else:
-                    a0, a1 = tl.inline_asm_elementwise(
-                        ASM, CONSTRAINTS, [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one, a0, a1],
-                        dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+                    args = [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one]
+                if HALVES == 2:  # M = 9..16: every column of both halves
+                    a0, a1, a2, a3, b0, b1, b2, b3 = tl.inline_asm_elementwise(
+                        ASM, CONSTRAINTS, args + [a0, a1, a2, a3, b0, b1, b2, b3],
+                        dtype=(tl.float32, tl.float32, tl.float32, tl.float32, tl.float32, tl.float32, tl.float32, tl.float32),
+                        is_pure=True, pack=1)
+                elif ALL_COLS:
+                    a0, a1, a2, a3 = tl.inline_asm_elementwise(ASM, CONSTRAINTS, args + [a0, a1, a2, a3],
+                                                               dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+                else:
+                    a0, a1 = tl.inline_asm_elementwise(ASM, CONSTRAINTS, args + [a0, a1],
+                                                       dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
             else:
                 if EVEN:
                     xm = mm < M
@@ -574,13 +574,17 @@ def _int4_mma_kernel(
     if X_KIND != 0:
         ln = tl.arange(0, 32)[None, :]
         N_COLS: tl.constexpr = 4 if ALL_COLS else 2
-        for o in tl.static_range(N_COLS):
+        for hc in tl.static_range(HALVES * N_COLS):
+            o = hc % N_COLS
             cc = o if ALL_COLS else 2 * o  # c0..c3: (row g | g + 8, column 2t | 2t + 1)
-            acc = a0 if o == 0 else a1 if o == 1 else a2 if o == 2 else a3
+            if hc < 4:
+                acc = a0 if o == 0 else a1 if o == 1 else a2 if o == 2 else a3
+            else:
+                acc = b0 if o == 0 else b1 if o == 1 else b2 if o == 2 else b3
             if not CHAIN:
                 acc = tl.sum(acc, axis=1)
             v = tl.sum(tl.reshape(acc, [ROW_TILES, K_WARPS, 32]), axis=1)  # [RT, 32]
-            col = 2 * (ln % 4) + cc % 2
+            col = 2 * (ln % 4) + cc % 2 + 8 * (hc // N_COLS)  # the row of x (half 1: 8..15)
             row = r0 * 16 + ln // 4 + 8 * (cc // 2)
             tl.store(Y + col * stride_ym + row, v.to(Y.dtype.element_ty), mask=(col < M) & (row < N))
     else:
@@ -866,12 +870,13 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
     x_kind = 0 if interpreting or dtype == torch.float32 else (1 if dtype == torch.bfloat16 else 2)
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)  # at M = 1 only column 0 (c0, c2) is output
     chain = bool(x_kind) and group >= 64  # a lane's 4 words of a chunk share one group
-    asm, constraints = (_mma_chunk_asm if chain else _mma_asm)(x_kind, cols) if x_kind else ("", "")
+    halves = 2 if x_kind and M > MMA_N else 1
+    asm, constraints = _mma_asm(x_kind, cols, 4 if chain else 1, halves) if x_kind else ("", "")
     ty_bits = _MMA_TYPES.get(x_kind, ("", 0, 0))
     n_tiles, n_chunks = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
     even = N % MMA_ROWS == 0 and K % MMA_K == 0 and n_tiles % cfg.row_tiles == 0 and n_chunks % (cfg.k_warps * cfg.unroll) == 0
     meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
-                BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, ASM=asm, CONSTRAINTS=constraints,
+                BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, HALVES=halves, ASM=asm, CONSTRAINTS=constraints,
                 ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2],
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
@@ -887,9 +892,6 @@ def _wo_matmul_mma(x: torch.Tensor, qw: QuantizedWeight, config, interpreting: b
         _fail("qw.qweight", f"has {tuple(qw.qweight.shape)} {qw.qweight.dtype}; the mma layout of [{N}, {K}] is int32 {(nt, kc, 32, 4)} (pack_mma)")
     if config is not None and not isinstance(config, MmaConfig):
         _fail("config", f"must be an MmaConfig for a weight in the mma layout, got {type(config).__name__}")
-    if M > MMA_N and x.dtype != torch.float32 and not interpreting:
-        # one m16n8 MMA covers 8 rows of x: 9..16 rows run as two launches of at most 8
-        return torch.cat([_wo_matmul_mma(x[i:i + MMA_N], qw, config, interpreting) for i in range(0, M, MMA_N)])
     grid, meta = _mma_plan(M, N, K, qw.group_size, qw.zero is not None, x.dtype, config, interpreting)
     if meta["X_KIND"]:  # x read as int64 words of 4 values: 8-byte aligned rows
         if x.stride(0) % 4 or x.data_ptr() % 8:
