@@ -8,6 +8,7 @@ on Gaussian weights). On CPU the kernel runs under TRITON_INTERPRET=1 (float32/f
 from __future__ import annotations
 
 import itertools
+import re
 import zlib
 
 import torch
@@ -15,6 +16,8 @@ import torch
 import pytest
 
 from kernels.wo_matmul import (
+    _MMA_TYPES,
+    _mma_asm,
     MmaConfig,
     pick_mma_config,
     WoConfig,
@@ -167,6 +170,27 @@ def test_int4_mma_even_tiling():
     x = torch.randn(3, 513, generator=g).to(DEVICE, torch.float16)
     check(x[:, :512].contiguous(), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
     check(x.flatten()[1:1 + 3 * 512].view(3, 512), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
+
+
+@pytest.mark.parametrize("x_kind", [1, 2])
+@pytest.mark.parametrize("words,halves,cols", [
+    (1, 1, (0, 2)), (1, 1, (0, 1, 2, 3)), (4, 1, (0, 2)), (4, 1, (0, 1, 2, 3)), (1, 2, (0, 1, 2, 3)), (4, 2, (0, 1, 2, 3)),
+])
+def test_mma_asm_operands(x_kind, words, halves, cols):
+    """_mma_asm's PTX (which only a GPU runs) against its constraint string: every operand it
+    names exists and every operand is named; each output is written once, by the scale FMA of its
+    accumulator; one MMA per word and half, only the first of each half starting from C = 0."""
+    asm, constraints = _mma_asm(x_kind, cols, words, halves)
+    kinds = constraints.split(",")
+    n_out = len(cols) * halves
+    assert kinds == ["=f"] * n_out + ["r"] * words + ["l"] * (words * halves) + ["f", "f", "r", "r", "r", "r"] + ["f"] * n_out
+    assert {int(i) for i in re.findall(r"\$(\d+)", asm)} == set(range(len(kinds)))
+    for o in range(n_out):
+        writes = re.findall(rf"^\S+ \${o},.*$", asm, flags=re.M)
+        assert len(writes) == 1 and writes[0].startswith("fma.rn.f32") and writes[0].endswith(f"${len(kinds) - n_out + o};")
+    assert asm.count("mma.sync") == words * halves
+    assert asm.count("{zr, zr, zr, zr}") == halves
+    assert asm.count(f".{_MMA_TYPES[x_kind][0]}.{_MMA_TYPES[x_kind][0]}.f32") == words * halves
 
 
 @pytest.mark.parametrize("group", [32, 64, 128])
