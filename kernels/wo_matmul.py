@@ -415,8 +415,8 @@ def _int4_mma_kernel(
     is partial, so nothing is masked. Tensors are [threads, 4 words]: thread i holds the
     fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX (_mma_asm):
     one asm a chunk with CHAIN (groups of 64 and 128, whose chunk lies in one group: its 4 MMAs
-    chained, one scale FFMA per column; 14336×4096 13.6 -> 11.7 µs, 4096² unchanged), else one a
-    word. HALVES = 2 (M = 9..16): each dequantized word multiplies rows 0..7 and 8..15 of x, so
+    chained, one scale FFMA per column; with the tiling re-measured for it, 14336×4096 13.6 ->
+    11.7 µs, 4096² unchanged), else one a word. HALVES = 2 (M = 9..16): each dequantized word multiplies rows 0..7 and 8..15 of x, so
     the weight is read and dequantized once, not once per 8 rows. X_KIND 0 (float32 x, or the
     interpreter) runs the same layout in plain Triton: each code times its x, then the sum over
     the lanes that share a row."""
