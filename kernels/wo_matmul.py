@@ -716,14 +716,19 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
       short rows (K <= 1024, at most 16 chunks): 4 warps, the row in steps of a quarter (1536×576:
         2.28 µs), or, tall (49152×576), one warp a program, the whole row in one step, uncapped
         (6.52 µs, M = 4 7.30, M = 16 17.0; session 6's 4 tiles a program at 168 registers: 7.24).
-    More row tiles per program, 16 warps, or 16 chunks a step were slower. M = 9..16 (one launch,
-    both halves of x) takes the M > 1 choices unswept: 1.02-1.53× cuBLAS in run h200-s7b."""
+    More row tiles per program, 16 warps, or 16 chunks a step were slower.
+      M = 9..16 (one launch, both halves of x; .probe/int4_m16.py, after run h200-s7b, which ran
+        the M > 1 choices above): 4 warps, 8 chunks a step at 168 registers (4096², M = 16: 9.3 µs
+        against 10.8; 4096×14336 25.0 against 24.5), tall 4 warps, 4 a step, uncapped (14336×4096:
+        24.2 against 31.7); short rows as at M = 1."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
         return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
     if N >= 8192:
+        if M > MMA_N:
+            return MmaConfig(1, 4, 4, maxnreg=None)
         return MmaConfig(1, 8, 4, maxnreg=None) if M == 1 else MmaConfig(1, 8, 2)
-    return MmaConfig(1, 8, 4)
+    return MmaConfig(1, 4, 8, maxnreg=168) if M > MMA_N else MmaConfig(1, 8, 4)
 
 
 # ---------------------------------------------------------------------------------------------

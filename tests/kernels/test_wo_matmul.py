@@ -141,7 +141,9 @@ def test_int4_mma_tilings(cfg, M, dtype):
     (1, 32, 2048, None),  # the general tiling: 8 warps, 4 chunks a step
     (1, 40, 2048, (1, 14336, 4096)),  # tall at M = 1: the general tiling uncapped
     (3, 40, 2048, (3, 14336, 4096)),  # tall at M > 1: 8 warps, 2 chunks a step
-], ids=["short-rows", "tall-short-rows", "general", "tall", "tall-batch"])
+    (12, 32, 2048, None),  # M = 9..16: 4 warps, 8 chunks a step
+    (12, 40, 2048, (12, 14336, 4096)),  # tall at M = 9..16: 4 warps, 4 chunks a step
+], ids=["short-rows", "tall-short-rows", "general", "tall", "tall-batch", "batch-16", "tall-batch-16"])
 def test_int4_mma_heuristic_tilings(M, N, K, picked_for):
     """pick_mma_config's tilings (the tall ones on fewer rows than they are picked for), each a
     valid config that computes the product; the register cap is a launch option the interpreter
@@ -158,6 +160,8 @@ def test_pick_mma_config_rule():
     assert pick_mma_config(1, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128)
     assert pick_mma_config(1, 14336, 4096) == MmaConfig(1, 8, 4, maxnreg=None)
     assert pick_mma_config(4, 14336, 4096) == MmaConfig(1, 8, 2, maxnreg=128)
+    assert pick_mma_config(16, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=None)
+    assert pick_mma_config(16, 4096, 4096) == MmaConfig(1, 4, 8, maxnreg=168)
     assert pick_mma_config(1, 49152, 576) == MmaConfig(1, 1, 9, maxnreg=None)
     assert pick_mma_config(1, 1536, 576) == MmaConfig(1, 4, 3, maxnreg=128)
 
