@@ -294,7 +294,8 @@ def _int4_gemv_kernel(
 # g and g + 8 at 4 k each, 8 codes, i.e. exactly one int32 word of int4 codes. pack_mma stores
 # the codes in that order, so a lane's 16-byte load is the A fragments of 4 MMAs and nothing is
 # rearranged on the GPU (Marlin's idea). x is the B operand (k16 × n8): column g is row g of x,
-# so one MMA serves M = 1..8 (16: two MMAs), the unused columns zero. The MMA's k order is ours
+# so one MMA serves M = 1..8 (16: two MMAs), columns past M wasted (they repeat x's last row and
+# are never stored). The MMA's k order is ours
 # to choose as long as A and B agree: slots (2t, 2t+1, 2t+8, 2t+9) hold k = 4t..4t+3 of the 16,
 # so a lane's B fragment is 4 consecutive x values, one 8-byte load.
 #
@@ -394,6 +395,15 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
 
 
 @triton.jit
+def _columns(t, T: tl.constexpr):
+    """[T, 4] -> its 4 columns as [T] tensors (each thread's own registers: no data moves)."""
+    a, b = tl.split(tl.reshape(t, [T, 2, 2]))
+    c0, c2 = tl.split(a)
+    c1, c3 = tl.split(b)
+    return c0, c1, c2, c3
+
+
+@triton.jit
 def _int4_mma_kernel(
     X, Wt, S, Z, Y,
     M, N, K, n_tiles, n_chunks,
@@ -416,10 +426,10 @@ def _int4_mma_kernel(
     fragments of its lane. X_KIND 1/2 (bf16/fp16 x) run mma.sync through inline PTX (_mma_asm):
     one asm a chunk with CHAIN (groups of 64 and 128, whose chunk lies in one group: its 4 MMAs
     chained, one scale FFMA per column; with the tiling re-measured for it, 14336×4096 13.6 ->
-    11.7 µs, 4096² unchanged), else one a word. HALVES = 2 (M = 9..16): each dequantized word multiplies rows 0..7 and 8..15 of x, so
-    the weight is read and dequantized once, not once per 8 rows. X_KIND 0 (float32 x, or the
-    interpreter) runs the same layout in plain Triton: each code times its x, then the sum over
-    the lanes that share a row."""
+    11.7 µs, 4096² unchanged), else one a word. HALVES = 2 (M = 9..16): each dequantized word
+    multiplies rows 0..7 and 8..15 of x, so the weight is read and dequantized once, not once per
+    8 rows. X_KIND 0 (float32 x, or the interpreter) runs the same layout in plain Triton: each
+    code times its x, then the sum over the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
     XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_view
     # one flat thread axis (warp-major): with a separate warp axis the coalescer may spread lanes
@@ -444,22 +454,21 @@ def _int4_mma_kernel(
         xp = X + tl.minimum(g, M - 1) * stride_xm + first * 16 + kw // 4  # int64 words of 4 values
         if HALVES == 2:
             dx2 = (tl.minimum(g + 8, M - 1) - tl.minimum(g, M - 1)) * stride_xm  # to rows 8..15 of x
-        magic = tl.full([NW * 32, 4], MAGIC, tl.int32)
-        one = tl.full([NW * 32, 4], ONE, tl.int32)
-        # the accumulators c0..c3, one per output register of the asm, as plain variables (a
-        # tuple carried through the loop came out with the wrong length under Python 3.12)
+        # one asm operand per thread: a chunk (CHAIN) or a word
         ACC_SHAPE: tl.constexpr = [NW * 32] if CHAIN else [NW * 32, 4]
+        magic = tl.full(ACC_SHAPE, MAGIC, tl.int32)
+        one = tl.full(ACC_SHAPE, ONE, tl.int32)
+        # the accumulators c0..c3 of rows 0..7 of x (a) and 8..15 (e, HALVES = 2), one per output
+        # register of the asm, as plain variables (a tuple carried through the loop came out
+        # with the wrong length under Python 3.12)
         a0 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
         a1 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
         a2 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
         a3 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
-        b0 = tl.zeros(ACC_SHAPE, dtype=tl.float32)  # rows 8..15 of x (HALVES = 2)
-        b1 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
-        b2 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
-        b3 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
-        if CHAIN:
-            magic1 = tl.full([NW * 32], MAGIC, tl.int32)
-            one1 = tl.full([NW * 32], ONE, tl.int32)
+        e0 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        e1 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        e2 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
+        e3 = tl.zeros(ACC_SHAPE, dtype=tl.float32)
     else:
         mm = tl.arange(0, BLOCK_M)[None, None, :]
         xp = X + mm * stride_xm + (first * 64 + kw)[:, :, None]  # [T, 4, BM]
@@ -506,16 +515,9 @@ def _int4_mma_kernel(
                         x1 = tl.load(xp + dx2 + u * K_WARPS * 16)
                     else:
                         x1 = tl.load(xp + dx2 + u * K_WARPS * 16, mask=k_ok, other=0)
-                if CHAIN:  # the lane's 4 words as 4 [T] tensors (in registers: no data moves)
-                    wa, wb = tl.split(tl.reshape(word, [NW * 32, 2, 2]))
-                    w0, w2 = tl.split(wa)
-                    w1, w3 = tl.split(wb)
-                    xa, xb = tl.split(tl.reshape(x0, [NW * 32, 2, 2]))
-                    x_0, x_2 = tl.split(xa)
-                    x_1, x_3 = tl.split(xb)
-                    xa, xb = tl.split(tl.reshape(x1, [NW * 32, 2, 2]))
-                    y_0, y_2 = tl.split(xa)
-                    y_1, y_3 = tl.split(xb)
+                if CHAIN:  # the lane's 4 words (and their x) as 4 [T] tensors each
+                    w0, w1, w2, w3 = _columns(word, NW * 32)
+                    x_0, x_1, x_2, x_3 = _columns(x0, NW * 32)
                     sl = tl.reshape(s_lo, [NW * 32])
                     sh = tl.reshape(s_hi, [NW * 32])
                     if HAS_ZERO:
@@ -525,16 +527,17 @@ def _int4_mma_kernel(
                         zl = zz_lo
                         zh = zz_hi
                     if HALVES == 2:
-                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, y_0, y_1, y_2, y_3, sl, sh, zl, zh, magic1, one1]
+                        y_0, y_1, y_2, y_3 = _columns(x1, NW * 32)
+                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, y_0, y_1, y_2, y_3, sl, sh, zl, zh, magic, one]
                     else:
-                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic1, one1]
+                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic, one]
                 elif HALVES == 2:
                     args = [word, x0, x1, s_lo, s_hi, zz_lo, zz_hi, magic, one]
                 else:
                     args = [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one]
                 if HALVES == 2:  # M = 9..16: every column of both halves
-                    a0, a1, a2, a3, b0, b1, b2, b3 = tl.inline_asm_elementwise(
-                        ASM, CONSTRAINTS, args + [a0, a1, a2, a3, b0, b1, b2, b3],
+                    a0, a1, a2, a3, e0, e1, e2, e3 = tl.inline_asm_elementwise(
+                        ASM, CONSTRAINTS, args + [a0, a1, a2, a3, e0, e1, e2, e3],
                         dtype=(tl.float32, tl.float32, tl.float32, tl.float32, tl.float32, tl.float32, tl.float32, tl.float32),
                         is_pure=True, pack=1)
                 elif ALL_COLS:
@@ -577,10 +580,10 @@ def _int4_mma_kernel(
         for hc in tl.static_range(HALVES * N_COLS):
             o = hc % N_COLS
             cc = o if ALL_COLS else 2 * o  # c0..c3: (row g | g + 8, column 2t | 2t + 1)
-            if hc < 4:
+            if hc < N_COLS:
                 acc = a0 if o == 0 else a1 if o == 1 else a2 if o == 2 else a3
             else:
-                acc = b0 if o == 0 else b1 if o == 1 else b2 if o == 2 else b3
+                acc = e0 if o == 0 else e1 if o == 1 else e2 if o == 2 else e3
             if not CHAIN:
                 acc = tl.sum(acc, axis=1)
             v = tl.sum(tl.reshape(acc, [ROW_TILES, K_WARPS, 32]), axis=1)  # [RT, 32]
@@ -704,7 +707,7 @@ INTERPRET_MMA_CONFIG = MmaConfig(row_tiles=2, k_warps=2, unroll=2)
 
 
 def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
-    """From .probe/int4_pick.py on an H200 (per call back to back in a CUDA graph over weight
+    """From experiments/probes/int4_pick.py on an H200 (per call back to back in a CUDA graph over weight
     copies > L2, median of 3 rounds; torch 2.11 / triton 3.6, 2026-11-21, session 7, chained MMAs):
       general: 1 tile of 16 rows a program, 8 warps splitting K, 4 chunks a step, 128 registers
         (4096²: 5.24 µs, cuBLAS 13.6; 4096×14336: 11.9, cuBLAS 36.6; 4096×11008: 11.6; 576×1536: 2.64);
@@ -712,15 +715,16 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
         loads, but at ~60 registers twice the warps fit and the 896+ programs run in fewer waves
         (14336×4096: 11.7 µs against 14.3 capped and 12.5 for session 6's 4 warps, 8 a step;
         28672×4096: 20.6, the best 20.4; 8192×8192: 14.7, the best 13.7). At M > 1 uncapped lost
-        (14336×4096, M = 4: 16.9 against 14.8), so there: 8 warps, 2 chunks a step, capped;
+        (14336×4096, M = 4: 16.9 against 14.8), so at M = 2..8: 8 warps, 2 chunks a step, capped;
       short rows (K <= 1024, at most 16 chunks): 4 warps, the row in steps of a quarter (1536×576:
         2.28 µs), or, tall (49152×576), one warp a program, the whole row in one step, uncapped
         (6.52 µs, M = 4 7.30, M = 16 17.0; session 6's 4 tiles a program at 168 registers: 7.24).
     More row tiles per program, 16 warps, or 16 chunks a step were slower.
-      M = 9..16 (one launch, both halves of x; .probe/int4_m16.py, after run h200-s7b, which ran
-        the M > 1 choices above): 4 warps, 8 chunks a step at 168 registers (4096², M = 16: 9.3 µs
-        against 10.8; 4096×14336 25.0 against 24.5), tall 4 warps, 4 a step, uncapped (14336×4096:
-        24.2 against 31.7); short rows as at M = 1."""
+      M = 9..16 (one launch, both halves of x; experiments/probes/int4_m16.py, after run h200-s7b,
+        which ran the M = 2..8 choices there): 4 warps, 8 chunks a step at 168 registers (4096²,
+        M = 16: 9.3 µs against 10.8; 576×1536 4.3 against 4.4; on 4096×14336 it loses 2 %, 25.0
+        against 24.5, accepted for one rule), tall 4 warps, 4 a step, uncapped (14336×4096: 24.2
+        against 31.7); short rows as at M = 1."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
         return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
