@@ -162,39 +162,145 @@ def test_pick_mma_config_rule():
     assert pick_mma_config(4, 14336, 4096) == MmaConfig(1, 8, 2, maxnreg=128)
     assert pick_mma_config(16, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=None)
     assert pick_mma_config(16, 4096, 4096) == MmaConfig(1, 4, 8, maxnreg=168)
+    assert pick_mma_config(16, 49152, 576) == pick_mma_config(1, 49152, 576)  # short rows: as at M = 1
+    assert pick_mma_config(16, 1536, 576) == pick_mma_config(1, 1536, 576)
     assert pick_mma_config(1, 49152, 576) == MmaConfig(1, 1, 9, maxnreg=None)
     assert pick_mma_config(1, 1536, 576) == MmaConfig(1, 4, 3, maxnreg=128)
 
 
-def test_int4_mma_even_tiling():
-    """Every tile and chunk whole (the unmasked EVEN variant), and x at an odd offset (copied to
-    an aligned buffer for the 8-byte x loads)."""
-    g = seeded("mma-even")
-    qw = quantize_int4(torch.randn(64, 512, generator=g), 64, False, layout="mma").to(DEVICE)
-    x = torch.randn(3, 513, generator=g).to(DEVICE, torch.float16)
+@pytest.mark.parametrize("group,symmetric", [(32, False), (64, False), (128, True)])
+@pytest.mark.parametrize("M", [3, 12, 16])
+def test_int4_mma_even_tiling(M, group, symmetric):
+    """Every tile and chunk whole (the unmasked EVEN variant) with one or two halves of x (M > 8),
+    per-word or chained asm (groups of 32 or more), and x at an odd offset (copied to an aligned
+    buffer for the 8-byte x loads)."""
+    g = seeded("mma-even", M, group, symmetric)
+    qw = quantize_int4(torch.randn(64, 512, generator=g), group, symmetric, layout="mma").to(DEVICE)
+    x = torch.randn(M, 513, generator=g).to(DEVICE, torch.float16)
     check(x[:, :512].contiguous(), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
-    check(x.flatten()[1:1 + 3 * 512].view(3, 512), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
+    check(x.flatten()[1:1 + M * 512].view(M, 512), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
+
+
+def _half(bits: int, ty: str) -> float:
+    return torch.tensor([bits & 0xFFFF], dtype=torch.int32).to(torch.int16).view(getattr(torch, ty)).item()
+
+
+def _bits(v: float, ty: str) -> int:
+    return torch.tensor([v], dtype=torch.float32).to(getattr(torch, ty)).view(torch.int16).item() & 0xFFFF
+
+
+def _run_mma_asm(asm: str, ops: list[list], ty: str) -> list[list[float]]:
+    """Executes the PTX subset _mma_asm writes for one warp, lane by lane, the MMA as the
+    m16n8k16 fragments of the PTX ISA define it (a0: row g, k 2t..2t+1; a1: row g+8; a2: row g,
+    k 2t+8..; a3: row g+8, k 2t+8..; b0: k 2t..2t+1, column g; b1: k 2t+8..; c0/c1: row g,
+    columns 2t, 2t+1; c2/c3: row g+8), in float64. ops[lane] are the operand values by $index;
+    returns each lane's operands after the block (the outputs written)."""
+    tyname = {"bf16": "bfloat16", "f16": "float16"}[ty]
+    regs = [dict() for _ in range(32)]
+    val = lambda lane, a: ops[lane][int(a[1:])] if a.startswith("$") else regs[lane][a]
+
+    def frag(lane, names):
+        return [val(lane, n.strip()) for n in names.strip("{} ").split(",")]
+
+    for line in asm.splitlines():
+        line = line.strip().rstrip(";")
+        if line in ("{", "}") or line.startswith(".reg"):
+            continue
+        op, rest = line.split(None, 1)
+        if op.startswith("mma.sync"):
+            d, a, b, c = re.findall(r"\{[^}]*\}", rest)
+            A = torch.zeros(16, 16, dtype=torch.float64)
+            B = torch.zeros(16, 8, dtype=torch.float64)
+            C = torch.zeros(16, 8, dtype=torch.float64)
+            for lane in range(32):
+                g, t = divmod(lane, 4)
+                for i, (r, k) in enumerate(((g, 2 * t), (g + 8, 2 * t), (g, 2 * t + 8), (g + 8, 2 * t + 8))):
+                    w = frag(lane, a)[i]
+                    A[r, k], A[r, k + 1] = _half(w, tyname), _half(w >> 16, tyname)
+                for i, k in enumerate((2 * t, 2 * t + 8)):
+                    w = frag(lane, b)[i]
+                    B[k, g], B[k + 1, g] = _half(w, tyname), _half(w >> 16, tyname)
+                for i, (r, n) in enumerate(((g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1))):
+                    C[r, n] = frag(lane, c)[i]
+            D = A @ B + C
+            for lane in range(32):
+                g, t = divmod(lane, 4)
+                for name, (r, n) in zip(d.strip("{} ").split(", "), ((g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1))):
+                    regs[lane][name] = D[r, n].item()
+            continue
+        args = [x.strip() for x in rest.split(",")] if not rest.startswith("{") else None
+        for lane in range(32):
+            if op == "mov.b32":
+                regs[lane][args[0]] = int(args[1], 0)
+            elif op == "mov.b64":
+                dst, src = rest.split("}, ")
+                lo, hi = dst.strip("{ ").split(", ")
+                v = val(lane, src) & (2 ** 64 - 1)
+                regs[lane][lo], regs[lane][hi] = v & 0xFFFFFFFF, v >> 32
+            elif op == "shr.u32":
+                regs[lane][args[0]] = (val(lane, args[1]) & 0xFFFFFFFF) >> int(args[2], 0)
+            elif op == "lop3.b32":
+                assert args[4] == "0xEA"  # (a & b) | c
+                regs[lane][args[0]] = (val(lane, args[1]) & int(args[2], 0)) | (val(lane, args[3]) & 0xFFFFFFFF)
+            elif op == f"fma.rn.{ty}x2":
+                x, y, z = (val(lane, n) for n in args[1:])
+                regs[lane][args[0]] = sum(_bits(_half(x >> s, tyname) * _half(y >> s, tyname) + _half(z >> s, tyname), tyname) << s for s in (0, 16))
+            elif op == "fma.rn.f32":
+                v = val(lane, args[1]) * val(lane, args[2]) + val(lane, args[3])
+                if args[0].startswith("$"):
+                    ops[lane][int(args[0][1:])] = v
+                else:
+                    regs[lane][args[0]] = v
+            else:
+                raise AssertionError(f"unexpected PTX: {line}")
+    return ops
 
 
 @pytest.mark.parametrize("x_kind", [1, 2])
 @pytest.mark.parametrize("words,halves,cols", [
     (1, 1, (0, 2)), (1, 1, (0, 1, 2, 3)), (4, 1, (0, 2)), (4, 1, (0, 1, 2, 3)), (1, 2, (0, 1, 2, 3)), (4, 2, (0, 1, 2, 3)),
 ])
-def test_mma_asm_operands(x_kind, words, halves, cols):
-    """_mma_asm's PTX (which only a GPU runs) against its constraint string: every operand it
-    names exists and every operand is named; each output is written once, by the scale FMA of its
-    accumulator; one MMA per word and half, only the first of each half starting from C = 0."""
+def test_mma_asm_computes_the_product(x_kind, words, halves, cols):
+    """_mma_asm's PTX (which only a GPU runs) executed on the CPU for one warp on random words,
+    x, scales and zero points: each output is old accumulator + scale · Σ_words (code - zero)
+    · x over the 16 k of the MMA, at the tile position its fragment names (the layout comment
+    above pack_mma: nibble i of lane (g, t)'s word is row g + 8·(i & 1), k slot 2t + (i >> 2) + 8·((i >> 1) & 1))."""
+    ty, magic_bits, one_pair = _MMA_TYPES[x_kind]
+    tyname = {"bf16": "bfloat16", "f16": "float16"}[ty]
     asm, constraints = _mma_asm(x_kind, cols, words, halves)
-    kinds = constraints.split(",")
-    n_out = len(cols) * halves
-    assert kinds == ["=f"] * n_out + ["r"] * words + ["l"] * (words * halves) + ["f", "f", "r", "r", "r", "r"] + ["f"] * n_out
-    assert {int(i) for i in re.findall(r"\$(\d+)", asm)} == set(range(len(kinds)))
-    for o in range(n_out):
-        writes = re.findall(rf"^\S+ \${o},.*$", asm, flags=re.M)
-        assert len(writes) == 1 and writes[0].startswith("fma.rn.f32") and writes[0].endswith(f"${len(kinds) - n_out + o};")
-    assert asm.count("mma.sync") == words * halves
-    assert asm.count("{zr, zr, zr, zr}") == halves
-    assert asm.count(f".{_MMA_TYPES[x_kind][0]}.{_MMA_TYPES[x_kind][0]}.f32") == words * halves
+    g_ = seeded("mma-asm", x_kind, words, halves, cols)
+    codes = torch.randint(0, 16, (words, 16, 16), generator=g_)  # [word, row, k slot]
+    zeros = torch.randint(0, 16, (16,), generator=g_)  # per row (g and g + 8 of each lane)
+    x = torch.randn(halves, words, 16, 8, generator=g_).to(getattr(torch, tyname)).double()  # [half, word, k slot, column]
+    scale = torch.rand(16, generator=g_).double() + 0.5
+    n = len(cols) * halves
+    acc0 = torch.randn(32, n, generator=g_).double()
+    ops = []
+    for lane in range(32):
+        g, t = divmod(lane, 4)
+        ws = []
+        for j in range(words):
+            w = 0
+            for i in range(8):
+                w |= int(codes[j, g + 8 * (i & 1), 2 * t + (i >> 2) + 8 * ((i >> 1) & 1)]) << (4 * i)
+            ws.append(w)
+        xs = []
+        for h in range(halves):
+            for j in range(words):
+                vals = [x[h, j, k, g].item() for k in (2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9)]
+                xs.append(sum(_bits(v, tyname) << (16 * i) for i, v in enumerate(vals)))
+        zz = [((magic_bits | 0x8000) + int(zeros[r])) * 0x10001 for r in (g, g + 8)]  # -(magic + zero), both halves
+        ops.append([None] * n + ws + xs + [scale[g].item(), scale[g + 8].item(), *zz, magic_bits * 0x10001, one_pair] + acc0[lane].tolist())
+    assert len(ops[0]) == len(constraints.split(","))
+    out = _run_mma_asm(asm, ops, ty)
+    deq = (codes - zeros[None, :, None]).double()  # [word, row, k slot]
+    for lane in range(32):
+        g, t = divmod(lane, 4)
+        for o in range(n):
+            h, c = divmod(o, len(cols))
+            r, col = g + 8 * (cols[c] // 2), 2 * t + cols[c] % 2
+            want = acc0[lane, o].item() + scale[r].item() * sum((deq[j, r] * x[h, j, :, col]).sum().item() for j in range(words))
+            assert out[lane][o] == pytest.approx(want, rel=1e-9, abs=1e-9), (lane, o)
 
 
 @pytest.mark.parametrize("group", [32, 64, 128])
