@@ -352,8 +352,8 @@ class SplitPolicy:
     in L2 until the wait returns (B=1, 8K, 32 splits, 2 tiles of n64: 16.8 MB).
 
     The defaults are from split-count sweeps on an H200 (back to back in a CUDA graph over KV
-    copies larger than L2, 2026-11-21, .probe/dprobe3.py in the session-5 notes of
-    results/baselines/README.md).
+    copies larger than L2, 2026-11-21: the session-5 notes of results/baselines/README.md;
+    experiments/probes/decode_b1_breakdown.py re-sweeps the split count at batch 1).
     """
 
     programs_per_sm: float = 2.0
