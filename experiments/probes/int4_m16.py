@@ -5,10 +5,11 @@ tilings for M > 8. Stream timing, median of 3 rounds. Needs a CUDA GPU:
     python experiments/probes/int4_m16.py
 """
 import math, os, sys, time, statistics
-import multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 import torch
 import torch.nn.functional as F
+
+from int4_pick import compile_all, int4_weight  # beside this file
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (49152, 576), (576, 1536), (1536, 576)]
 TILES = [(1, 8, 4), (1, 8, 2), (1, 4, 4), (1, 4, 8), (1, 16, 2), (1, 4, 2), (1, 1, 9), (1, 4, 3)]
@@ -26,36 +27,15 @@ def configs(N, K):
     return out
 
 
-def warm(job):
-    from kernels.wo_matmul import quantize_int4, wo_matmul
-    from lab.benchmarks.wo_matmul import group_for
-    for N, K, cfg in job:
-        qm = quantize_int4(torch.randn(N, K, device="cuda") * 0.02, group_for(K), True, layout="mma")
-        for m in (8, 16):
-            try:
-                wo_matmul(torch.randn(m, K, device="cuda", dtype=torch.bfloat16), qm, cfg)
-            except Exception as e:
-                print("  compile fail", cfg, type(e).__name__, str(e)[:200], flush=True)
-    torch.cuda.synchronize()
-    return 0
-
-
 def main():
-    from kernels.wo_matmul import quantize_int4, wo_matmul, dequantize, pick_mma_config
+    from kernels.wo_matmul import wo_matmul, pick_mma_config
     from lab.benchmarks._common import stream_us
-    from lab.benchmarks.wo_matmul import group_for
     T0 = time.perf_counter()
-    jobs = [(N, K, c) for N, K in SHAPES for c in configs(N, K)]
-    with mp.get_context("spawn").Pool(14) as pool:
-        pool.map(warm, [jobs[i::14] for i in range(14)])
+    compile_all([(N, K, (8, 16), c) for N, K in SHAPES for c in configs(N, K)])
     print(f"compiled in {time.perf_counter() - T0:.0f}s", flush=True)
     dev = torch.device("cuda")
     for N, K in SHAPES:
-        torch.manual_seed(0)
-        w = torch.randn(N, K, device=dev) * 0.02
-        qm = quantize_int4(w, group_for(K), True, layout="mma")
-        qms = [qm.clone() for _ in range(int(min(64, max(2, math.ceil(100e6 / qm.nbytes)))))]
-        dq = dequantize(qm, torch.float64)
+        w, qm, qms, dq = int4_weight(N, K, dev)
         for M in (16, 12):
             x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
             dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]

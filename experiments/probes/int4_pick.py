@@ -46,22 +46,34 @@ def warm(job):
     return done
 
 
-def main():
-    from kernels.wo_matmul import quantize_int4, wo_matmul, dequantize, bytes_moved, pick_mma_config
-    from lab.benchmarks._common import stream_us, copy_same_bytes
+def compile_all(jobs: list, procs: int = 14) -> int:
+    """Compiles (N, K, Ms, config) jobs in `procs` processes (Triton's disk cache keeps the
+    kernels), so that the timed loop compiles nothing."""
+    with mp.get_context("spawn").Pool(procs) as pool:
+        return sum(pool.map(warm, [jobs[i::procs] for i in range(procs)]))
+
+
+def int4_weight(N: int, K: int, dev):
+    """A random [N, K] weight, its symmetric int4 mma quantization, enough copies of that to
+    exceed L2 (stream timing reads each from DRAM), and its float64 dequantization."""
+    from kernels.wo_matmul import quantize_int4, dequantize
     from lab.benchmarks.wo_matmul import group_for
+    torch.manual_seed(0)
+    w = torch.randn(N, K, device=dev) * 0.02
+    qm = quantize_int4(w, group_for(K), True, layout="mma")
+    qms = [qm.clone() for _ in range(int(min(64, max(2, math.ceil(100e6 / qm.nbytes)))))]
+    return w, qm, qms, dequantize(qm, torch.float64)
+
+
+def main():
+    from kernels.wo_matmul import wo_matmul, bytes_moved, pick_mma_config
+    from lab.benchmarks._common import stream_us, copy_same_bytes
     T0 = time.perf_counter()
-    jobs = [(N, K, (1, 4), c) for N, K in SHAPES for c in configs(N, K)]
-    with mp.get_context("spawn").Pool(14) as pool:
-        n = sum(pool.map(warm, [jobs[i::14] for i in range(14)]))
+    n = compile_all([(N, K, (1, 4), c) for N, K in SHAPES for c in configs(N, K)])
     print(f"compiled {n} in {time.perf_counter() - T0:.0f}s", flush=True)
     dev = torch.device("cuda")
     for N, K in SHAPES:
-        torch.manual_seed(0)
-        w = torch.randn(N, K, device=dev) * 0.02
-        qm = quantize_int4(w, group_for(K), True, layout="mma")
-        qms = [qm.clone() for _ in range(int(min(64, max(2, math.ceil(100e6 / qm.nbytes)))))]
-        dq = dequantize(qm, torch.float64)
+        w, qm, qms, dq = int4_weight(N, K, dev)
         x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
         dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
         cub = stream_us([lambda d=d: F.linear(x, d) for d in dense])
