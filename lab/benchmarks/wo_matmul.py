@@ -43,6 +43,7 @@ from kernels.wo_matmul import (
     dequantize,
     flops,
     int4_codes,
+    pick_mma_config,
     quantize_int4,
     quantize_int8,
     wo_matmul,
@@ -203,12 +204,14 @@ INT4_GEMV_TILES = [(16, 512, 8, 16, True), (8, 1024, 8, 16, True), (4, 64, 1, 16
 MMA_TILES = list(itertools.product((1, 2, 4), (2, 4, 8), (4, 8), (None, 128, 168)))
 
 
-def tune_configs(M: int, bits: int, group: int, K: int = 4096, layout: str = "rows") -> list:
+def tune_configs(M: int, bits: int, group: int, K: int = 4096, layout: str = "rows", N: int | None = None) -> list:
     """int4 at M = 1: the GEMV kernel's tiles (block_k at most K rounded up to a power of two);
     otherwise at M = 1 both the FMA and the tl.dot path, at M > 1 the tl.dot path. The mma
-    layout: MmaConfig tilings."""
+    layout: MmaConfig tilings, led by pick_mma_config's choice for (M, N, K) when N is given, so
+    that the sweep always measures the default it would replace."""
     if layout == "mma":
-        return [MmaConfig(r, k, u, maxnreg=n) for r, k, u, n in MMA_TILES]
+        out = [pick_mma_config(M, N, K)] if N else []
+        return list(dict.fromkeys(out + [MmaConfig(r, k, u, maxnreg=n) for r, k, u, n in MMA_TILES]))
     if bits == 4 and M == 1:
         out = [WoConfig(n, max(group, min(k, triton.next_power_of_2(K))), 1, w, 1, False, u, xv) for n, k, w, u, xv in INT4_GEMV_TILES]
         return list(dict.fromkeys(out))
@@ -241,7 +244,7 @@ def tune(shape_list=None, Ms=(1, 4, 16), schemes=("int4", "int4-mma", "int8"), l
                 dense = [w.to(torch.bfloat16).clone() for _ in range(min(copies, max(2, math.ceil(l2_bytes / (N * K * 2)))))]
                 base = stream_us([lambda d=d: F.linear(x, d) for d in dense])
                 results = []
-                for cfg in tune_configs(M, qw.bits, G, K, qw.layout):
+                for cfg in tune_configs(M, qw.bits, G, K, qw.layout, N):
                     try:
                         err = rel_err(wo_matmul(x, qws[0], cfg), ref)
                         us = stream_us([lambda q=q: wo_matmul(x, q, cfg) for q in qws])
