@@ -47,17 +47,44 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _warm_up(fn: Callable[[], Any], device: torch.device, warmup_ms: float) -> tuple[int, float]:
-    """One untimed call (compilation, autotuning, allocation), then calls until warmup_ms passed:
-    clocks ramp up and caches/allocators settle. Returns (calls, ms spent after the first call)."""
+# After an idle spell the lent H100/H200s took longer than a 200 ms warm-up to come back to speed:
+# a run's first timings came out 1.3-1.6x slow (prefill at D = 64, S = 1K: 0.38 ms a call against
+# 0.24 timed alone in the same session; cuDNN's first samples 2.5x its last), and the L2 check failed
+# (0.7-1.1x where a warm GPU gives 1.3x). So a GPU that sat idle (a run's start, a compile between
+# points) is first kept busy with matmuls.
+SPIN_UP_S = (2.0, 0.5)  # seconds busy before a device's first timing, and after IDLE_S idle
+IDLE_S = 1.0
+_LAST_BUSY: dict[int, float] = {}  # device index -> perf_counter when its last timing ended
+
+
+def _spin_up(device: torch.device) -> float:
+    """Keeps a CUDA device busy (bf16 4096² matmuls) when it was idle; returns the seconds spent."""
+    last = _LAST_BUSY.get(device.index)
+    seconds = SPIN_UP_S[0] if last is None else SPIN_UP_S[1] if time.perf_counter() - last > IDLE_S else 0.0
+    if seconds:
+        a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(10):
+                a @ a
+            torch.cuda.synchronize(device)
+        del a
+    return seconds
+
+
+def _warm_up(fn: Callable[[], Any], device: torch.device, warmup_ms: float) -> tuple[int, float, float]:
+    """One untimed call (compilation, autotuning, allocation), the GPU spun up if it sat idle
+    (_spin_up), then calls until warmup_ms passed: clocks ramp up and caches/allocators settle.
+    Returns (calls, ms spent after the spin-up, seconds spun up)."""
     fn()
     _sync(device)
+    spun = _spin_up(device) if device.type == "cuda" else 0.0
     calls, t0 = 0, time.perf_counter()
     while (time.perf_counter() - t0) * 1e3 < warmup_ms:
         fn()
         _sync(device)
         calls += 1
-    return calls, (time.perf_counter() - t0) * 1e3
+    return calls, (time.perf_counter() - t0) * 1e3, spun
 
 
 def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfig = MeasureConfig()) -> Timing:
@@ -71,10 +98,12 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfi
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    calls, spent = _warm_up(fn, device, cfg.warmup_ms)
-    extra: dict[str, Any] = {"warmup_calls": calls, "warmup_ms": round(spent, 1), "reps_asked": cfg.reps}
+    calls, spent, spun = _warm_up(fn, device, cfg.warmup_ms)
+    extra: dict[str, Any] = {"warmup_calls": calls, "warmup_ms": round(spent, 1), "reps_asked": cfg.reps, "spin_up_s": spun}
     if device.type == "cuda":
-        return _time_cuda(fn, device, cfg, extra)
+        t = _time_cuda(fn, device, cfg, extra)
+        _LAST_BUSY[device.index] = time.perf_counter()
+        return t
     samples: list[float] = []
     start = time.perf_counter()
     for i in range(cfg.reps):
