@@ -350,7 +350,7 @@ _MMA_TYPES = {1: ("bf16", 0x4300, 0x3F803F80), 2: ("f16", 0x6400, 0x3C003C00)}
 
 
 @functools.lru_cache(maxsize=None)
-def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1, zero_mma: bool = False) -> tuple[str, str]:
+def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1) -> tuple[str, str]:
     """PTX for `words` code words of a lane (1, or the 4 of a chunk when they share a group: groups
     of 64 and 128). Per word, 3 shifts and 4 LOP3s make (magic + code) pairs and one packed FMA
     each takes (magic + zero) off (exact: small integers); then mma.sync with x as B, once per half
@@ -359,34 +359,17 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
     the group scale in float32 onto the accumulators `cols` of each half (0..3: c0..c3 of the
     m16n8 tile; at M = 1 only c0 and c2, column 0, are worth an FMA). Chaining 4 words saves 6
     FFMAs a chunk at M = 1 (sm_90 SASS: 416 instructions a step against 456, 87 registers against
-    112).
-    zero_mma: no packed FMAs; the tensor core takes the zero off instead, one more MMA a word whose
-    A is -(magic + zero) of each row (the ZLO/ZHI pairs): Σ (magic + code)·x + Σ -(magic + zero)·x.
-    Those MMAs need only x, so their chain runs first, while the weights are still in flight, and
-    the words' chain starts from it: 4 packed FMAs a word become one MMA. The float32 sums then
-    carry (magic + code)·x, 128 + code in bf16 (1024 + code in fp16), before the zero cancels it:
-    the rounding error grows by about that factor over the code-sized terms, ~2^-17 of the result
-    in bf16 at worst, far below the output's own rounding.
-    Operands: the outputs (cols of half 0, then of half 1), then the words, x per half and word
-    (int64: b0 = x[k], x[k+1], b1 = x[k+2], x[k+3]), s_lo, s_hi, the zero pair of row g and of
-    g + 8, the magic pair, the one pair (unused with zero_mma), and the accumulators' old values."""
+    112). Operands: the outputs (cols of half 0, then of half 1), then the words, x per half and
+    word (int64: b0 = x[k], x[k+1], b1 = x[k+2], x[k+3]), s_lo, s_hi, the zero pair of row g and
+    of g + 8, the magic pair, the one pair, and the accumulators' old values."""
     ty, _, _ = _MMA_TYPES[x_kind]
     n = len(cols) * halves
     W = n
     X = W + words  # x of half h, word j: X + h·words + j
     SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(X + halves * words, X + halves * words + 6)
     ACC = ONE + 1
-    mma = f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32"
-    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;",
-             ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;", "mov.b32 zr, 0;"]
-    acc = {h: "{zr, zr, zr, zr}" for h in range(halves)}  # each half's chain so far
-    if zero_mma:  # the zero's chain: x alone, before any word is needed
-        lines += [".reg .b32 z0, z1, z2, z3;", f"mov.b32 z0, ${ZLO};", f"mov.b32 z1, ${ZHI};", f"mov.b32 z2, ${ZLO};", f"mov.b32 z3, ${ZHI};"]
-        for j in range(words):
-            for h, d in zip(range(halves), "de"):
-                lines += [f"mov.b64 {{b0, b1}}, ${X + h * words + j};",
-                          f"{mma} {{{d}0, {d}1, {d}2, {d}3}}, {{z0, z1, z2, z3}}, {{b0, b1}}, {acc[h]};"]
-                acc[h] = f"{{{d}0, {d}1, {d}2, {d}3}}"
+    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;", ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;",
+             "mov.b32 zr, 0;"]
     for j in range(words):
         w = f"${W + j}"
         lines += [
@@ -395,14 +378,13 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
             f"lop3.b32 a1, q1, 0x000F000F, ${MAGIC}, 0xEA;",
             f"lop3.b32 a2, q2, 0x000F000F, ${MAGIC}, 0xEA;",
             f"lop3.b32 a3, q3, 0x000F000F, ${MAGIC}, 0xEA;",
+            f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
+            f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};",
         ]
-        if not zero_mma:
-            lines += [f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
-                      f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};"]
         for h, d in zip(range(halves), "de"):
+            c = "{zr, zr, zr, zr}" if j == 0 else f"{{{d}0, {d}1, {d}2, {d}3}}"
             lines += [f"mov.b64 {{b0, b1}}, ${X + h * words + j};",
-                      f"{mma} {{{d}0, {d}1, {d}2, {d}3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {acc[h]};"]
-            acc[h] = f"{{{d}0, {d}1, {d}2, {d}3}}"
+                      f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{{d}0, {d}1, {d}2, {d}3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {c};"]
     o = 0
     for d in "de"[:halves]:
         for c in cols:
@@ -707,7 +689,6 @@ class MmaConfig:
     unroll: int = 8
     num_stages: int = 1
     maxnreg: int | None = 128
-    zero_mma: bool = False  # the zero taken off by the tensor core, not packed FMAs (_mma_asm)
 
     def check(self):
         for name in ("row_tiles", "k_warps"):
@@ -900,7 +881,7 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)  # at M = 1 only column 0 (c0, c2) is output
     chain = bool(x_kind) and group >= 64  # a lane's 4 words of a chunk share one group
     halves = 2 if x_kind and M > MMA_N else 1
-    asm, constraints = _mma_asm(x_kind, cols, 4 if chain else 1, halves, cfg.zero_mma) if x_kind else ("", "")
+    asm, constraints = _mma_asm(x_kind, cols, 4 if chain else 1, halves) if x_kind else ("", "")
     ty_bits = _MMA_TYPES.get(x_kind, ("", 0, 0))
     n_tiles, n_chunks = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
     even = N % MMA_ROWS == 0 and K % MMA_K == 0 and n_tiles % cfg.row_tiles == 0 and n_chunks % (cfg.k_warps * cfg.unroll) == 0

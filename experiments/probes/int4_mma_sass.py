@@ -13,12 +13,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from kernels import wo_matmul as wm
 
-def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True, Z=False):
+def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True):
     fn = wm._int4_mma_kernel
     n_tiles = 2 if M > 8 else 1
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)
     halves = 2 if M > 8 else 1
-    asm, cons = wm._mma_asm(x_kind, cols, 4 if G >= 64 else 1, halves, Z)  # Z: zero_mma
+    asm, cons = wm._mma_asm(x_kind, cols, 4 if G >= 64 else 1, halves)
     ty = wm._MMA_TYPES[x_kind]
     sig = {"X": "*i64", "Wt": "*i32", "S": "*fp16", "Z": "*u8", "Y": "*bf16", "M": "i32", "N": "i32", "K": "i32",
            "n_tiles": "i32", "n_chunks": "i32", "stride_xm": "i32", "stride_sn": "i32", "stride_zn": "i32", "stride_ym": "i32"}
