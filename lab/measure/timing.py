@@ -57,10 +57,18 @@ IDLE_S = 1.0
 _LAST_BUSY: dict[int, float] = {}  # device index -> perf_counter when its last timing ended
 
 
+def spin_up_seconds(device_index: int, now: float) -> float:
+    """How long to keep a device busy before timing on it: SPIN_UP_S[0] before its first timing,
+    SPIN_UP_S[1] when its last timing ended more than IDLE_S ago, else nothing."""
+    last = _LAST_BUSY.get(device_index)
+    if last is None:
+        return SPIN_UP_S[0]
+    return SPIN_UP_S[1] if now - last > IDLE_S else 0.0
+
+
 def _spin_up(device: torch.device) -> float:
     """Keeps a CUDA device busy (bf16 4096² matmuls) when it was idle; returns the seconds spent."""
-    last = _LAST_BUSY.get(device.index)
-    seconds = SPIN_UP_S[0] if last is None else SPIN_UP_S[1] if time.perf_counter() - last > IDLE_S else 0.0
+    seconds = spin_up_seconds(device.index, time.perf_counter())
     if seconds:
         a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
         t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from lab.measure.energy import measure_energy
 from lab.measure.memory import measure_peak
 from lab.measure.provenance import collect, finish
 from lab.measure.roofline import cached_ceilings, ceilings
+from lab.measure import timing
 from lab.measure.timing import MeasureConfig, time_fn
 from lab.records import Recorder
 
@@ -42,6 +43,18 @@ def test_time_fn_warms_up_by_time_and_respects_the_budget():
 
 
 # ---- statistics ------------------------------------------------------------------------------
+def test_spin_up_after_idle(monkeypatch):
+    """A GPU is spun up before its first timing and after an idle spell, not between timings that
+    follow one another (the rule that keeps a run's first timings off an idle GPU's clocks)."""
+    monkeypatch.setattr(timing, "_LAST_BUSY", {})
+    first, idle = timing.SPIN_UP_S
+    assert timing.spin_up_seconds(0, now=100.0) == first
+    timing._LAST_BUSY[0] = 100.0
+    assert timing.spin_up_seconds(0, now=100.0 + timing.IDLE_S / 2) == 0.0
+    assert timing.spin_up_seconds(0, now=100.0 + timing.IDLE_S * 2) == idle
+    assert timing.spin_up_seconds(1, now=100.0) == first  # per device
+
+
 def test_summarize_median_iqr_and_ci():
     rng = np.random.default_rng(1)
     x = rng.lognormal(mean=0.0, sigma=0.3, size=401)
