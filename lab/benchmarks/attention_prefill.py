@@ -104,7 +104,7 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
 TUNE_SHAPES = [(4, 32, 32, 4096, 4096, 128, False), (2, 32, 32, 8192, 8192, 128, False), (4, 32, 8, 4096, 4096, 128, True),
                (4, 32, 32, 4096, 4096, 128, True), (1, 32, 32, 16384, 16384, 128, False)]
 TUNE_CONFIGS = [
-    PrefillConfig(128, 64, 8, 3),  # the plain FA2 tile (the LAB_AUTOTUNE=0 default before the Hopper options)
+    PrefillConfig(128, 64, 8, 3),  # the plain FA2 tile (the rule's pick before the Hopper options)
     TMA_2CTA, PrefillConfig(128, 64, 8, 2, tma=True, lazy_rescale=True, maxnreg=128),
     # warp-specialized (non-causal only): a producer warp group and two consumer groups of 4 warps,
     # 64 rows each (3 stages: NaNs with Triton 3.6, refused by PrefillConfig.check)
