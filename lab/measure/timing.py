@@ -51,7 +51,9 @@ def _sync(device: torch.device) -> None:
 # a run's first timings came out 1.3-1.6x slow (prefill at D = 64, S = 1K: 0.38 ms a call against
 # 0.24 timed alone in the same session; cuDNN's first samples 2.5x its last), and the L2 check failed
 # (0.7-1.1x where a warm GPU gives 1.3x). So a GPU that sat idle (a run's start, a compile between
-# points) is first kept busy with matmuls.
+# points) is first kept busy with matmuls. On an H200 that fixed both (the first prefill shape 184
+# -> 230 TFLOP/s, the L2 check 1.3x); on session 8's H100 it did not (L2 check 0.9x, a kernel's
+# first reps after a compile still 4x its last): there the cause is open.
 SPIN_UP_S = (2.0, 0.5)  # seconds busy before a device's first timing, and after IDLE_S idle
 IDLE_S = 1.0
 _LAST_BUSY: dict[int, float] = {}  # device index -> perf_counter when its last timing ended
