@@ -405,11 +405,9 @@ def _interpreting() -> bool:
 
 def _autotuning() -> bool:
     """LAB_AUTOTUNE=1 autotunes over GPU_CONFIGS at the first call of each shape class; by default
-    the rule (default_config) runs. On an H100 (session 8) the autotuned run missed a prefill goal
-    at 9 of 22 shapes: D = 64, S = 1K ran 0.86× SDPA-flash, the ratio of the 128×128 tiles, where
-    the rule's tile, timed alone in the same session, runs 1.34×; timed alone, the rule's tiles met
-    every goal at the shapes that missed (experiments/probes/prefill_configs.py). Its first configs
-    are likely timed on a GPU still coming up from idle (see lab.measure.timing._spin_up)."""
+    the rule (default_config) runs: on session 8's H100 the autotuned run missed a prefill goal at 9
+    of 22 shapes, where the rule's tiles, timed alone, met them (results/baselines/README.md,
+    "Measurement, session 8")."""
     return os.environ.get("LAB_AUTOTUNE", "0") == "1"
 
 

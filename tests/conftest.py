@@ -7,4 +7,3 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("LAB_AUTOTUNE", "0")

@@ -7,6 +7,7 @@ On CUDA the L2 cache is flushed before every repetition by default: a kernel tha
 weights would otherwise be timed from L2, which a real decode step (many layers between two visits
 of the same weights) never sees. Writing a buffer twice the L2 size evicts it; `l2_cold_check`
 verifies that once per device by timing a read of a buffer smaller than L2 warm and after a flush.
+A GPU that sat idle is kept busy for a moment before the warm-up (`spin_up_seconds`).
 """
 from __future__ import annotations
 
@@ -47,39 +48,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# After an idle spell the lent H100/H200s took longer than a 200 ms warm-up to come back to speed:
-# a run's first timings came out 1.3-1.6x slow (prefill at D = 64, S = 1K: 0.38 ms a call against
-# 0.24 timed alone in the same session; cuDNN's first samples 2.5x its last), and the L2 check failed
-# (0.7-1.1x where a warm GPU gives 1.3x). So a GPU that sat idle (a run's start, a compile between
-# points) is first kept busy with matmuls. On an H200 that fixed both (the first prefill shape 184
-# -> 230 TFLOP/s, the L2 check 1.3x); on session 8's H100 it did not (L2 check 0.9x, a kernel's
-# first reps after a compile still 4x its last): there the cause is open.
-SPIN_UP_S = (2.0, 0.5)  # seconds busy before a device's first timing, and after IDLE_S idle
+# After an idle spell (a run's start, a compile between points) a lent GPU took longer than the
+# 200 ms warm-up to come back to speed: a run's first timings came out 1.3-1.6x slow and the L2 check
+# failed. So an idle GPU is first kept busy with matmuls. That fixed both on an H200, not on session
+# 8's H100 (results/baselines/README.md, "Measurement, session 8").
+SPIN_UP_FIRST_S = 2.0  # seconds busy before a device's first timing
+SPIN_UP_IDLE_S = 0.5  # ... and before a timing that follows IDLE_S or more without one
 IDLE_S = 1.0
 _LAST_BUSY: dict[int, float] = {}  # device index -> perf_counter when its last timing ended
 
 
 def spin_up_seconds(device_index: int, now: float) -> float:
-    """How long to keep a device busy before timing on it: SPIN_UP_S[0] before its first timing,
-    SPIN_UP_S[1] when its last timing ended more than IDLE_S ago, else nothing."""
+    """How long to keep a device busy before timing on it (SPIN_UP_FIRST_S, SPIN_UP_IDLE_S or 0)."""
     last = _LAST_BUSY.get(device_index)
     if last is None:
-        return SPIN_UP_S[0]
-    return SPIN_UP_S[1] if now - last > IDLE_S else 0.0
+        return SPIN_UP_FIRST_S
+    return SPIN_UP_IDLE_S if now - last > IDLE_S else 0.0
 
 
 def _spin_up(device: torch.device) -> float:
     """Keeps a CUDA device busy (bf16 4096² matmuls) when it was idle; returns the seconds spent."""
     seconds = spin_up_seconds(device.index, time.perf_counter())
-    if seconds:
-        a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for _ in range(10):
-                a @ a
-            torch.cuda.synchronize(device)
-        del a
-    return seconds
+    if not seconds:
+        return 0.0
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize(device)
+    del a
+    return time.perf_counter() - t0
 
 
 def _warm_up(fn: Callable[[], Any], device: torch.device, warmup_ms: float) -> tuple[int, float, float]:
@@ -109,11 +108,12 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfi
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     calls, spent, spun = _warm_up(fn, device, cfg.warmup_ms)
-    extra: dict[str, Any] = {"warmup_calls": calls, "warmup_ms": round(spent, 1), "reps_asked": cfg.reps, "spin_up_s": spun}
+    extra: dict[str, Any] = {"warmup_calls": calls, "warmup_ms": round(spent, 1), "reps_asked": cfg.reps, "spin_up_s": round(spun, 2)}
     if device.type == "cuda":
-        t = _time_cuda(fn, device, cfg, extra)
-        _LAST_BUSY[device.index] = time.perf_counter()
-        return t
+        try:
+            return _time_cuda(fn, device, cfg, extra)
+        finally:  # busy until now, also when the timing failed (a graph that would not capture)
+            _LAST_BUSY[device.index] = time.perf_counter()
     samples: list[float] = []
     start = time.perf_counter()
     for i in range(cfg.reps):

@@ -271,7 +271,7 @@ def _one(ctx: RunContext, cfg: AttentionOpConfig, impl: str, q, k, v, causal: bo
         rec.skipped(flash_note, metric="latency_ms")
         return
     fn = prepare(impl, q, k, v, causal)
-    out = fn()  # compiles, autotunes
+    out = fn()  # compiles (and autotunes prefill with LAB_AUTOTUNE=1)
     if cfg.error:
         rec.metric("max_rel_err", max_rel_err(out, q, k, v, causal), "", method=how)
     del out

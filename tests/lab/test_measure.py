@@ -42,12 +42,11 @@ def test_time_fn_warms_up_by_time_and_respects_the_budget():
     assert len(calls) == 1 + t.extra["warmup_calls"] + len(t.samples_ms)
 
 
-# ---- statistics ------------------------------------------------------------------------------
 def test_spin_up_after_idle(monkeypatch):
     """A GPU is spun up before its first timing and after an idle spell, not between timings that
     follow one another (the rule that keeps a run's first timings off an idle GPU's clocks)."""
     monkeypatch.setattr(timing, "_LAST_BUSY", {})
-    first, idle = timing.SPIN_UP_S
+    first, idle = timing.SPIN_UP_FIRST_S, timing.SPIN_UP_IDLE_S
     assert timing.spin_up_seconds(0, now=100.0) == first
     timing._LAST_BUSY[0] = 100.0
     assert timing.spin_up_seconds(0, now=100.0 + timing.IDLE_S / 2) == 0.0
@@ -55,6 +54,7 @@ def test_spin_up_after_idle(monkeypatch):
     assert timing.spin_up_seconds(1, now=100.0) == first  # per device
 
 
+# ---- statistics ------------------------------------------------------------------------------
 def test_summarize_median_iqr_and_ci():
     rng = np.random.default_rng(1)
     x = rng.lognormal(mean=0.0, sigma=0.3, size=401)
