@@ -2,9 +2,9 @@
 "Measurement, session 8": the spin-up in lab.measure.timing cured it on an H200, not on an H100).
 
 For each case, the GPU first sits idle for IDLE_S seconds, then one kernel is called back to back
-for RUN_S seconds with the L2 flushed before each call, as the benchmark times it. Every call's CUDA-event time is
-printed on a timeline beside the SM clock, the memory clock and the power that NVML reads right
-after it. A slow start with low clocks is the clocks; a slow start at full clocks is something
+for RUN_S seconds, each call timed as the benchmark times a repetition (L2 flushed first). Every
+call's time is printed on a timeline beside the SM clock, the memory clock and the power that
+NVML reads right after it. A slow start with low clocks is the clocks; a slow start at full clocks is something
 else. Cases:
 - prefill D = 128, S = 1K causal, compiled first;
 - the same after lab.measure.timing's spin-up;
@@ -32,18 +32,13 @@ def timeline(name: str, fn, spin: bool = False) -> None:
     if spin:
         timing._LAST_BUSY.pop(dev.index, None)  # as before a device's first timing
         timing._spin_up(dev)
-    flush = torch.empty(2 * torch.cuda.get_device_properties(dev).L2_cache_size // 4, dtype=torch.float32, device=dev)
+    flush = timing._flush_buffer(dev)
     t0, rows = time.perf_counter(), []
     while time.perf_counter() - t0 < RUN_S:
-        flush.fill_(len(rows))
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
+        ms = timing._event_time_ms(fn, before=lambda: flush.fill_(len(rows)))  # as the benchmark times a rep
         c = clocks(dev) or {}
         w = c.get("power_w")
-        rows.append((time.perf_counter() - t0, a.elapsed_time(b), c.get("sm_mhz"), c.get("mem_mhz"), None if w is None else round(w)))
+        rows.append((time.perf_counter() - t0, ms, c.get("sm_mhz"), c.get("mem_mhz"), None if w is None else round(w)))
     last = sorted(r[1] for r in rows[-20:])[10]
     print(f"{name}: {len(rows)} calls, the last 20's median {last:.3f} ms", flush=True)
     for i, (t, ms, sm, mem, w) in enumerate(rows):

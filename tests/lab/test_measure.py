@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from lab.measure import stats
+from lab.measure import stats, timing
 from lab.measure.energy import measure_energy
 from lab.measure.memory import measure_peak
 from lab.measure.provenance import collect, finish
 from lab.measure.roofline import cached_ceilings, ceilings
-from lab.measure import timing
 from lab.measure.timing import MeasureConfig, time_fn
 from lab.records import Recorder
 
