@@ -1,14 +1,18 @@
-"""Why a lent GPU's first timings after an idle spell are slow (results/baselines/README.md,
-"Measurement, session 8": the spin-up in lab.measure.timing cured it on an H200, not on an H100).
+"""Why a lent GPU's first timings after an idle spell looked slow (results/baselines/README.md,
+"Measurement, session 9").
 
 For each case, the GPU first sits idle for IDLE_S seconds, then one kernel is called back to back
-for RUN_S seconds, each call timed as the benchmark times a repetition (L2 flushed first). Every
-call's time is printed on a timeline beside the SM clock, the memory clock and the power that
-NVML reads right after it. A slow start with low clocks is the clocks; a slow start at full clocks is something
-else. Cases:
-- prefill D = 128, S = 1K causal, compiled first;
-- the same after lab.measure.timing's spin-up;
-- a bf16 matmul.
+for RUN_S seconds, each call timed as the benchmark times a repetition: L2 flushed, the GPU kept
+busy (torch.cuda._sleep) while the host enqueues the start event and the call, then the event
+pair. Printed per call on a timeline: the event time, the host's enqueue time of the call, whether
+the start event had already completed when the call was enqueued ("starved": the GPU waited on the
+host inside the timed span), and the SM clock, memory clock and power NVML reads right after.
+Cases: prefill D = 128, S = 1K causal, after idle, behind session 8's fixed pre-roll of 50K
+cycles and behind 2M (~1 ms); then lab.measure.timing.time_fn itself, after idle.
+Session 9, H100: behind 50K cycles every call was starved (the host took 100-600 µs to enqueue
+one launch) and the median was 0.59 ms; behind 2M none was, and every call from the first took
+0.44 ms. Session 8's spin-up (matmuls before timing an idle GPU) left the H100 at its 700 W
+power cap and 1425 MHz for the first ~70 ms after it: it was dropped.
 Needs a CUDA GPU and nvidia-ml-py:
 
     python experiments/probes/slow_start.py
@@ -24,26 +28,37 @@ from lab.measure.provenance import clocks
 IDLE_S, RUN_S = 3.0, 2.0
 
 
-def timeline(name: str, fn, spin: bool = False) -> None:
+def timeline(name: str, fn, cycles: int) -> None:
     dev = torch.device("cuda", torch.cuda.current_device())
     fn()
     torch.cuda.synchronize()
     time.sleep(IDLE_S)
-    if spin:
-        timing._LAST_BUSY.pop(dev.index, None)  # as before a device's first timing
-        timing._spin_up(dev)
     flush = timing._flush_buffer(dev)
     t0, rows = time.perf_counter(), []
     while time.perf_counter() - t0 < RUN_S:
-        ms = timing._event_time_ms(fn, before=lambda: flush.fill_(len(rows)))  # as the benchmark times a rep
+        flush.fill_(len(rows))
+        torch.cuda._sleep(cycles)
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        h = time.perf_counter()
+        fn()
+        host_us = (time.perf_counter() - h) * 1e6
+        starved = a.query()
+        b.record()
+        b.synchronize()
+        ms = a.elapsed_time(b)
         c = clocks(dev) or {}
         w = c.get("power_w")
-        rows.append((time.perf_counter() - t0, ms, c.get("sm_mhz"), c.get("mem_mhz"), None if w is None else round(w)))
+        rows.append((time.perf_counter() - t0, ms, host_us, starved, c.get("sm_mhz"), c.get("mem_mhz"), None if w is None else round(w)))
     last = sorted(r[1] for r in rows[-20:])[10]
-    print(f"{name}: {len(rows)} calls, the last 20's median {last:.3f} ms", flush=True)
-    for i, (t, ms, sm, mem, w) in enumerate(rows):
-        if i < 30 or i % 25 == 0:
-            print(f"  {t * 1e3:7.1f} ms  call {i:4d}  {ms:7.3f} ms ({ms / last:4.2f}x)  SM {sm} MHz  mem {mem} MHz  {w} W", flush=True)
+    n_starved = sum(r[3] for r in rows)
+    slow = [r for r in rows if r[1] > 1.15 * last]
+    print(f"{name}: {len(rows)} calls, the last 20's median {last:.3f} ms; {len(slow)} calls > 1.15x, {n_starved} starved "
+          f"({sum(r[3] for r in slow)} of the slow ones); last slow call at {max((r[0] for r in slow), default=0) * 1e3:.0f} ms", flush=True)
+    for i, (t, ms, host, st, sm, mem, w) in enumerate(rows):
+        if i < 20 or i % 50 == 0:
+            print(f"  {t * 1e3:7.1f} ms  call {i:4d}  {ms:7.3f} ms ({ms / last:4.2f}x)  host {host:6.1f} us  {'STARVED' if st else 'ok     '}"
+                  f"  SM {sm} MHz  mem {mem} MHz  {w} W", flush=True)
 
 
 def main():
@@ -51,10 +66,11 @@ def main():
     q, k, v = (torch.randn(16, 32, 1024, 128, device=dev, dtype=torch.bfloat16) for _ in range(3))
     out = torch.empty_like(q)
     attn = lambda: flash_attention(q, k, v, causal=True, out=out)
-    timeline("prefill D=128 S=1K causal, after idle", attn)
-    timeline("prefill D=128 S=1K causal, after idle and the spin-up", attn, spin=True)
-    m = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-    timeline("bf16 matmul 8192³, after idle", lambda: m @ m)
+    for cycles in (timing.PREROLL_MIN_CYCLES, 2_000_000):
+        timeline(f"prefill D=128 S=1K causal, after idle, pre-roll {cycles} cycles", attn, cycles)
+    time.sleep(IDLE_S)
+    t = timing.time_fn(attn, dev)
+    print(f"time_fn after idle: median {t.median_ms:.3f} ms, first {t.samples_ms[:5].round(3).tolist()}, {t.method}; {t.extra}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ On CUDA the L2 cache is flushed before every repetition by default: a kernel tha
 weights would otherwise be timed from L2, which a real decode step (many layers between two visits
 of the same weights) never sees. Writing a buffer twice the L2 size evicts it; `l2_cold_check`
 verifies that once per device by timing a read of a buffer smaller than L2 warm and after a flush.
-A GPU that sat idle is kept busy for a moment before the warm-up (`spin_up_seconds`).
+
+Each CUDA sample starts behind a GPU-side pre-roll (`torch.cuda._sleep`) long enough that the host
+has enqueued the start event and the whole call before the GPU reaches them (`sample_fed`: it
+grows whenever a sample shows the GPU waited on the host), so a sample is device time, not the
+host's launch latency; the host's enqueue time is recorded beside it (`extra`).
 """
 from __future__ import annotations
 
@@ -48,72 +52,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# After an idle spell (a run's start, a compile between points) a lent GPU took longer than the
-# 200 ms warm-up to come back to speed: a run's first timings came out 1.3-1.6x slow and the L2 check
-# failed. So an idle GPU is first kept busy with matmuls. That fixed both on an H200, not on session
-# 8's H100 (results/baselines/README.md, "Measurement, session 8").
-SPIN_UP_FIRST_S = 2.0  # seconds busy before a device's first timing
-SPIN_UP_IDLE_S = 0.5  # ... and before a timing that follows IDLE_S or more without one
-IDLE_S = 1.0
-_LAST_BUSY: dict[int, float] = {}  # device index -> perf_counter when its last timing ended
-
-
-def spin_up_seconds(device_index: int, now: float) -> float:
-    """How long to keep a device busy before timing on it (SPIN_UP_FIRST_S, SPIN_UP_IDLE_S or 0)."""
-    last = _LAST_BUSY.get(device_index)
-    if last is None:
-        return SPIN_UP_FIRST_S
-    return SPIN_UP_IDLE_S if now - last > IDLE_S else 0.0
-
-
-def _spin_up(device: torch.device) -> float:
-    """Keeps a CUDA device busy (bf16 4096² matmuls) when it was idle; returns the seconds spent."""
-    seconds = spin_up_seconds(device.index, time.perf_counter())
-    if not seconds:
-        return 0.0
-    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(10):
-            a @ a
-        torch.cuda.synchronize(device)
-    del a
-    return time.perf_counter() - t0
-
-
-def _warm_up(fn: Callable[[], Any], device: torch.device, warmup_ms: float) -> tuple[int, float, float]:
-    """One untimed call (compilation, autotuning, allocation), the GPU spun up if it sat idle
-    (_spin_up), then calls until warmup_ms passed: clocks ramp up and caches/allocators settle.
-    Returns (calls, ms spent after the spin-up, seconds spun up)."""
+def _warm_up(fn: Callable[[], Any], device: torch.device, warmup_ms: float) -> tuple[int, float]:
+    """One untimed call (compilation, autotuning, allocation), then calls until warmup_ms passed:
+    clocks ramp up and caches/allocators settle. Returns (calls, ms spent after the first)."""
     fn()
     _sync(device)
-    spun = _spin_up(device) if device.type == "cuda" else 0.0
     calls, t0 = 0, time.perf_counter()
     while (time.perf_counter() - t0) * 1e3 < warmup_ms:
         fn()
         _sync(device)
         calls += 1
-    return calls, (time.perf_counter() - t0) * 1e3, spun
+    return calls, (time.perf_counter() - t0) * 1e3
 
 
 def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfig = MeasureConfig()) -> Timing:
     """Time `fn()` (which must do the whole unit of work) repeatedly on `device`.
 
     CUDA: a pair of CUDA events around each call (or each replay of a graph captured from fn when
-    `cfg.cuda_graph`), L2 flushed before each when `cfg.l2_flush`; the GPU is kept busy while the
-    first launch is enqueued, so a sample starts at fn's first kernel (a host-bound fn still shows
-    its launch gaps between kernels). CPU: perf_counter around each call. Returns every sample in ms; `method` and `extra` say how they were taken.
+    `cfg.cuda_graph`), L2 flushed before each when `cfg.l2_flush`, behind a pre-roll that outlasts
+    the host's enqueue of the call: a sample is the device time of fn's launches, queued (see
+    `_event_sample`). The host's enqueue time per call is in extra["host_enqueue_ms"]: where it
+    exceeds the device time, a loop of eager calls runs at the host's pace, and the method says so.
+    CPU: perf_counter around each call. Returns every sample in ms; `method` and `extra` say how
+    they were taken.
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    calls, spent, spun = _warm_up(fn, device, cfg.warmup_ms)
-    extra: dict[str, Any] = {"warmup_calls": calls, "warmup_ms": round(spent, 1), "reps_asked": cfg.reps, "spin_up_s": round(spun, 2)}
+    calls, spent = _warm_up(fn, device, cfg.warmup_ms)
+    extra: dict[str, Any] = {"warmup_calls": calls, "warmup_ms": round(spent, 1), "reps_asked": cfg.reps}
     if device.type == "cuda":
-        try:
-            return _time_cuda(fn, device, cfg, extra)
-        finally:  # busy until now, also when the timing failed (a graph that would not capture)
-            _LAST_BUSY[device.index] = time.perf_counter()
+        return _time_cuda(fn, device, cfg, extra)
     samples: list[float] = []
     start = time.perf_counter()
     for i in range(cfg.reps):
@@ -166,32 +135,32 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
     flush = _flush_buffer(device) if cfg.l2_flush else None
     if flush is not None:
         extra["l2_check"] = l2_cold_check(device)
-    samples: list[float] = []
+    samples, hosts, redone, waited, cycles = [], [], 0, 0, PREROLL_MIN_CYCLES
     start = time.perf_counter()
     for i in range(cfg.reps):
-        # Either way the GPU is kept busy while the host enqueues the start event and fn's first
-        # launch, so a sample is GPU time from fn's first kernel to its last, not host launch
-        # latency (otherwise an L2-warm sample would pay it and a flushed one would not).
-        # The flush runs before `a` on the same stream, so it is not timed.
-        if flush is not None:
-            flush.fill_(i)
-        elif hasattr(torch.cuda, "_sleep"):
-            torch.cuda._sleep(_SPIN_CYCLES)
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        run()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b))
+        before = (lambda i=i: flush.fill_(i)) if flush is not None else None  # runs before the pre-roll: not timed
+        ms, host_ms, cycles, tries, starved = sample_fed(lambda c: _event_sample(run, c, before), cycles)
+        redone += tries - 1
+        waited += starved
+        samples.append(ms)
+        hosts.append(host_ms)
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
+    host = float(np.median(hosts))
+    extra.update(host_enqueue_ms=round(host, 4), preroll_cycles=cycles, samples_redone=redone)
+    host_note = ""
+    if waited:  # fn syncs with the host, or enqueues for longer than the longest pre-roll
+        extra["samples_host_waited"] = waited
+        host_note += f", {waited} samples include host waits"
+    if host > float(np.median(samples)):
+        host_note += f", host-bound: enqueue {host * 1e3:.0f} us a call"
     how = "cuda-graph replay" if graph else "cuda-events"
     if flush is None:
         l2 = "L2 warm"
     else:
         chk = extra["l2_check"]
         l2 = f"L2 flushed ({'verified cold' if chk['cold'] else 'NOT verified cold'}: {chk['ratio']:.1f}x)"
-    method = f"{how}{graph_note}, {l2}, {len(samples)} reps, warm-up {cfg.warmup_ms:g} ms"
+    method = f"{how}{graph_note}, {l2}, {len(samples)} reps, warm-up {cfg.warmup_ms:g} ms{host_note}"
     return Timing(np.asarray(samples), method, flush is not None, graph, extra)
 
 
@@ -213,7 +182,6 @@ def _capture(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
 
 # ---- L2 ----------------------------------------------------------------------------------------
 _FLUSH: dict[int, torch.Tensor] = {}
-_SPIN_CYCLES = 50_000  # ~25-35 µs at 1.4-2 GHz: longer than enqueueing an event and a launch
 _L2_CHECK: dict[int, dict[str, Any]] = {}
 
 
@@ -231,17 +199,53 @@ def _flush_buffer(device: torch.device) -> torch.Tensor:
     return _FLUSH[idx]
 
 
-def _event_time_ms(fn: Callable[[], Any], before: Callable[[], Any] | None = None) -> float:
+# The pre-roll: a GPU-side sleep enqueued before a sample's start event, so the host can enqueue
+# the event and the whole call while the GPU is still busy. Too short, and the sample holds the
+# host's enqueue time: a Triton launch through its Python wrapper took 100-600 µs on session 9's
+# H100 host, and with the old fixed 50K cycles every prefill sample waited on the host (0.59 ms
+# against 0.44 behind a 1 ms pre-roll; experiments/probes/slow_start.py). Each timing starts at
+# PREROLL_MIN_CYCLES and doubles the pre-roll whenever a sample finds the GPU already past its
+# start event once the call is enqueued; that sample is taken again. A few hundred µs of sleep a
+# sample cost nothing next to the host's own time.
+PREROLL_MIN_CYCLES = 50_000  # ~25-35 µs at 1.4-2 GHz
+PREROLL_MAX_CYCLES = 8_000_000  # ~4-6 ms: a call still starved behind it waits on the host itself
+
+
+def sample_fed(sample: Callable[[int], tuple[float, float, bool]], cycles: int) -> tuple[float, float, int, int, bool]:
+    """Takes `sample(cycles)` -> (device ms, host ms, starved) again, the pre-roll doubled, while it
+    was starved and the pre-roll can still grow. Returns (device ms, host ms, the pre-roll that
+    fed it, tries, starved); a sample starved at PREROLL_MAX_CYCLES is kept (fn waits on the host
+    itself: a sync, .item())."""
+    tries = 0
+    while True:
+        ms, host_ms, starved = sample(cycles)
+        tries += 1
+        if not starved or cycles >= PREROLL_MAX_CYCLES:
+            return ms, host_ms, cycles, tries, starved
+        cycles = min(2 * cycles, PREROLL_MAX_CYCLES)
+
+
+def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any] | None = None) -> tuple[float, float, bool]:
+    """One event-timed call behind a pre-roll of `cycles`: (device ms, host enqueue ms, starved).
+    Starved: the start event had completed by the time run() returned, so the GPU may have idled
+    inside the sample waiting for the host."""
     if before is not None:
         before()
-    if hasattr(torch.cuda, "_sleep"):
-        torch.cuda._sleep(_SPIN_CYCLES)  # the two events and fn enqueue back to back behind it
+    torch.cuda._sleep(cycles)
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
-    fn()
+    t = time.perf_counter()
+    run()
+    host_ms = (time.perf_counter() - t) * 1e3
+    starved = a.query()
     b.record()
     b.synchronize()
-    return a.elapsed_time(b)
+    return a.elapsed_time(b), host_ms, starved
+
+
+def _event_time_ms(fn: Callable[[], Any], before: Callable[[], Any] | None = None) -> float:
+    """Device ms of one call of fn behind a pre-roll that outlasts its enqueue."""
+    return sample_fed(lambda c: _event_sample(fn, c, before), PREROLL_MIN_CYCLES)[0]
 
 
 def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:

@@ -41,16 +41,30 @@ def test_time_fn_warms_up_by_time_and_respects_the_budget():
     assert len(calls) == 1 + t.extra["warmup_calls"] + len(t.samples_ms)
 
 
-def test_spin_up_after_idle(monkeypatch):
-    """A GPU is spun up before its first timing and after an idle spell, not between timings that
-    follow one another (the rule that keeps a run's first timings off an idle GPU's clocks)."""
-    monkeypatch.setattr(timing, "_LAST_BUSY", {})
-    first, idle = timing.SPIN_UP_FIRST_S, timing.SPIN_UP_IDLE_S
-    assert timing.spin_up_seconds(0, now=100.0) == first
-    timing._LAST_BUSY[0] = 100.0
-    assert timing.spin_up_seconds(0, now=100.0 + timing.IDLE_S / 2) == 0.0
-    assert timing.spin_up_seconds(0, now=100.0 + timing.IDLE_S * 2) == idle
-    assert timing.spin_up_seconds(1, now=100.0) == first  # per device
+def test_sample_fed_grows_the_preroll_until_the_gpu_no_longer_waits_on_the_host():
+    """A starved sample (the GPU passed its start event before the call was enqueued) is taken
+    again behind a pre-roll twice as long, until it is fed; one still starved at the longest
+    pre-roll is kept and reported as starved (the call waits on the host itself)."""
+    host_us = 700.0  # the host needs this long to enqueue; a pre-roll of c cycles lasts c / 2000 µs at 2 GHz
+    seen = []
+
+    def sample(cycles):
+        seen.append(cycles)
+        starved = cycles / 2000 < host_us
+        return (0.5 + (host_us if starved else 0) / 1e3, host_us / 1e3, starved)
+
+    ms, host_ms, cycles, tries, starved = timing.sample_fed(sample, timing.PREROLL_MIN_CYCLES)
+    assert not starved and ms == 0.5 and host_ms == 0.7
+    assert seen == [timing.PREROLL_MIN_CYCLES * 2**k for k in range(tries)] and cycles == seen[-1]
+    assert seen[-2] / 2000 < host_us <= cycles / 2000  # stopped at the first pre-roll long enough
+    # the next sample of the same timing starts where the last one ended: fed at once
+    seen.clear()
+    assert timing.sample_fed(sample, cycles)[3] == 1 and seen == [cycles]
+    # a call that syncs with the host is starved behind any pre-roll: kept, flagged, bounded
+    always = lambda c: (seen.append(c), (1.0, 2.0, True))[1]
+    seen.clear()
+    ms, _, cycles, tries, starved = timing.sample_fed(always, timing.PREROLL_MIN_CYCLES)
+    assert starved and cycles == timing.PREROLL_MAX_CYCLES and seen[-1] == timing.PREROLL_MAX_CYCLES and tries == len(seen) < 12
 
 
 # ---- statistics ------------------------------------------------------------------------------
