@@ -27,7 +27,8 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     interpreter the programs run one after another, so the last one merges, as on the GPU.
     Past POLICY.fused_merge_up_to splits (or with fused_merge=False, or with no counter buffer
     yet while a graph is being captured) a second small kernel merges instead, one program per
-    (sequence, head): the fused tail grows with the split count, the launch does not.
+    (sequence, head): the fused tail grows with the split count, the launch does not. On sm_90 it
+    takes programmatic dependent launch, so its launch overlaps the split kernel (`merge_pdl`).
   * quantized caches are dequantized in registers: fp8 e4m3 and int8 values convert exactly to
     bf16/fp16 (with an fp8 cache the dot products run in fp16 whatever q's dtype: e4m3 -> fp16 is
     one instruction, -> bf16 three; q beyond fp16's ±65504 would overflow, which post-RoPE queries
@@ -204,7 +205,7 @@ def _decode_split(
     PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
     K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, DOT_F16: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ROWS: tl.constexpr, MERGE_CHUNK: tl.constexpr, MERGE_STAGES: tl.constexpr, PDL: tl.constexpr,
-    PREFETCH: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr,
+    TRIGGER: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
     h_kv = tl.program_id(1)
@@ -217,7 +218,8 @@ def _decode_split(
                                   stride_vn, stride_vh, stride_vp, capacity, num_splits, PAGE, ONE_BLOCK, BLOCK_N,
                                   HEAD_DIM, LINE, PREFETCH)
         tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()  # the next kernel may launch (it waits in turn)
+    if TRIGGER:  # the next kernel (our merge kernel, or with PDL the next call) may launch; it waits in turn
+        tl.extra.cuda.gdc_launch_dependents()
     L = tl.load(LENS + b)
     g = tl.arange(0, G_PAD)
     d = tl.arange(0, HEAD_DIM)
@@ -345,6 +347,12 @@ class SplitPolicy:
     gap between kernels (in a CUDA graph too), not the tail. Off by default: it pays only where
     the kernel before it in the stream is launched the same way (decode calls back to back on an
     H200: B = 1, 32/8 heads, 8K 15.0 -> 14.2 µs with prefetch_tiles=1; 9/3 heads 8.9 -> 7.1).
+    merge_pdl: launch the merge kernel (the two-kernel path) with programmatic dependent launch
+    even where pdl is off: its predecessor in the stream is always our own split kernel, which
+    triggers it at its start, so its launch overlaps the split kernel's run and its wait ends when
+    the partials are written. Safe after any producer, since only the merge kernel launches early.
+    H100, batch 1, stream (experiments/probes/decode_merge_pdl.py): 9/3 heads 8K 9.11 -> 8.16 µs,
+    32K 16.6 -> 15.6; 32/8 heads 8K 19.4 either way, 32K 55.6 -> 54.6.
     prefetch_tiles (with pdl): before its wait, each split program asks L2 for its first
     prefetch_tiles K/V tiles (addresses from seq_lens and the table as they are then), so the
     DRAM ramp of a launch overlaps the previous kernel's tail (at batch 1 the merge, when DRAM
@@ -361,6 +369,7 @@ class SplitPolicy:
     max_splits: int = 512
     fused_merge_up_to: int = 16
     pdl: bool = False
+    merge_pdl: bool = True
     prefetch_tiles: int = 0
 
     def __post_init__(self):
@@ -652,7 +661,9 @@ def paged_decode_attention(
     buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=q.device)
     po, pm, pl = buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :]
     rows = _pow2(G)
-    pdl = POLICY.pdl and not _interpreting() and _pdl_capable(q.device)
+    pdl_capable = not _interpreting() and _pdl_capable(q.device)
+    pdl = POLICY.pdl and pdl_capable
+    merge_pdl = (POLICY.pdl or POLICY.merge_pdl) and pdl_capable  # its predecessor is always our split kernel
     ks = q if ks is None else ks
     vs = q if vs is None else vs
     if config is None:
@@ -671,12 +682,12 @@ def paged_decode_attention(
         DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         ROWS=rows, MERGE_CHUNK=max(1, MERGE_TILE // (rows * D)), MERGE_STAGES=MERGE_STAGES, PDL=pdl,
-        PREFETCH=POLICY.prefetch_tiles if pdl else 0, LINE=128 // k_cache.element_size(),
+        TRIGGER=pdl or merge_pdl, PREFETCH=POLICY.prefetch_tiles if pdl else 0, LINE=128 // k_cache.element_size(),
     )
     if merge == 1:
         _decode_merge[(B, H)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                              HEAD_DIM=D, CHUNK=min(_pow2(splits), max(1, MERGE_KERNEL_TILE // D)), STAGES=MERGE_STAGES, PDL=pdl,
-                              **({"launch_pdl": True} if pdl else {}))
+                              HEAD_DIM=D, CHUNK=min(_pow2(splits), max(1, MERGE_KERNEL_TILE // D)), STAGES=MERGE_STAGES,
+                              PDL=merge_pdl, **({"launch_pdl": True} if merge_pdl else {}))
     return out
 
 
