@@ -149,6 +149,11 @@ class Recorder:
         self._row(f"{metric}_ms", s["median"], "ms", t.method, q1=s["q1"], q3=s["q3"], ci_lo=s["ci_lo"], ci_hi=s["ci_hi"], n=s["n"], **cols)
         key = {**self.base, **self._cols, **cols}
         self.samples.extend({**key, "metric": f"{metric}_ms", "sample": i, "value": float(v)} for i, v in enumerate(t.samples_ms))
+        host = t.extra.get("host_enqueue_ms")
+        if host is not None and "calls_per_sample" not in t.extra:  # a stream's replay enqueues n calls at once: no per-call host time
+            # an eager loop runs at max(device, host) a call: a Triton launch through Python took
+            # 70-300 µs on the lent hosts, more than many kernels take on the GPU
+            self._row(f"{metric}_host_enqueue_us", host * 1e3, "µs", "host time to enqueue one call (median of the timed reps, no sync)", **cols)
         sec = s["median"] / 1e3
         ci = lambda x: {"ci_lo": x / (s["ci_hi"] / 1e3), "ci_hi": x / (s["ci_lo"] / 1e3)} if s["ci_lo"] > 0 else {}
         if flops:

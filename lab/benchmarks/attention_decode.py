@@ -16,7 +16,7 @@ out), heads 32/8 (D = 128, Llama-3-8B-like) and 9/3 (D = 64, SmolLM2). Rows:
 Bytes = K and V read + q read + o written (kernels.attention_decode.bytes_moved): achieved GB/s
 against the measured copy bandwidth is the figure of merit. `paged_vs_contiguous` records the
 latency ratio of our kernel on the two layouts (lone CUDA-graph replays). On CUDA the bf16 rows are
-timed three ways (lab.benchmarks._common.time_ways): as called (`latency_*`), one call per graph
+timed three ways (lab.benchmarks._common.time_ways): eager launches (`latency_*`), one call per graph
 replay (`latency_graph_*`), and back to back in one graph over KV copies larger than L2
 (`latency_stream_*`: the goal's GB/s, without the graph's launch latency in every call). Errors: vs a float64 reference for sequence 0
 (quantized rows: on the dequantized values, and separately vs the unquantized cache).
@@ -80,7 +80,7 @@ def shapes(size: str) -> list[tuple[int, int, int, int, int]]:
 
 
 def _time(rec: Recorder, fns: list, measure, cost: dict, floor: dict | None = None) -> dict[str, float]:
-    """fns[i] makes the same call on KV copy i: timed as called, as a lone CUDA-graph replay and
+    """fns[i] makes the same call on KV copy i: timed as eager launches, as a lone CUDA-graph replay and
     back to back in one graph (_common.time_ways: `latency[_graph|_stream]_*`, the stream rows
     are the goal's GB/s). Returns time_ways' medians. `floor`: copy-same-bytes' medians at this
     point, from which `frac_of_copy_same_bytes_stream` is recorded."""

@@ -14,7 +14,8 @@ Two logit shapes, because the sort-free search costs what the kept set's shape m
                of tokens (the worst case for the search: every pass touches most of the row)
 Bytes: one read of the logits (kernels.sampling.bytes_moved, n_passes=1): GB/s is an effective
 rate; the kernels make ~3-8 passes (L2-resident at small B). Latency: `latency_*` eager calls
-(host launch overhead included, as an eager decode loop pays it); on CUDA also `latency_graph_*`,
+(device time with every launch queued; the host's enqueue time beside it, `latency_host_enqueue_us`:
+an eager loop runs at the slower of the two); on CUDA also `latency_graph_*`,
 replays of a CUDA graph of the call (the kernels alone, as a graph-captured decode step runs
 them). torch-sort's graph uses its generator when that can be captured, else the default CUDA
 generator (the method says so), else a skipped row with the reason. Speedup: median latency of
@@ -204,7 +205,7 @@ def _sweep_points(Vs, Bs, dists, dev, gen):
 
 def _time_us(fn, reps: int) -> tuple[float | None, float]:
     """(median µs of CUDA-graph replays of fn, or None when it cannot be captured; median µs of
-    eager calls, the GPU kept busy while the first launch is enqueued): lab.measure's time_fn
+    eager calls, the GPU kept busy while they are enqueued): lab.measure's time_fn
     with L2 left warm, as a ranking."""
     cfg = MeasureConfig(reps=reps, min_reps=reps, warmup_ms=0.0, l2_flush=False, bootstrap=0)
     eager = time_fn(fn, "cuda", cfg).median_ms * 1e3
@@ -288,7 +289,7 @@ def compare(Vs=(32000, 49152, 128256, 151936), Bs=(1, 8, 32), dists=("flat", "pe
             variants: dict | None = None, device: str = "cuda") -> list[dict]:
     """Eager and CUDA-graph latency of sample() against torch-sort at every (V, B, dist), on the
     suite's harness (time_fn: L2 flushed before every eager call, the GPU kept busy while the
-    first launch is enqueued, as `latency_ms`), and the host time of one eager call (`host_us`:
+    call is enqueued, as `latency_ms`), and the host time of one eager call (`host_us`:
     perf_counter around it while the GPU sleeps, i.e. what the launches cost the CPU; at B = 1
     flat also with every launch through Triton's JIT path (kernels.sampling.DIRECT_LAUNCH off),
     and with no launch at all: the launcher's own Python and allocations).

@@ -155,6 +155,19 @@ def test_recorder_memory_rows():
     }
 
 
+def test_recorder_host_enqueue_row_beside_an_eager_timing_not_a_stream():
+    """A CUDA timing's host enqueue time becomes `<metric>_host_enqueue_us` beside its device time; a
+    stream's (n calls in one graph replay) does not, and CPU timings have none."""
+    rec = Recorder({"run_id": "r", "experiment": "e", "scenario": "s"})
+    samples = np.array([0.4, 0.5, 0.6])
+    rec.add_timing(timing.Timing(samples, "cuda-events", extra={"host_enqueue_ms": 0.21}), metric="latency", bootstrap=50, impl="a")
+    rec.add_timing(timing.Timing(samples, "graph", extra={"host_enqueue_ms": 0.01, "calls_per_sample": 8}), metric="latency_stream", bootstrap=50, impl="a")
+    rec.add_timing(timing.Timing(samples, "cpu perf_counter"), metric="latency_cpu", bootstrap=50, impl="a")
+    got = {r["metric"]: r["value"] for r in rec.rows}
+    assert got["latency_host_enqueue_us"] == pytest.approx(210) and got["latency_ms"] == 0.5
+    assert not any("host" in m for m in got if m != "latency_host_enqueue_us")
+
+
 # ---- energy ------------------------------------------------------------------------------------
 def test_energy_not_available_on_cpu_is_a_skipped_row():
     e = measure_energy(lambda: None, "cpu")
