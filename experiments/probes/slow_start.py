@@ -36,17 +36,9 @@ def timeline(name: str, fn, cycles: int) -> None:
     flush = timing._flush_buffer(dev)
     t0, rows = time.perf_counter(), []
     while time.perf_counter() - t0 < RUN_S:
-        flush.fill_(len(rows))
-        torch.cuda._sleep(cycles)
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        h = time.perf_counter()
-        fn()
-        host_us = (time.perf_counter() - h) * 1e6
-        starved = a.query()
-        b.record()
-        b.synchronize()
-        ms = a.elapsed_time(b)
+        # one sample exactly as the harness takes it, at a fixed pre-roll (no retaking)
+        ms, host_ms, starved = timing._event_sample(fn, cycles, before=lambda: flush.fill_(len(rows)))
+        host_us = host_ms * 1e3
         c = clocks(dev) or {}
         w = c.get("power_w")
         rows.append((time.perf_counter() - t0, ms, host_us, starved, c.get("sm_mhz"), c.get("mem_mhz"), None if w is None else round(w)))
