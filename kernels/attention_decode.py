@@ -27,8 +27,9 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     interpreter the programs run one after another, so the last one merges, as on the GPU.
     Past POLICY.fused_merge_up_to splits (or with fused_merge=False, or with no counter buffer
     yet while a graph is being captured) a second small kernel merges instead, one program per
-    (sequence, head): the fused tail grows with the split count, the launch does not. On sm_90 it
-    takes programmatic dependent launch, so its launch overlaps the split kernel (`merge_pdl`).
+    (sequence, head): the fused tail grows with the split count, the launch does not. On sm_90+ it
+    takes programmatic dependent launch by default, so its launch overlaps the split kernel
+    (`SplitPolicy.merge_pdl`).
   * quantized caches are dequantized in registers: fp8 e4m3 and int8 values convert exactly to
     bf16/fp16 (with an fp8 cache the dot products run in fp16 whatever q's dtype: e4m3 -> fp16 is
     one instruction, -> bf16 three; q beyond fp16's ±65504 would overflow, which post-RoPE queries
@@ -218,7 +219,7 @@ def _decode_split(
                                   stride_vn, stride_vh, stride_vp, capacity, num_splits, PAGE, ONE_BLOCK, BLOCK_N,
                                   HEAD_DIM, LINE, PREFETCH)
         tl.extra.cuda.gdc_wait()
-    if TRIGGER:  # the next kernel (our merge kernel, or with PDL the next call) may launch; it waits in turn
+    if TRIGGER:  # the next kernel (our merge kernel, or with pdl the next call) may launch; it waits in turn
         tl.extra.cuda.gdc_launch_dependents()
     L = tl.load(LENS + b)
     g = tl.arange(0, G_PAD)
@@ -300,10 +301,12 @@ def _decode_split(
 
 @triton.jit(do_not_specialize=["H", "num_splits", "ml_stride"])
 def _decode_merge(PO, PM, PL, O, H, num_splits, ml_stride, stride_ob, stride_oh,
-                  HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr, PDL: tl.constexpr):
+                  HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr, PDL: tl.constexpr,
+                  TRIGGER: tl.constexpr):
     """The two-kernel path's second launch: grid (B, H), one head per program."""
     if PDL:  # its CTAs may be resident while the split kernel runs; the partials are read after it ends
         tl.extra.cuda.gdc_wait()
+    if TRIGGER:  # with pdl: the next call's split kernel may launch (it waits in turn)
         tl.extra.cuda.gdc_launch_dependents()
     _merge_partials(PO, PM, PL, O, tl.program_id(0).to(tl.int64), tl.program_id(1), 1, H, num_splits, ml_stride,
                     stride_ob, stride_oh, HEAD_DIM, 1, CHUNK, STAGES)
@@ -349,8 +352,9 @@ class SplitPolicy:
     H200: B = 1, 32/8 heads, 8K 15.0 -> 14.2 µs with prefetch_tiles=1; 9/3 heads 8.9 -> 7.1).
     merge_pdl: launch the merge kernel (the two-kernel path) with programmatic dependent launch
     even where pdl is off: its predecessor in the stream is always our own split kernel, which
-    triggers it at its start, so its launch overlaps the split kernel's run and its wait ends when
-    the partials are written. Safe after any producer, since only the merge kernel launches early.
+    triggers it at its start (on that path only), so its launch overlaps the split kernel's run and
+    its wait ends when the partials are written. Safe after any producer, since only the merge
+    kernel launches early; nothing downstream is triggered unless pdl is on.
     H100, batch 1, stream (experiments/probes/decode_merge_pdl.py): 9/3 heads 8K 9.11 -> 8.16 µs,
     32K 16.6 -> 15.6; 32/8 heads 8K 19.4 either way, 32K 55.6 -> 54.6.
     prefetch_tiles (with pdl): before its wait, each split program asks L2 for its first
@@ -682,12 +686,12 @@ def paged_decode_attention(
         DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         ROWS=rows, MERGE_CHUNK=max(1, MERGE_TILE // (rows * D)), MERGE_STAGES=MERGE_STAGES, PDL=pdl,
-        TRIGGER=pdl or merge_pdl, PREFETCH=POLICY.prefetch_tiles if pdl else 0, LINE=128 // k_cache.element_size(),
+        TRIGGER=pdl or (merge_pdl and merge == 1), PREFETCH=POLICY.prefetch_tiles if pdl else 0, LINE=128 // k_cache.element_size(),
     )
     if merge == 1:
         _decode_merge[(B, H)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
                               HEAD_DIM=D, CHUNK=min(_pow2(splits), max(1, MERGE_KERNEL_TILE // D)), STAGES=MERGE_STAGES,
-                              PDL=merge_pdl, **({"launch_pdl": True} if merge_pdl else {}))
+                              PDL=merge_pdl, TRIGGER=pdl, **({"launch_pdl": True} if merge_pdl else {}))
     return out
 
 

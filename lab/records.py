@@ -151,9 +151,9 @@ class Recorder:
         self.samples.extend({**key, "metric": f"{metric}_ms", "sample": i, "value": float(v)} for i, v in enumerate(t.samples_ms))
         host = t.extra.get("host_enqueue_ms")
         if host is not None and "calls_per_sample" not in t.extra:  # a stream's replay enqueues n calls at once: no per-call host time
-            # an eager loop runs at max(device, host) a call: a Triton launch through Python took
-            # 70-300 µs on the lent hosts, more than many kernels take on the GPU
-            self._row(f"{metric}_host_enqueue_us", host * 1e3, "µs", "host time to enqueue one call (median of the timed reps, no sync)", **cols)
+            # an eager loop runs at max(device, host) a call: enqueueing one Triton launch through
+            # Python took 30-600 µs on the lent hosts, more than many kernels take on the GPU
+            self._row(f"{metric}_host_enqueue_us", host * 1e3, "µs", "host time to enqueue one call (one graph replay for graph rows; median of the timed reps, no sync)", **cols)
         sec = s["median"] / 1e3
         ci = lambda x: {"ci_lo": x / (s["ci_hi"] / 1e3), "ci_hi": x / (s["ci_lo"] / 1e3)} if s["ci_lo"] > 0 else {}
         if flops:

@@ -84,8 +84,9 @@ def time_ways(rec: Recorder, fns: list, measure: MeasureConfig, cost: dict) -> d
     """Median ms of one call, three ways; `fns[i]` makes the same call on input copy i (see
     `input_copies`):
       ""         fns[0]'s eager launches: device time, every launch queued before the first runs;
-                 the host's enqueue time is recorded beside it (`latency_host_enqueue_us`): an
-                 eager decode loop runs at the slower of the two
+                 the host's enqueue time is recorded beside it (`latency_host_enqueue_us`; the
+                 graph rows' `latency_graph_host_enqueue_us` is a replay's): an eager decode
+                 loop runs at the slower of the two
       "_graph"   fns[0] replayed alone from a CUDA graph (plus the graph's own launch latency)
       "_stream"  all fns back to back in one CUDA graph, per call: the kernel as a captured
                  decode step runs it, each call reading its inputs from DRAM. The fair comparison

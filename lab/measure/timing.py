@@ -15,9 +15,10 @@ host's launch latency; the host's enqueue time is recorded beside it (`extra`).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -71,9 +72,11 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfi
     CUDA: a pair of CUDA events around each call (or each replay of a graph captured from fn when
     `cfg.cuda_graph`), L2 flushed before each when `cfg.l2_flush`, behind a pre-roll that outlasts
     the host's enqueue of the call: a sample is the device time of fn's launches, queued (see
-    `_event_sample`). The host's enqueue time per call is in extra["host_enqueue_ms"]: where it
-    exceeds the device time, a loop of eager calls runs at the host's pace, and the method says so.
-    CPU: perf_counter around each call. Returns every sample in ms; `method` and `extra` say how
+    `_event_sample`); a sample the GPU idled in, waiting for the host, is taken again behind a
+    longer pre-roll, so on CUDA fn runs up to MAX_RETAKES more times than there are samples. The
+    host's enqueue time per call is in extra["host_enqueue_ms"]: where it exceeds the device time,
+    a loop of eager calls runs at the host's pace, and the method says so (left out where fn syncs
+    with the host: extra["samples_host_waited"]). CPU: perf_counter around each call. Returns every sample in ms; `method` and `extra` say how
     they were taken.
     """
     device = torch.device(device)
@@ -135,25 +138,24 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
     flush = _flush_buffer(device) if cfg.l2_flush else None
     if flush is not None:
         extra["l2_check"] = l2_cold_check(device)
-    samples, hosts, redone, waited, cycles = [], [], 0, 0, PREROLL_MIN_CYCLES
+    samples, hosts, retakes, waited, cycles = [], [], 0, 0, PREROLL_MIN_CYCLES
     start = time.perf_counter()
     for i in range(cfg.reps):
         before = (lambda i=i: flush.fill_(i)) if flush is not None else None  # runs before the pre-roll: not timed
-        ms, host_ms, cycles, tries, starved = sample_fed(lambda c: _event_sample(run, c, before), cycles)
-        redone += tries - 1
-        waited += starved
-        samples.append(ms)
-        hosts.append(host_ms)
+        fed = sample_fed(lambda c: _event_sample(run, c, before), cycles, retake=not waited)
+        cycles, retakes, waited = fed.cycles, retakes + fed.retakes, waited + fed.waited
+        samples.append(fed.ms)
+        hosts.append(fed.host_ms)
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
-    host = float(np.median(hosts))
-    extra.update(host_enqueue_ms=round(host, 4), preroll_cycles=cycles, samples_redone=redone)
-    host_note = ""
-    if waited:  # fn syncs with the host, or enqueues for longer than the longest pre-roll
+    extra.update(preroll_cycles=cycles, samples_retaken=retakes)
+    if waited:  # the host times hold waits on the GPU, not enqueue time: not recorded
         extra["samples_host_waited"] = waited
-        host_note += f", {waited} samples include host waits"
-    if host > float(np.median(samples)):
-        host_note += f", host-bound: enqueue {host * 1e3:.0f} us a call"
+        host_note = f", {waited} samples include host waits (fn syncs with the host)"
+    else:
+        host = float(np.median(hosts))
+        extra["host_enqueue_ms"] = round(host, 4)
+        host_note = f", host-bound: enqueue {host * 1e3:.0f} us a call" if host > float(np.median(samples)) else ""
     how = "cuda-graph replay" if graph else "cuda-events"
     if flush is None:
         l2 = "L2 warm"
@@ -205,30 +207,45 @@ def _flush_buffer(device: torch.device) -> torch.Tensor:
 # H100 host, and with the old fixed 50K cycles every prefill sample waited on the host (0.59 ms
 # against 0.44 behind a 1 ms pre-roll; experiments/probes/slow_start.py). Each timing starts at
 # PREROLL_MIN_CYCLES and doubles the pre-roll whenever a sample finds the GPU already past its
-# start event once the call is enqueued; that sample is taken again. A few hundred µs of sleep a
-# sample cost nothing next to the host's own time.
+# start event once the call is enqueued; that sample is taken again. The pre-roll only grows, so a
+# timing retakes at most MAX_RETAKES samples: fn runs at most that many times more than the
+# samples it yields (a caller whose calls consume something, e.g. KV-cache slots, sizes for it).
 PREROLL_MIN_CYCLES = 50_000  # ~25-35 µs at 1.4-2 GHz
 PREROLL_MAX_CYCLES = 8_000_000  # ~4-6 ms: a call still starved behind it waits on the host itself
+MAX_RETAKES = math.ceil(math.log2(PREROLL_MAX_CYCLES / PREROLL_MIN_CYCLES))
 
 
-def sample_fed(sample: Callable[[int], tuple[float, float, bool]], cycles: int) -> tuple[float, float, int, int, bool]:
-    """Takes `sample(cycles)` -> (device ms, host ms, starved) again, the pre-roll doubled, while it
-    was starved and the pre-roll can still grow. Returns (device ms, host ms, the pre-roll that
-    fed it, tries, starved); a sample starved at PREROLL_MAX_CYCLES is kept (fn waits on the host
-    itself: a sync, .item())."""
-    tries = 0
-    while True:
-        ms, host_ms, starved = sample(cycles)
-        tries += 1
-        if not starved or cycles >= PREROLL_MAX_CYCLES:
-            return ms, host_ms, cycles, tries, starved
+class Sample(NamedTuple):
+    ms: float  # device time, start event to end event
+    host_ms: float  # the host's time inside run(): its enqueue (plus any wait, if fn syncs)
+    starved: bool  # the start event had completed when run() returned: the GPU may have idled inside the sample
+
+
+class Fed(NamedTuple):
+    ms: float  # device time of the sample kept
+    host_ms: float  # the host's enqueue time at the first try (retakes are the slow enqueues: keeping the last would bias it low)
+    cycles: int  # the pre-roll that fed it (the next sample starts there)
+    retakes: int
+    waited: bool  # still starved at PREROLL_MAX_CYCLES (or retaking was off): fn waits on the host inside the sample
+
+
+def sample_fed(sample: Callable[[int], Sample], cycles: int, retake: bool = True) -> Fed:
+    """`sample(cycles)`, taken again with the pre-roll doubled while it was starved and the pre-roll
+    can still grow (and `retake`). A sample starved at PREROLL_MAX_CYCLES is kept and flagged
+    `waited` (fn syncs with the host: .item(), a blocking copy)."""
+    first = s = sample(cycles)
+    retakes = 0
+    while s.starved and retake and cycles < PREROLL_MAX_CYCLES:
         cycles = min(2 * cycles, PREROLL_MAX_CYCLES)
+        s = sample(cycles)
+        retakes += 1
+    return Fed(s.ms, first.host_ms, cycles, retakes, s.starved)
 
 
-def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any] | None = None) -> tuple[float, float, bool]:
-    """One event-timed call behind a pre-roll of `cycles`: (device ms, host enqueue ms, starved).
-    Starved: the start event had completed by the time run() returned, so the GPU may have idled
-    inside the sample waiting for the host."""
+def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any] | None = None) -> Sample:
+    """One event-timed call behind a pre-roll of `cycles`. Starved: the start event had completed
+    by the time run() returned, so the GPU may have idled inside the sample waiting for the host
+    (sound on one stream: an incomplete start event means the whole call was queued behind it)."""
     if before is not None:
         before()
     torch.cuda._sleep(cycles)
@@ -240,12 +257,7 @@ def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any]
     starved = a.query()
     b.record()
     b.synchronize()
-    return a.elapsed_time(b), host_ms, starved
-
-
-def _event_time_ms(fn: Callable[[], Any], before: Callable[[], Any] | None = None) -> float:
-    """Device ms of one call of fn behind a pre-roll that outlasts its enqueue."""
-    return sample_fed(lambda c: _event_sample(fn, c, before), PREROLL_MIN_CYCLES)[0]
+    return Sample(a.elapsed_time(b), host_ms, starved)
 
 
 def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:
@@ -267,8 +279,16 @@ def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:
     out = torch.empty((), device=device)
     read = lambda: torch.sum(probe, dim=0, out=out)
     read()
-    warm = [_event_time_ms(read, before=read) for _ in range(reps)]
-    cold = [_event_time_ms(read, before=lambda i=i: flush.fill_(i)) for i in range(reps)]
+    cycles = PREROLL_MIN_CYCLES
+
+    def timed(before) -> float:
+        nonlocal cycles
+        fed = sample_fed(lambda c: _event_sample(read, c, before), cycles)
+        cycles = fed.cycles
+        return fed.ms
+
+    warm = [timed(read) for _ in range(reps)]
+    cold = [timed(lambda i=i: flush.fill_(i)) for i in range(reps)]
     w, c = float(np.median(warm)), float(np.median(cold))
     res = {
         "l2_bytes": l2,

@@ -26,7 +26,7 @@ import torch
 
 from lab.context import RunContext
 from lab.records import PointFailed
-from lab.measure.timing import Timing, time_fn
+from lab.measure.timing import MAX_RETAKES, Timing, time_fn
 from lab.model.generate import chunk_for, decode_cost, prefill_chunked
 from lab.model.weights import weight_bytes
 from lab.registry import VariantConfig, register
@@ -123,7 +123,7 @@ def _step(model, cache, first: torch.Tensor, sampler, gen):
 def _time_eager(ctx: RunContext, model, tokens, sampler, gen, wbytes: int, dtype_bytes: int, memory: bool) -> None:
     B, context = tokens.shape
     measure = replace(ctx.rec.measure, warmup_ms=0.0, cuda_graph=False)  # warm-up is ours: a bounded number of steps
-    n_steps = WARMUP_STEPS + 1 + measure.reps  # every call writes a new slot
+    n_steps = WARMUP_STEPS + 1 + measure.reps + MAX_RETAKES  # every call writes a new slot (time_fn may retake samples)
     cache = ctx.make_cache(B, context + n_steps + 1)
     prefill_chunked(model, tokens, cache, chunk=chunk_for(B, ctx.args.n_heads, context))
     step = _step(model, cache, tokens[:, -1:], sampler, gen)

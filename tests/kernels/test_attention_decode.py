@@ -103,15 +103,20 @@ def test_fused_merge_in_a_cuda_graph():
         assert torch.equal(out, eager) and torch.count_nonzero(_counters()) == 0
 
 
-@pytest.mark.parametrize("prefetch", [0, 2], ids=["wait", "prefetch2"])
+PDL_POLICIES = {"pdl-wait": SplitPolicy(pdl=True), "pdl-prefetch2": SplitPolicy(pdl=True, prefetch_tiles=2),
+                "merge-pdl": SplitPolicy(), "no-pdl": SplitPolicy(merge_pdl=False)}
+
+
+@pytest.mark.parametrize("policy", list(PDL_POLICIES))
 @pytest.mark.parametrize("P", [None, 16], ids=["view", "P16"])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "two-kernel"])
-def test_programmatic_dependent_launch(monkeypatch, fused, P, prefetch):
+def test_programmatic_dependent_launch(monkeypatch, fused, P, policy):
     # POLICY.pdl: on sm_90+ both kernels wait for the previous grid before reading anything for
-    # real (the split kernel may first prefetch its first tiles into L2), so back-to-back calls
-    # in one graph (each launched while the last one runs) give the eager result; elsewhere and
+    # real (the split kernel may first prefetch its first tiles into L2); POLICY.merge_pdl (the
+    # default): only the merge kernel launches early and waits. Either way back-to-back calls in
+    # one graph (each launched while the last one runs) give the eager result; elsewhere and
     # under the interpreter the flags are ignored
-    monkeypatch.setattr(ad, "POLICY", SplitPolicy(pdl=True, prefetch_tiles=prefetch))
+    monkeypatch.setattr(ad, "POLICY", PDL_POLICIES[policy])
     dtype = torch.bfloat16 if GPU else torch.float32
     q, k, v = make(2, 8, 2, 300, 64, dtype, seed=60)
     lens = torch.tensor([300, 123], dtype=torch.int32, device=DEVICE)

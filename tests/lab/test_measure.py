@@ -44,27 +44,64 @@ def test_time_fn_warms_up_by_time_and_respects_the_budget():
 def test_sample_fed_grows_the_preroll_until_the_gpu_no_longer_waits_on_the_host():
     """A starved sample (the GPU passed its start event before the call was enqueued) is taken
     again behind a pre-roll twice as long, until it is fed; one still starved at the longest
-    pre-roll is kept and reported as starved (the call waits on the host itself)."""
+    pre-roll is kept and flagged (the call waits on the host itself)."""
     host_us = 700.0  # the host needs this long to enqueue; a pre-roll of c cycles lasts c / 2000 µs at 2 GHz
     seen = []
 
     def sample(cycles):
         seen.append(cycles)
         starved = cycles / 2000 < host_us
-        return (0.5 + (host_us if starved else 0) / 1e3, host_us / 1e3, starved)
+        return timing.Sample(0.5 + (host_us if starved else 0) / 1e3, host_us / 1e3 + len(seen), starved)
 
-    ms, host_ms, cycles, tries, starved = timing.sample_fed(sample, timing.PREROLL_MIN_CYCLES)
-    assert not starved and ms == 0.5 and host_ms == 0.7
-    assert seen == [timing.PREROLL_MIN_CYCLES * 2**k for k in range(tries)] and cycles == seen[-1]
-    assert seen[-2] / 2000 < host_us <= cycles / 2000  # stopped at the first pre-roll long enough
-    # the next sample of the same timing starts where the last one ended: fed at once
-    seen.clear()
-    assert timing.sample_fed(sample, cycles)[3] == 1 and seen == [cycles]
+    fed = timing.sample_fed(sample, timing.PREROLL_MIN_CYCLES)
+    assert not fed.waited and fed.ms == 0.5 and fed.host_ms == pytest.approx(0.7 + 1)  # the first try's host time
+    assert seen == [timing.PREROLL_MIN_CYCLES * 2**k for k in range(fed.retakes + 1)] and fed.cycles == seen[-1]
+    assert seen[-2] / 2000 < host_us <= fed.cycles / 2000  # stopped at the first pre-roll long enough
+    seen.clear()  # the next sample of the same timing starts where the last one ended: fed at once
+    assert timing.sample_fed(sample, fed.cycles).retakes == 0 and seen == [fed.cycles]
     # a call that syncs with the host is starved behind any pre-roll: kept, flagged, bounded
-    always = lambda c: (seen.append(c), (1.0, 2.0, True))[1]
+    always = lambda c: (seen.append(c), timing.Sample(1.0, 2.0, True))[1]
     seen.clear()
-    ms, _, cycles, tries, starved = timing.sample_fed(always, timing.PREROLL_MIN_CYCLES)
-    assert starved and cycles == timing.PREROLL_MAX_CYCLES and seen[-1] == timing.PREROLL_MAX_CYCLES and tries == len(seen) < 12
+    fed = timing.sample_fed(always, timing.PREROLL_MIN_CYCLES)
+    assert fed.waited and fed.cycles == seen[-1] == timing.PREROLL_MAX_CYCLES and fed.retakes == len(seen) - 1 == timing.MAX_RETAKES
+    seen.clear()
+    assert timing.sample_fed(always, timing.PREROLL_MIN_CYCLES, retake=False).waited and seen == [timing.PREROLL_MIN_CYCLES]
+
+
+@pytest.mark.parametrize("syncs", [False, True], ids=["slow-enqueue", "syncs"])
+def test_time_cuda_carries_the_preroll_and_bounds_the_extra_calls(monkeypatch, syncs):
+    """_time_cuda's loop (the GPU's sample replaced by a model of one, so it runs on the CPU): the
+    pre-roll grows once and carries over to the next samples; fn runs at most MAX_RETAKES times
+    more than the samples it yields; host time is recorded unless fn waits on the host."""
+    calls = []
+
+    def fake_sample(run, cycles, before=None):
+        run()
+        return timing.Sample(0.5, 0.3, syncs or cycles < 400_000)  # fed from 400K cycles unless it syncs
+
+    monkeypatch.setattr(timing, "_event_sample", fake_sample)
+    cfg = MeasureConfig(reps=10, min_reps=10, l2_flush=False, cuda_graph=False)
+    t = timing._time_cuda(lambda: calls.append(1), torch.device("cpu"), cfg, {})
+    assert len(t.samples_ms) == 10 and len(calls) == 10 + t.extra["samples_retaken"]
+    if syncs:
+        assert t.extra["samples_retaken"] == timing.MAX_RETAKES and t.extra["preroll_cycles"] == timing.PREROLL_MAX_CYCLES
+        assert t.extra["samples_host_waited"] == 10 and "host_enqueue_ms" not in t.extra and "host waits" in t.method
+    else:
+        assert t.extra["samples_retaken"] == 3 and t.extra["preroll_cycles"] == 400_000  # 50K -> 100K -> 200K -> 400K, once
+        assert t.extra["host_enqueue_ms"] == 0.3 and "samples_host_waited" not in t.extra and "host-bound" not in t.method
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_event_sample_flags_the_gpu_waiting_on_the_host_cuda():
+    """Starved exactly when the GPU can reach the start event before the call is enqueued: a
+    plain launch behind a long pre-roll is fed; a call that sleeps on the host before launching,
+    or syncs, is starved behind a short one."""
+    x = torch.zeros(1 << 20, device="cuda")
+    x.mul_(1)
+    torch.cuda.synchronize()
+    assert not timing._event_sample(lambda: x.mul_(1), timing.PREROLL_MAX_CYCLES).starved
+    assert timing._event_sample(lambda: (time.sleep(0.005), x.mul_(1)), timing.PREROLL_MIN_CYCLES).starved
+    assert timing._event_sample(lambda: (x.mul_(1), torch.cuda.synchronize()), timing.PREROLL_MIN_CYCLES).starved
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -165,7 +202,7 @@ def test_recorder_host_enqueue_row_beside_an_eager_timing_not_a_stream():
     rec.add_timing(timing.Timing(samples, "cpu perf_counter"), metric="latency_cpu", bootstrap=50, impl="a")
     got = {r["metric"]: r["value"] for r in rec.rows}
     assert got["latency_host_enqueue_us"] == pytest.approx(210) and got["latency_ms"] == 0.5
-    assert not any("host" in m for m in got if m != "latency_host_enqueue_us")
+    assert "latency_stream_host_enqueue_us" not in got and "latency_cpu_host_enqueue_us" not in got
 
 
 # ---- energy ------------------------------------------------------------------------------------
