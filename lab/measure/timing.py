@@ -149,9 +149,9 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
     extra.update(preroll_cycles=cycles, samples_retaken=retakes)
-    if waited:  # the host times hold waits on the GPU, not enqueue time: not recorded
+    if waited:  # the host times may hold waits on the GPU, not enqueue time: not recorded
         extra["samples_host_waited"] = waited
-        host_note = f", {waited} samples include host waits (fn syncs with the host)"
+        host_note = f", {waited} samples include host waits (fn syncs with the host, or enqueues for longer than the longest pre-roll)"
     else:
         host = float(np.median(hosts))
         extra["host_enqueue_ms"] = round(host, 4)
@@ -226,7 +226,7 @@ class Fed(NamedTuple):
     host_ms: float  # the host's enqueue time at the first try (retakes are the slow enqueues: keeping the last would bias it low)
     cycles: int  # the pre-roll that fed it (the next sample starts there)
     retakes: int
-    waited: bool  # still starved at PREROLL_MAX_CYCLES (or retaking was off): fn waits on the host inside the sample
+    waited: bool  # still starved at PREROLL_MAX_CYCLES (or retaking was off): fn syncs, or enqueues for longer than that
 
 
 def sample_fed(sample: Callable[[int], Sample], cycles: int, retake: bool = True) -> Fed:
