@@ -352,17 +352,10 @@ def _table_row(B: int, V: int) -> dict:
 
 
 def _host_us(fn, reps: int = 20) -> float:
-    """Median perf_counter µs of one fn() while the GPU sleeps (the queue never blocks it)."""
-    fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        torch.cuda._sleep(2_000_000)  # ~1 ms: far longer than any launch sequence here
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e6)
-        torch.cuda.synchronize()
-    return float(np.median(out))
+    """Median µs the host takes to enqueue one fn(), the GPU kept busy meanwhile (time_fn's
+    host_enqueue_ms); NaN where fn syncs with the host."""
+    t = time_fn(fn, "cuda", MeasureConfig(reps=reps, min_reps=reps, warmup_ms=0.0, l2_flush=False, bootstrap=0))
+    return t.extra.get("host_enqueue_ms", float("nan")) * 1e3
 
 
 def kernel_times(V: int, B: int, dist: str = "flat", calls: int = 20, device: str = "cuda") -> str:

@@ -138,17 +138,17 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
     flush = _flush_buffer(device) if cfg.l2_flush else None
     if flush is not None:
         extra["l2_check"] = l2_cold_check(device)
-    samples, hosts, retakes, waited, cycles = [], [], 0, 0, PREROLL_MIN_CYCLES
+    samples, hosts, retakes, waited, preroll = [], [], 0, 0, _Preroll()
     start = time.perf_counter()
     for i in range(cfg.reps):
         before = (lambda i=i: flush.fill_(i)) if flush is not None else None  # runs before the pre-roll: not timed
-        fed = sample_fed(lambda c: _event_sample(run, c, before), cycles, retake=not waited)
-        cycles, retakes, waited = fed.cycles, retakes + fed.retakes, waited + fed.waited
+        fed = preroll.take(run, before, retake=not waited)
+        retakes, waited = retakes + fed.retakes, waited + fed.waited
         samples.append(fed.ms)
         hosts.append(fed.host_ms)
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
-    extra.update(preroll_cycles=cycles, samples_retaken=retakes)
+    extra.update(preroll_cycles=preroll.cycles, samples_retaken=retakes)
     if waited:  # the host times may hold waits on the GPU, not enqueue time: not recorded
         extra["samples_host_waited"] = waited
         host_note = f", {waited} samples include host waits (fn syncs with the host, or enqueues for longer than the longest pre-roll)"
@@ -242,6 +242,19 @@ def sample_fed(sample: Callable[[int], Sample], cycles: int, retake: bool = True
     return Fed(s.ms, first.host_ms, cycles, retakes, s.starved)
 
 
+class _Preroll:
+    """One timing's pre-roll: starts at PREROLL_MIN_CYCLES and carries what `sample_fed` grew it
+    to over to the timing's next samples."""
+
+    def __init__(self):
+        self.cycles = PREROLL_MIN_CYCLES
+
+    def take(self, run: Callable[[], Any], before: Callable[[], Any] | None = None, retake: bool = True) -> Fed:
+        fed = sample_fed(lambda c: _event_sample(run, c, before), self.cycles, retake)
+        self.cycles = fed.cycles
+        return fed
+
+
 def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any] | None = None) -> Sample:
     """One event-timed call behind a pre-roll of `cycles`. Starved: the start event had completed
     by the time run() returned, so the GPU may have idled inside the sample waiting for the host
@@ -279,16 +292,9 @@ def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:
     out = torch.empty((), device=device)
     read = lambda: torch.sum(probe, dim=0, out=out)
     read()
-    cycles = PREROLL_MIN_CYCLES
-
-    def timed(before) -> float:
-        nonlocal cycles
-        fed = sample_fed(lambda c: _event_sample(read, c, before), cycles)
-        cycles = fed.cycles
-        return fed.ms
-
-    warm = [timed(read) for _ in range(reps)]
-    cold = [timed(lambda i=i: flush.fill_(i)) for i in range(reps)]
+    preroll = _Preroll()
+    warm = [preroll.take(read, before=read).ms for _ in range(reps)]
+    cold = [preroll.take(read, before=lambda i=i: flush.fill_(i)).ms for i in range(reps)]
     w, c = float(np.median(warm)), float(np.median(cold))
     res = {
         "l2_bytes": l2,
