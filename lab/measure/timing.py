@@ -11,7 +11,10 @@ verifies that once per device by timing a read of a buffer smaller than L2 warm 
 Each CUDA sample starts behind a GPU-side pre-roll (`torch.cuda._sleep`) long enough that the host
 has enqueued the start event and the whole call before the GPU reaches them (`sample_fed`: it
 grows whenever a sample shows the GPU waited on the host), so a sample is device time, not the
-host's launch latency; the host's enqueue time is recorded beside it (`extra`).
+host's launch latency; the host's enqueue time is recorded beside it (`extra`). That is a kernel's
+cost. What a caller waits for one call of a whole model (time to first token, an eager decode
+step) also holds the host's enqueue, which for ~10 launches a layer can exceed the GPU's work:
+`MeasureConfig.end_to_end` times each call from an idle GPU instead, the host's time inside.
 """
 from __future__ import annotations
 
@@ -33,6 +36,10 @@ class MeasureConfig:
     l2_flush: bool = True  # write a buffer larger than L2 before each repetition (CUDA only)
     cuda_graph: bool = False  # capture fn once, time graph replays (many small launches)
     bootstrap: int = 2000  # resamples for the 95% CI of the median
+    # CUDA: each call from an idle GPU, the host's enqueue inside the sample (the latency a caller
+    # waits: the model-level scenarios), instead of the device time of the call queued behind a
+    # pre-roll (a kernel's cost). CPU samples are wall time either way.
+    end_to_end: bool = False
 
 
 @dataclass
@@ -76,7 +83,9 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfi
     longer pre-roll, so on CUDA fn runs up to MAX_RETAKES more times than there are samples. The
     host's enqueue time per call is in extra["host_enqueue_ms"]: where it exceeds the device time,
     a loop of eager calls runs at the host's pace, and the method says so (left out where fn syncs
-    with the host: extra["samples_host_waited"]). CPU: perf_counter around each call. Returns every sample in ms; `method` and `extra` say how
+    with the host: extra["samples_host_waited"]). With `cfg.end_to_end` each call runs from an idle
+    GPU instead, the host's enqueue inside the sample (the latency its caller waits). CPU:
+    perf_counter around each call. Returns every sample in ms; `method` and `extra` say how
     they were taken.
     """
     device = torch.device(device)
@@ -142,19 +151,24 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
     start = time.perf_counter()
     for i in range(cfg.reps):
         before = (lambda i=i: flush.fill_(i)) if flush is not None else None  # runs before the pre-roll: not timed
-        fed = preroll.take(run, before, retake=not waited)
+        if cfg.end_to_end:
+            fed = Fed(_idle_sample(run, before).ms, 0.0, 0, 0, False)
+        else:
+            fed = preroll.take(run, before, retake=not waited)
         retakes, waited = retakes + fed.retakes, waited + fed.waited
         samples.append(fed.ms)
         hosts.append(fed.host_ms)
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
-    extra.update(preroll_cycles=preroll.cycles, samples_retaken=retakes)
-    if waited:  # the host times may hold waits on the GPU, not enqueue time: not recorded
-        extra["samples_host_waited"] = waited
+    if cfg.end_to_end:  # the host's time is inside every sample (and may hold syncs): no separate row
+        extra["end_to_end"] = True
+        host_note = ", each call from an idle GPU (end to end: the host's enqueue inside the sample)"
+    elif waited:  # the host times may hold waits on the GPU, not enqueue time: not recorded
+        extra.update(preroll_cycles=preroll.cycles, samples_retaken=retakes, samples_host_waited=waited)
         host_note = f", {waited} samples include host waits (fn syncs with the host, or enqueues for longer than the longest pre-roll)"
     else:
         host = float(np.median(hosts))
-        extra["host_enqueue_ms"] = round(host, 4)
+        extra.update(preroll_cycles=preroll.cycles, samples_retaken=retakes, host_enqueue_ms=round(host, 4))
         host_note = f", host-bound: enqueue {host * 1e3:.0f} us a call" if host > float(np.median(samples)) else ""
     how = "cuda-graph replay" if graph else "cuda-events"
     if flush is None:
@@ -271,6 +285,23 @@ def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any]
     b.record()
     b.synchronize()
     return Sample(a.elapsed_time(b), host_ms, starved)
+
+
+def _idle_sample(run: Callable[[], Any], before: Callable[[], Any] | None = None) -> Sample:
+    """One event-timed call from an idle GPU: the start event is reached as soon as it is
+    recorded, so the sample runs from the host starting to enqueue the call to the GPU finishing
+    it, the latency a caller of fn waits (the host's part is also in host_ms)."""
+    if before is not None:
+        before()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    t = time.perf_counter()
+    run()
+    host_ms = (time.perf_counter() - t) * 1e3
+    b.record()
+    b.synchronize()
+    return Sample(a.elapsed_time(b), host_ms, True)
 
 
 def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:

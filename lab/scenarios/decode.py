@@ -122,7 +122,9 @@ def _step(model, cache, first: torch.Tensor, sampler, gen):
 
 def _time_eager(ctx: RunContext, model, tokens, sampler, gen, wbytes: int, dtype_bytes: int, memory: bool) -> None:
     B, context = tokens.shape
-    measure = replace(ctx.rec.measure, warmup_ms=0.0, cuda_graph=False)  # warm-up is ours: a bounded number of steps
+    # warm-up is ours (a bounded number of steps); end to end: an eager step costs its host's
+    # launches as much as its kernels (SmolLM2: ~10 launches a layer), which a user waits for
+    measure = replace(ctx.rec.measure, warmup_ms=0.0, cuda_graph=False, end_to_end=True)
     n_steps = WARMUP_STEPS + 1 + measure.reps + MAX_RETAKES  # every call writes a new slot (time_fn may retake samples)
     cache = ctx.make_cache(B, context + n_steps + 1)
     prefill_chunked(model, tokens, cache, chunk=chunk_for(B, ctx.args.n_heads, context))
@@ -176,7 +178,7 @@ def _peer_transformers(ctx: RunContext, context: int, n_new: int, dtype_bytes: i
                 return hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, **kw)
 
             measure = replace(ctx.rec.measure, reps=min(ctx.rec.measure.reps, 5), min_reps=min(ctx.rec.measure.min_reps, 3),
-                              warmup_ms=0.0, cuda_graph=False)
+                              warmup_ms=0.0, cuda_graph=False, end_to_end=True)
             gen(n_new)  # compiles (static cache) and warms up
             t1 = time_fn(lambda: gen(1), ctx.device, measure)
             tn = time_fn(lambda: gen(n_new), ctx.device, measure)

@@ -69,6 +69,6 @@ def run(ctx: RunContext, cfg: GenerateConfig) -> None:
             f, b = decode_cost(args, batch=B, context=L + i, weight_bytes=wbytes, kv_bytes_per_token=kv_tok)
             flops, nbytes = flops + f, nbytes + b
         m = rec.measure
-        quick = replace(m, reps=min(m.reps, 5), min_reps=min(m.min_reps, 3), warmup_ms=0.0, cuda_graph=False)
+        quick = replace(m, reps=min(m.reps, 5), min_reps=min(m.min_reps, 3), warmup_ms=0.0, cuda_graph=False, end_to_end=True)
         rec.time(lambda: generate(model, prompts, max_new_tokens=n_new, sampler=sampler, make_cache=make_cache, pad_id=pad_id, generator=gen),
                  metric="generate", flops=flops, bytes_moved=nbytes, tokens=B * n_new, measure=quick)

@@ -80,7 +80,7 @@ def run(ctx: RunContext, cfg: PerplexityConfig) -> None:
             x = ids[: min(window, len(ids))][None].to(ctx.device)
             flops, _ = prefill_cost(ctx.args, batch=1, seq_len=x.shape[1], weight_bytes=0, kv_bytes_per_token=0)
             m = rec.measure
-            quick = replace(m, reps=min(m.reps, 10), min_reps=min(m.min_reps, 3), warmup_ms=min(m.warmup_ms, 50.0))
+            quick = replace(m, reps=min(m.reps, 10), min_reps=min(m.min_reps, 3), warmup_ms=min(m.warmup_ms, 50.0), end_to_end=True)
 
             @torch.inference_mode()
             def fwd():

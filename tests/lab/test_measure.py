@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -89,6 +90,32 @@ def test_time_cuda_carries_the_preroll_and_bounds_the_extra_calls(monkeypatch, s
     else:
         assert t.extra["samples_retaken"] == 3 and t.extra["preroll_cycles"] == 400_000  # 50K -> 100K -> 200K -> 400K, once
         assert t.extra["host_enqueue_ms"] == 0.3 and "samples_host_waited" not in t.extra and "host-bound" not in t.method
+
+
+def test_time_cuda_end_to_end_takes_each_call_from_idle(monkeypatch):
+    """end_to_end: one idle-GPU sample per call (no pre-roll, no retakes), no separate host row
+    (the host's time is inside the samples), and the method says so."""
+    calls = []
+    monkeypatch.setattr(timing, "_event_sample", lambda *a, **k: pytest.fail("end_to_end must not pre-roll"))
+    monkeypatch.setattr(timing, "_idle_sample", lambda run, before=None: (run(), timing.Sample(2.0, 1.5, True))[1])
+    cfg = MeasureConfig(reps=7, min_reps=7, l2_flush=False, end_to_end=True)
+    t = timing._time_cuda(lambda: calls.append(1), torch.device("cpu"), cfg, {})
+    assert len(calls) == 7 and list(t.samples_ms) == [2.0] * 7
+    assert t.extra["end_to_end"] and "host_enqueue_ms" not in t.extra and "samples_retaken" not in t.extra
+    assert "idle GPU" in t.method and "host-bound" not in t.method
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_end_to_end_holds_the_hosts_time_and_the_default_does_not_cuda():
+    """A call that spends 3 ms on the host before its one launch: end to end, every sample holds
+    those 3 ms; by default (device time, the call queued) none does."""
+    x = torch.zeros(1 << 20, device="cuda")
+    fn = lambda: (time.sleep(0.003), x.mul_(1))
+    cfg = MeasureConfig(reps=8, min_reps=8, warmup_ms=0.0, l2_flush=False)
+    e2e = time_fn(fn, "cuda", replace(cfg, end_to_end=True))
+    queued = time_fn(fn, "cuda", cfg)
+    assert e2e.samples_ms.min() >= 3.0 and queued.median_ms < 1.0, (e2e.samples_ms, queued.samples_ms)
+    assert queued.extra["host_enqueue_ms"] >= 3.0
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

@@ -81,6 +81,32 @@ def test_decode_rows_costs_and_transformers_peer():
         assert rows(ctx, "decode_ms", impl="transformers-static")[0]["status"] == "skipped"
 
 
+@pytest.mark.parametrize("scenario, cfg, metric", [
+    ("prefill", dict(seq_lens=[8], batches=[1]), "ttft_ms"),
+    ("decode", dict(contexts=[16], batches=[1], peers=["transformers"], peer_new_tokens=4), "decode_ms"),
+    ("generate", dict(max_new_tokens=3, prompts=["hi"]), "generate_ms"),
+    ("perplexity", dict(window=32, stride=16, max_tokens=60), "window_ms"),
+])
+def test_model_level_timings_are_end_to_end(monkeypatch, scenario, cfg, metric):
+    """What a caller of the whole model waits (TTFT, an eager decode step, generate, a scoring
+    window) is timed end to end on CUDA, the host's launches inside; kernel rows are not."""
+    import lab.records
+    import lab.scenarios.decode
+    from lab.measure import timing
+
+    asked = []
+
+    def spy(fn, device, cfg=MeasureConfig()):
+        asked.append(cfg.end_to_end)
+        return timing.time_fn(fn, device, cfg)
+
+    monkeypatch.setattr(lab.records, "time_fn", spy)
+    monkeypatch.setattr(lab.scenarios.decode, "time_fn", spy)
+    ctx, e = make_ctx(scenario, **cfg)
+    e.fn(ctx, ctx.choices["scenario"])
+    assert rows(ctx, metric) and asked and all(asked), asked
+
+
 @pytest.mark.parametrize("attention", [("sliding_window", dict(window=8)), ("performer", dict(features=16))])
 def test_decode_and_prefill_kv_bytes_follow_the_attention(attention):
     """Transformer.kv_bytes: a rolling window holds at most `window` tokens, a Performer a fixed
