@@ -54,8 +54,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention_decode import _prefetch_l2
-
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 GROUP_SIZES = (32, 64, 128)
 LAYOUTS = ("rows", "mma")
@@ -413,7 +411,7 @@ def _int4_mma_kernel(
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ROW_TILES: tl.constexpr, K_WARPS: tl.constexpr,
     UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
     HALVES: tl.constexpr, ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
-    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, PREFETCH: tl.constexpr = 0,
+    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr,
 ):
     """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
 
@@ -451,8 +449,6 @@ def _int4_mma_kernel(
     JG: tl.constexpr = 1 if XT else 4  # groups of 32 change within a chunk
     jg = tl.arange(0, JG)[None, :]
     wp = Wt + tile.to(tl.int64) * (n_chunks * 128) + first * 128 + lane * 4 + ji  # [T, 4] words of chunk `first`
-    if PREFETCH > 0:  # one L2 prefetch a lane a chunk, PREFETCH steps ahead (a warp's 32 coalesce into 4 lines)
-        pfp = Wt + tile.to(tl.int64) * (n_chunks * 128) + first * 128 + lane * 4  # [T, 1]
     if X_KIND != 0:
         # lanes past M read x's last row: their B columns only reach outputs that are not stored
         xp = X + tl.minimum(g, M - 1) * stride_xm + first * 16 + kw // 4  # int64 words of 4 values
@@ -482,9 +478,6 @@ def _int4_mma_kernel(
     for i0 in range(0, steps, UNROLL):
         for u in tl.static_range(UNROLL):
             c = first + K_WARPS * (i0 + u)  # [T, 1]
-            if PREFETCH > 0:
-                ahead = (u + PREFETCH * UNROLL) * K_WARPS * 128
-                _prefetch_l2(tl.where(tile_ok & (c + PREFETCH * UNROLL * K_WARPS < n_chunks), pfp + ahead, pfp))
             if EVEN:
                 word = tl.load(wp + u * K_WARPS * 128, eviction_policy="evict_first")  # [T, 4]
             else:
@@ -576,8 +569,6 @@ def _int4_mma_kernel(
                 acc_lo += s_lo[:, :, None] * lo
                 acc_hi += s_hi[:, :, None] * hi
         wp += UNROLL * K_WARPS * 128
-        if PREFETCH > 0:
-            pfp += UNROLL * K_WARPS * 128
         if X_KIND != 0:
             xp += UNROLL * K_WARPS * 16
         else:
@@ -698,7 +689,6 @@ class MmaConfig:
     unroll: int = 8
     num_stages: int = 1
     maxnreg: int | None = 128
-    prefetch: int = 0  # L2 prefetch of each warp's chunks this many steps ahead (0: none)
 
     def check(self):
         for name in ("row_tiles", "k_warps"):
@@ -898,7 +888,7 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
     meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
                 BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, HALVES=halves, ASM=asm, CONSTRAINTS=constraints,
                 ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2],
-                num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages, PREFETCH=cfg.prefetch if x_kind else 0)
+                num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
         meta["maxnreg"] = cfg.maxnreg
     return (triton.cdiv(n_tiles, cfg.row_tiles),), meta

@@ -25,7 +25,6 @@ def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True
     const = dict(CHAIN=G >= 64, HALVES=halves, GROUP=G, HAS_ZERO=HAS_ZERO, ROW_TILES=RT, K_WARPS=KW, UNROLL=U, BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=EVEN,
                  ASM=asm, CONSTRAINTS=cons, ALL_COLS=len(cols) == 4, ZERO_BITS=ty[1] | 0x8000, MAGIC=ty[1] * 0x10001, ONE=ty[2])
     if os.environ.get("M1"): const["M"] = 1
-    const["PREFETCH"] = int(os.environ.get("PF", 0))
     for k in const: sig[k] = "constexpr"
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
                     attrs={(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11)})

@@ -124,8 +124,7 @@ def test_int4_gemv_unrolled_tiles(cfg, dtype):
     MmaConfig(row_tiles=1, k_warps=1, unroll=1),  # one warp walks every chunk
     MmaConfig(row_tiles=2, k_warps=4, unroll=2),  # 10 chunks over 4 warps: the last step part masked
     MmaConfig(row_tiles=4, k_warps=2, unroll=5),  # nothing masked but the rows past N (EVEN off: N = 50)
-    MmaConfig(row_tiles=2, k_warps=4, unroll=2, prefetch=1),  # L2 prefetch a step ahead, past the end at the last (GPU only)
-], ids=["r1-k1-u1", "r2-k4-u2", "r4-k2-u5", "r2-k4-u2-pf1"])
+], ids=["r1-k1-u1", "r2-k4-u2", "r4-k2-u5"])
 @pytest.mark.parametrize("M", [1, 9])
 def test_int4_mma_tilings(cfg, M, dtype):
     """The tensor-core layout under several tilings: rows past N (50 = 3 tiles + 2 rows), chunks
