@@ -8,12 +8,12 @@ weights would otherwise be timed from L2, which a real decode step (many layers 
 of the same weights) never sees. Writing a buffer twice the L2 size evicts it; `l2_cold_check`
 verifies that once per device by timing a read of a buffer smaller than L2 warm and after a flush.
 
-Each CUDA sample starts behind a GPU-side pre-roll (`torch.cuda._sleep`) long enough that the host
+By default each CUDA sample starts behind a GPU-side pre-roll (`torch.cuda._sleep`) long enough that the host
 has enqueued the start event and the whole call before the GPU reaches them (`sample_fed`: it
 grows whenever a sample shows the GPU waited on the host), so a sample is device time, not the
 host's launch latency; the host's enqueue time is recorded beside it (`extra`). That is a kernel's
 cost. What a caller waits for one call of a whole model (time to first token, an eager decode
-step) also holds the host's enqueue, which for ~10 launches a layer can exceed the GPU's work:
+step) also holds the host's enqueue, which for ~50 launches a layer can exceed the GPU's work:
 `MeasureConfig.end_to_end` times each call from an idle GPU instead, the host's time inside.
 """
 from __future__ import annotations
@@ -37,8 +37,9 @@ class MeasureConfig:
     cuda_graph: bool = False  # capture fn once, time graph replays (many small launches)
     bootstrap: int = 2000  # resamples for the 95% CI of the median
     # CUDA: each call from an idle GPU, the host's enqueue inside the sample (the latency a caller
-    # waits: the model-level scenarios), instead of the device time of the call queued behind a
-    # pre-roll (a kernel's cost). CPU samples are wall time either way.
+    # waits), instead of the device time of the call queued behind a pre-roll (a kernel's cost).
+    # CPU samples are wall time either way. Set by the code that times, not a run-wide setting:
+    # the model-level scenarios turn it on, the kernel benchmarks and time_stream off.
     end_to_end: bool = False
 
 
@@ -84,8 +85,10 @@ def time_fn(fn: Callable[[], Any], device: torch.device | str, cfg: MeasureConfi
     host's enqueue time per call is in extra["host_enqueue_ms"]: where it exceeds the device time,
     a loop of eager calls runs at the host's pace, and the method says so (left out where fn syncs
     with the host: extra["samples_host_waited"]). With `cfg.end_to_end` each call runs from an idle
-    GPU instead, the host's enqueue inside the sample (the latency its caller waits). CPU:
-    perf_counter around each call. Returns every sample in ms; `method` and `extra` say how
+    GPU instead, the host's enqueue inside the sample (the latency its caller waits): no pre-roll,
+    no retakes, extra["end_to_end"] set and the host's own median in extra["host_ms"] (not
+    host_enqueue_ms: it is inside the samples, not a separate row). CPU: perf_counter around each
+    call. Returns every sample in ms; `method` and `extra` say how
     they were taken.
     """
     device = torch.device(device)
@@ -129,7 +132,7 @@ def time_stream(fns: Sequence[Callable[[], Any]], device: torch.device | str, cf
         raise ValueError("time_stream: needs at least one call to time")
     run_all = lambda: [f() for f in fns]
     device = torch.device(device)
-    t = time_fn(run_all, device, replace(cfg, cuda_graph=device.type == "cuda", l2_flush=False))
+    t = time_fn(run_all, device, replace(cfg, cuda_graph=device.type == "cuda", l2_flush=False, end_to_end=False))
     method = f"{n} calls back to back on {n} input copies (> 2x L2, no flush), per call; {t.method}"
     return Timing(t.samples_ms / n, method, t.l2_flush, t.graph, {**t.extra, "calls_per_sample": n})
 
@@ -152,7 +155,8 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
     for i in range(cfg.reps):
         before = (lambda i=i: flush.fill_(i)) if flush is not None else None  # runs before the pre-roll: not timed
         if cfg.end_to_end:
-            fed = Fed(_idle_sample(run, before).ms, 0.0, 0, 0, False)
+            s = _idle_sample(run, device, before)
+            fed = Fed(s.ms, s.host_ms, 0, 0, False)
         else:
             fed = preroll.take(run, before, retake=not waited)
         retakes, waited = retakes + fed.retakes, waited + fed.waited
@@ -161,8 +165,8 @@ def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: MeasureConfig, 
         if i + 1 >= cfg.min_reps and time.perf_counter() - start > cfg.max_time_s:
             break
     if cfg.end_to_end:  # the host's time is inside every sample (and may hold syncs): no separate row
-        extra["end_to_end"] = True
-        host_note = ", each call from an idle GPU (end to end: the host's enqueue inside the sample)"
+        extra.update(end_to_end=True, host_ms=round(float(np.median(hosts)), 4))
+        host_note = ", each call from an idle GPU (end to end: the host's part inside the sample)"
     elif waited:  # the host times may hold waits on the GPU, not enqueue time: not recorded
         extra.update(preroll_cycles=preroll.cycles, samples_retaken=retakes, samples_host_waited=waited)
         host_note = f", {waited} samples include host waits (fn syncs with the host, or enqueues for longer than the longest pre-roll)"
@@ -230,13 +234,13 @@ MAX_RETAKES = math.ceil(math.log2(PREROLL_MAX_CYCLES / PREROLL_MIN_CYCLES))
 
 
 class Sample(NamedTuple):
-    ms: float  # device time, start event to end event
+    ms: float  # start event to end event: device time behind a pre-roll, end to end from an idle GPU
     host_ms: float  # the host's time inside run(): its enqueue (plus any wait, if fn syncs)
     starved: bool  # the start event had completed when run() returned: the GPU may have idled inside the sample
 
 
 class Fed(NamedTuple):
-    ms: float  # device time of the sample kept
+    ms: float  # the sample kept (device time, or end to end)
     host_ms: float  # the host's enqueue time at the first try (retakes are the slow enqueues: keeping the last would bias it low)
     cycles: int  # the pre-roll that fed it (the next sample starts there)
     retakes: int
@@ -287,13 +291,14 @@ def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any]
     return Sample(a.elapsed_time(b), host_ms, starved)
 
 
-def _idle_sample(run: Callable[[], Any], before: Callable[[], Any] | None = None) -> Sample:
+def _idle_sample(run: Callable[[], Any], device: torch.device, before: Callable[[], Any] | None = None) -> Sample:
     """One event-timed call from an idle GPU: the start event is reached as soon as it is
     recorded, so the sample runs from the host starting to enqueue the call to the GPU finishing
-    it, the latency a caller of fn waits (the host's part is also in host_ms)."""
+    it, the latency a caller of fn waits (the host's part is also in host_ms). `before` (the L2
+    flush) has finished before the sample starts."""
     if before is not None:
         before()
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
     t = time.perf_counter()

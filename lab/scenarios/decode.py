@@ -3,7 +3,7 @@
 For each (context, batch) the cache is pre-filled with `context` random tokens (chunked prefill,
 untimed), then one step — model call on one token per row, then the sampler — is timed:
 
-  impl=lab            eager steps, each at the next slot (so variants that keep their own state,
+  impl=lab            eager steps, end to end (the host's launches inside), each at the next slot (so variants that keep their own state,
                       like a rolling window, see a real continuing sequence); the cache holds
                       context + the timed steps, and the costs use the mean context timed
   impl=lab-cudagraph  (CUDA) the step at slot `context` captured once and replayed
@@ -26,7 +26,7 @@ import torch
 
 from lab.context import RunContext
 from lab.records import PointFailed
-from lab.measure.timing import MAX_RETAKES, Timing, time_fn
+from lab.measure.timing import Timing, time_fn
 from lab.model.generate import chunk_for, decode_cost, prefill_chunked
 from lab.model.weights import weight_bytes
 from lab.registry import VariantConfig, register
@@ -122,10 +122,10 @@ def _step(model, cache, first: torch.Tensor, sampler, gen):
 
 def _time_eager(ctx: RunContext, model, tokens, sampler, gen, wbytes: int, dtype_bytes: int, memory: bool) -> None:
     B, context = tokens.shape
-    # warm-up is ours (a bounded number of steps); end to end: an eager step costs its host's
-    # launches as much as its kernels (SmolLM2: ~10 launches a layer), which a user waits for
+    # warm-up is ours (a bounded number of steps); end to end: an eager step's host enqueues ~50
+    # launches a layer, for longer than the GPU runs them, and a user waits for both
     measure = replace(ctx.rec.measure, warmup_ms=0.0, cuda_graph=False, end_to_end=True)
-    n_steps = WARMUP_STEPS + 1 + measure.reps + MAX_RETAKES  # every call writes a new slot (time_fn may retake samples)
+    n_steps = WARMUP_STEPS + 1 + measure.reps  # every call writes a new slot (end to end: no retakes)
     cache = ctx.make_cache(B, context + n_steps + 1)
     prefill_chunked(model, tokens, cache, chunk=chunk_for(B, ctx.args.n_heads, context))
     step = _step(model, cache, tokens[:, -1:], sampler, gen)

@@ -4,8 +4,9 @@ Sliding-window perplexity (lab.model.perplexity) over the first `max_tokens` tok
 (default: Python's pydoc topics; any file via corpus.path). When any model transform (position,
 attention, quant) differs from its axis' reference, the unconverted model is run on the same
 windows and `kl_to_reference` (mean KL(reference || variant) per token, nats) and
-`top1_agreement` are recorded too. One window's forward pass is timed so the point sits on the
-roofline (FLOPs of a prefill of `window` tokens, bytes = weights).
+`top1_agreement` are recorded too. One window's forward pass is timed (end to end: the host's
+launches inside, as a caller waits) so the point sits on the roofline (FLOPs of a prefill of
+`window` tokens, bytes = weights).
 
 A model without a tokenizer (random-weight presets) reads the corpus as UTF-8 bytes, one token
 each: its perplexity means nothing, but the KL between variants still does.

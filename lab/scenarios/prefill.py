@@ -1,7 +1,8 @@
 """prefill: time to first token over prompt lengths × batches.
 
 One timed call runs B prompts of T random tokens through the model into an empty KV cache and
-returns the last position's logits — what a server does before the first token can be sampled.
+returns the last position's logits — what a server does before the first token can be sampled —
+end to end on CUDA (from an idle GPU, the host's launches inside: what the caller waits).
 FLOPs = B·Σ_{t<T} flops_per_token(t+1) (matmuls plus causal attention), bytes = weights read once
 plus the K/V written, B·model.kv_bytes(T) (a rolling window keeps at most its window, a Performer
 a fixed-size state); long prompts are compute-bound, so TFLOP/s is against the matmul peak.

@@ -89,7 +89,7 @@ def test_decode_rows_costs_and_transformers_peer():
 ])
 def test_model_level_timings_are_end_to_end(monkeypatch, scenario, cfg, metric):
     """What a caller of the whole model waits (TTFT, an eager decode step, generate, a scoring
-    window) is timed end to end on CUDA, the host's launches inside; kernel rows are not."""
+    window) is timed end to end on CUDA, the host's launches inside (the flag each timing gets)."""
     import lab.records
     import lab.scenarios.decode
     from lab.measure import timing
