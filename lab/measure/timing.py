@@ -280,15 +280,7 @@ def _event_sample(run: Callable[[], Any], cycles: int, before: Callable[[], Any]
     if before is not None:
         before()
     torch.cuda._sleep(cycles)
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    t = time.perf_counter()
-    run()
-    host_ms = (time.perf_counter() - t) * 1e3
-    starved = a.query()
-    b.record()
-    b.synchronize()
-    return Sample(a.elapsed_time(b), host_ms, starved)
+    return _between_events(run)
 
 
 def _idle_sample(run: Callable[[], Any], device: torch.device, before: Callable[[], Any] | None = None) -> Sample:
@@ -299,14 +291,21 @@ def _idle_sample(run: Callable[[], Any], device: torch.device, before: Callable[
     if before is not None:
         before()
     torch.cuda.synchronize(device)
+    return _between_events(run)
+
+
+def _between_events(run: Callable[[], Any]) -> Sample:
+    """run() between a pair of CUDA events, with the host's time inside run() and whether the
+    start event had completed by the time it returned."""
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
     t = time.perf_counter()
     run()
     host_ms = (time.perf_counter() - t) * 1e3
+    starved = a.query()
     b.record()
     b.synchronize()
-    return Sample(a.elapsed_time(b), host_ms, True)
+    return Sample(a.elapsed_time(b), host_ms, starved)
 
 
 def l2_cold_check(device: torch.device | str, reps: int = 25) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 For each (context, batch) the cache is pre-filled with `context` random tokens (chunked prefill,
 untimed), then one step — model call on one token per row, then the sampler — is timed:
 
-  impl=lab            eager steps, end to end (the host's launches inside), each at the next slot (so variants that keep their own state,
-                      like a rolling window, see a real continuing sequence); the cache holds
-                      context + the timed steps, and the costs use the mean context timed
+  impl=lab            eager steps, end to end (the host's launches inside), each at the next
+                      slot (so variants that keep their own state, like a rolling window, see a
+                      real continuing sequence); the cache holds context + the timed steps, and
+                      the costs use the mean context timed
   impl=lab-cudagraph  (CUDA) the step at slot `context` captured once and replayed
   impl=transformers-static / transformers-dynamic   (peers: [transformers]) batch-1 decode of
                       transformers' LlamaForCausalLM with the same weights: generate(N) minus
