@@ -382,6 +382,7 @@ class SplitPolicy:
             raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1, fused_merge_up_to >= 0 "
                              f"and prefetch_tiles >= 0, got {self}")
 
+    @functools.lru_cache(maxsize=4096)  # per policy (frozen, hashable): a decode loop asks the same thing every step
     def splits(self, B: int, H_kv: int, capacity: int, sms: int) -> int:
         pairs = max(B * H_kv, 1)
         want = max(1, math.floor(self.programs_per_sm * sms / pairs))
@@ -436,6 +437,7 @@ def runs_in_waves(programs: int, sms: int) -> bool:
     return programs > 2 * sms
 
 
+@functools.lru_cache(maxsize=None)
 def default_config(D: int, kv_bytes: int, paged: bool, waves: bool = False) -> DecodeConfig:
     """The tile config when none is passed: TILE_BYTES of K per tile (16-128 keys), 4 warps, STAGES.
     waves: the grid holds more than 2 programs per SM (large batches, one split), so they run in
@@ -504,7 +506,7 @@ def _sm_count(device: torch.device) -> int:
 
 def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None) -> int:
     """`policy.splits` (default: the module's POLICY) on this device's SM count."""
-    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(torch.device(device)))
+    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(device if isinstance(device, torch.device) else torch.device(device)))
 
 
 # Arrival counters of the fused merge: one zeroed int32 buffer per device. Buffers are never
@@ -594,10 +596,13 @@ def paged_decode_attention(
     for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("block_table", block_table), ("seq_lens", seq_lens)):
         if not isinstance(x, torch.Tensor):
             _fail(name, f"must be a torch.Tensor, got {type(x).__name__}")
-        if x.device != q.device:
-            _fail(name, f"is on {x.device}; every input must be on q's device {q.device}")
-    if q.device.type != "cuda" and not _interpreting():
-        _fail("q", f"is on {q.device}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    dev = q.device
+    for name, x in (("k_cache", k_cache), ("v_cache", v_cache), ("block_table", block_table), ("seq_lens", seq_lens)):
+        if x.device != dev:
+            _fail(name, f"is on {x.device}; every input must be on q's device {dev}")
+    interpreting = _interpreting()
+    if dev.type != "cuda" and not interpreting:
+        _fail("q", f"is on {dev}; the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
     if q.dtype not in FLOAT_DTYPES:
         _fail("q", f"has dtype {q.dtype}; supported: float16, bfloat16, float32")
     if q.dim() != 3:
@@ -633,19 +638,19 @@ def paged_decode_attention(
         if not isinstance(config, DecodeConfig):
             _fail("config", f"must be a DecodeConfig or None, got {type(config).__name__}")
         config.check()
-    k_kind, ks, ks_strides = _scale_kind("k_scale", k_scale, k_cache, layout, H_kv, q.device)
-    v_kind, vs, vs_strides = _scale_kind("v_scale", v_scale, v_cache, layout, H_kv, q.device)
+    k_kind, ks, ks_strides = _scale_kind("k_scale", k_scale, k_cache, layout, H_kv, dev)
+    v_kind, vs, vs_strides = _scale_kind("v_scale", v_scale, v_cache, layout, H_kv, dev)
     if out is None:
         out = torch.empty_like(q)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:
-        _fail("out", f"must be {tuple(q.shape)} {q.dtype} on {q.device} with stride(-1) == 1")
+    elif out.shape != q.shape or out.dtype != q.dtype or out.device != dev or out.stride(-1) != 1:
+        _fail("out", f"must be {tuple(q.shape)} {q.dtype} on {dev} with stride(-1) == 1")
     if B == 0:
         return out
 
     G = H // H_kv
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
-    splits = num_splits or default_num_splits(B, H_kv, capacity, q.device)
+    splits = num_splits or default_num_splits(B, H_kv, capacity, dev)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get
     # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
@@ -653,7 +658,7 @@ def paged_decode_attention(
     if splits > 1:
         merge = 2 if (POLICY.fused(splits) if fused_merge is None else fused_merge) else 1
         if merge == 2:
-            counters = arrival_counters(q.device, B * H_kv)
+            counters = arrival_counters(dev, B * H_kv)
             merge, counters = (1, seq_lens) if counters is None else (2, counters)
     # one allocation: [B, H, splits, D] unnormalized outputs, then [B, H, ml_stride] running max
     # (log2 domain) and running sum, rows padded to 32 floats (whole 128-byte lines: see
@@ -662,17 +667,17 @@ def paged_decode_attention(
     ml_stride = _cdiv(splits, 32) * 32
     n_o = _cdiv(rows_bh * splits * D, 32) * 32
     n_ml = rows_bh * ml_stride
-    buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=q.device)
+    buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=dev)
     po, pm, pl = buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :]
     rows = _pow2(G)
-    pdl_capable = not _interpreting() and _pdl_capable(q.device)
+    pdl_capable = not interpreting and _pdl_capable(dev)
     pdl = POLICY.pdl and pdl_capable
     merge_pdl = (POLICY.pdl or POLICY.merge_pdl) and pdl_capable  # its predecessor is always our split kernel
     ks = q if ks is None else ks
     vs = q if vs is None else vs
     if config is None:
-        waves = runs_in_waves(B * H_kv * splits, _sm_count(q.device))
-        config = INTERPRET_CONFIG if _interpreting() else default_config(D, k_cache.element_size(), not one_block, waves)
+        config = INTERPRET_CONFIG if interpreting else default_config(
+            D, k_cache.element_size(), not one_block, runs_in_waves(B * H_kv * splits, _sm_count(dev)))
     _launch_split(
         (B, H_kv, splits), config,
         q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, po, pm, pl, counters,
