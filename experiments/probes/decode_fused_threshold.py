@@ -1,0 +1,51 @@
+"""Where the fused merge (the last program of a group merges) beats the merge kernel: at batch 1
+the default takes the second kernel past 16 splits (SplitPolicy.fused_merge_up_to), a rule set at
+32/8 heads, D = 128, where the fused tail reads G·splits·D·4 = 64 KB at 32 splits. At 9/3 heads,
+D = 64 the same 32 splits are 24 KB. Times, per shape, the default, then fused and two kernels at
+several split counts; bf16 contiguous cache, stream timing, 3 rounds interleaved. Needs a CUDA GPU:
+
+    python experiments/probes/decode_fused_threshold.py
+"""
+import os, sys, time
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+import torch
+import kernels.attention_decode as ad
+from kernels.attention_decode import paged_decode_attention, paged_from_contiguous, bytes_moved, decode_reference
+from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
+
+T0 = time.perf_counter()
+dev = torch.device("cuda")
+for B, H, H_kv, L in [(1, 9, 3, 8192), (1, 9, 3, 32768), (2, 9, 3, 8192), (4, 9, 3, 8192), (1, 32, 8, 8192), (1, 32, 8, 32768)]:
+    D = 128 if H == 32 else 64
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(B, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    k = torch.randn(B, H_kv, L, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    v = torch.randn_like(k)
+    lens = torch.full((B,), L, dtype=torch.int32, device="cuda")
+    out = torch.empty_like(q)
+    nb = bytes_moved(B, H, H_kv, D, B * L)
+    kvs = input_copies(lambda i: (k, v) if i == 0 else (k.clone(), v.clone()), 2 * k.numel() * 2, dev)
+    caches = [paged_from_contiguous(kc, vc, lens) for kc, vc in kvs]
+    ref = decode_reference(q, **caches[0].kwargs())
+    cp = stream_us(copy_same_bytes(nb, dev))
+    default = ad.default_num_splits(B, H_kv, L, dev)
+    variants = {"default": (None, None)}
+    for s in sorted({8, 16, 24, 32, 48, 64, default}):
+        for fused in (True, False):
+            variants[f"{'fused' if fused else '2-kern'} s{s}"] = (s, fused)
+    times = {n: [] for n in variants}
+    for _ in range(3):
+        for name, (s, fused) in variants.items():
+            o = paged_decode_attention(q, **caches[0].kwargs(), num_splits=s, fused_merge=fused)
+            err = ((o.double() - ref).abs().max() / ref.abs().max()).item()
+            assert err < 2e-2, f"{name}: max rel err {err}"
+            times[name].append(stream_us([lambda c=c: paged_decode_attention(q, **c.kwargs(), out=out, num_splits=s, fused_merge=fused)
+                                          for c in caches]))
+    print(f"B={B} {H}/{H_kv} D={D} L={L} (default {default} splits, copy {cp:.2f} us)")
+    for name, ts in times.items():
+        us = sorted(ts)[1]
+        print(f"   {name:>12} {us:6.2f} us  {cp / us:.2f} of the copy")
+    print(f"   t={time.perf_counter() - T0:.0f}s", flush=True)
+    del caches, kvs
+    torch.cuda.empty_cache()
+print(f"done t={time.perf_counter() - T0:.0f}s")
