@@ -16,7 +16,7 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     tokens, chosen from the block table's capacity, so without a device-to-host sync). Each split
     leaves a partial (running max m, sum l, unnormalized output) and the partials are merged:
     o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the program writes o itself.
-  * up to 16 splits the merge is fused: each program of a (sequence, KV head) writes its partials and
+  * the merge can be fused: each program of a (sequence, KV head) writes its partials and
     bumps an arrival counter (one atomic, acq_rel at GPU scope); the program that arrives last
     reads the group's G·splits partials from L2 and writes o, and resets the counter to 0. That
     saves the second launch (~2 µs) for one atomic per program and a merge tail of G·splits·D·4
@@ -25,11 +25,14 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     need no memset and work in CUDA graphs. Two launches running at the same time on different
     streams of one device would share counters: pass fused_merge=False there. Under the
     interpreter the programs run one after another, so the last one merges, as on the GPU.
-    Past POLICY.fused_merge_up_to splits (or with fused_merge=False, or with no counter buffer
-    yet while a graph is being captured) a second small kernel merges instead, one program per
-    (sequence, head): the fused tail grows with the split count, the launch does not. On sm_90+ it
-    takes programmatic dependent launch by default, so its launch overlaps the split kernel
-    (`SplitPolicy.merge_pdl`).
+    Otherwise a second small kernel merges, one program per (sequence, head). On sm_90+ it takes
+    programmatic dependent launch by default, so its launch overlaps the split kernel
+    (`SplitPolicy.merge_pdl`), and there it is the default at every split count: on an H200 it
+    ran as fast as the fused merge or faster at every batch, head count and split count measured
+    (up to 7 % at 9/3 heads). Without PDL the fused merge is the default up to 16 splits (its tail
+    grows with the split count, the second launch does not): `SplitPolicy.fused_merge_up_to`.
+    fused_merge=False, or no counter buffer yet while a graph is being captured, takes the
+    second kernel too.
   * quantized caches are dequantized in registers: fp8 e4m3 and int8 values convert exactly to
     bf16/fp16 (with an fp8 cache the dot products run in fp16 whatever q's dtype: e4m3 -> fp16 is
     one instruction, -> bf16 three; q beyond fp16's ±65504 would overflow, which post-RoPE queries
@@ -336,11 +339,18 @@ class SplitPolicy:
     programs per SM with 2 K/V tiles of 16 KB ahead each are ~128 KB in flight per SM, several
     times what Little's law asks (~32 GB/s per SM × ~1 µs). Each split costs G·(D+2)·4 bytes of
     partials written and read again by the merge (from L2).
-    fused_merge_up_to: with at most this many splits the split kernel merges them itself (the last
-    program of each group, one atomic per program); with more, a second small kernel does. The
-    fused tail (one program reading G·splits·D·4 bytes) grows with the split count, the second
-    launch costs a fixed ~2 µs: on an H200 the fused merge won by 1-3 µs at 2-8 splits and lost
-    by ~2.3 µs at 32 (batch 1). 0: never fused.
+    fused_merge_up_to: where the merge kernel cannot take PDL (before sm_90, or merge_pdl off), with
+    at most this many splits the split kernel merges them itself (the last program of each group,
+    one atomic per program); with more, a second small kernel does. The fused tail (one program
+    reading G·splits·D·4 bytes) grows with the split count, the second launch costs a fixed ~2
+    µs: on an H200, before the merge kernel took PDL, the fused merge won by 1-3 µs at 2-8 splits
+    and lost by ~2.3 µs at 32 (batch 1). 0: never fused.
+    fused_merge_up_to_pdl: the same where the merge kernel takes PDL. 0: its launch overlaps the
+    split kernel, and the fused merge never won (H200, session 11, experiments/probes/
+    decode_fused_threshold.py, stream, two kernels against fused at the same split count: batch
+    1-8, 9/3 heads at 8K, 2-64 splits, 0.8-2.5 µs faster; B = 16 9/3 8K, 5 splits, 31.0 against
+    32.3 µs; B = 4 32/8 8K 38.6 / 38.7; B = 16 32/8 8K 128.0 / 128.6; B = 8 32/8 32K 246.5 /
+    246.1).
     pdl: launch the kernels with programmatic dependent launch (sm_90+; ignored elsewhere and under
     the interpreter). Each kernel's first act is griddepcontrol.wait (nothing is read for use,
     nothing written, before the previous kernel in the stream has completed and flushed, so it is
@@ -372,14 +382,15 @@ class SplitPolicy:
     min_split: int = 256  # tokens; shorter splits add partials and merge work, not bytes in flight
     max_splits: int = 512
     fused_merge_up_to: int = 16
+    fused_merge_up_to_pdl: int = 0
     pdl: bool = False
     merge_pdl: bool = True
     prefetch_tiles: int = 0
 
     def __post_init__(self):
         if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1 and self.prefetch_tiles >= 0
-                and self.fused_merge_up_to >= 0):
-            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1, fused_merge_up_to >= 0 "
+                and self.fused_merge_up_to >= 0 and self.fused_merge_up_to_pdl >= 0):
+            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1, fused_merge_up_to(_pdl) >= 0 "
                              f"and prefetch_tiles >= 0, got {self}")
 
     @functools.lru_cache(maxsize=4096)  # per policy (frozen, hashable): a decode loop asks the same thing every step
@@ -391,9 +402,10 @@ class SplitPolicy:
             want += 1
         return max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
 
-    def fused(self, splits: int) -> bool:
-        """Whether `splits` partials are merged in the split kernel (True) or by a second launch."""
-        return 1 < splits <= self.fused_merge_up_to
+    def fused(self, splits: int, merge_pdl: bool = False) -> bool:
+        """Whether `splits` partials are merged in the split kernel (True) or by a second launch,
+        which takes PDL or not (merge_pdl)."""
+        return 1 < splits <= (self.fused_merge_up_to_pdl if merge_pdl else self.fused_merge_up_to)
 
 
 @dataclass(frozen=True)
@@ -504,6 +516,13 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
+def default_fused_merge(splits: int, device: torch.device) -> bool:
+    """Whether the launcher fuses the merge of `splits` partials when fused_merge is None (POLICY,
+    and whether the merge kernel would take PDL on this device)."""
+    merge_pdl = (POLICY.pdl or POLICY.merge_pdl) and not _interpreting() and _pdl_capable(torch.device(device))
+    return POLICY.fused(splits, merge_pdl)
+
+
 def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None) -> int:
     """`policy.splits` (default: the module's POLICY) on this device's SM count."""
     return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(device if isinstance(device, torch.device) else torch.device(device)))
@@ -588,7 +607,7 @@ def paged_decode_attention(
     like q or fp8 e4m3 / int8 with scales; block_table ``(B, max_blocks)`` int32; seq_lens ``(B,)``
     int32 (clamped to max_blocks·P) -> ``(B, H, D)`` in q's dtype.
     num_splits: KV-length splits (flash-decoding); default `default_num_splits` (POLICY).
-    fused_merge: merge the splits in the split kernel or in a second one (default: POLICY.fused(splits)).
+    fused_merge: merge the splits in the split kernel or in a second one (default: `default_fused_merge`).
     config: the split kernel's tile config (default: `default_config`).
     """
     if not isinstance(layout, KVLayout):
@@ -654,9 +673,12 @@ def paged_decode_attention(
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get
     # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
+    pdl_capable = not interpreting and _pdl_capable(dev)
+    pdl = POLICY.pdl and pdl_capable
+    merge_pdl = (POLICY.pdl or POLICY.merge_pdl) and pdl_capable  # its predecessor is always our split kernel
     merge, counters = 0, seq_lens  # 0: one split writes o
     if splits > 1:
-        merge = 2 if (POLICY.fused(splits) if fused_merge is None else fused_merge) else 1
+        merge = 2 if (POLICY.fused(splits, merge_pdl) if fused_merge is None else fused_merge) else 1
         if merge == 2:
             counters = arrival_counters(dev, B * H_kv)
             merge, counters = (1, seq_lens) if counters is None else (2, counters)
@@ -670,9 +692,6 @@ def paged_decode_attention(
     buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=dev)
     po, pm, pl = buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :]
     rows = _pow2(G)
-    pdl_capable = not interpreting and _pdl_capable(dev)
-    pdl = POLICY.pdl and pdl_capable
-    merge_pdl = (POLICY.pdl or POLICY.merge_pdl) and pdl_capable  # its predecessor is always our split kernel
     ks = q if ks is None else ks
     vs = q if vs is None else vs
     if config is None:

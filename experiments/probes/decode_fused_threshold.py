@@ -4,7 +4,7 @@ the default takes the second kernel past 16 splits (SplitPolicy.fused_merge_up_t
 D = 64 the same 32 splits are 24 KB. Times, per shape, the default, then fused and two kernels at
 several split counts; bf16 contiguous cache, stream timing, 3 rounds interleaved. Needs a CUDA GPU:
 
-    python experiments/probes/decode_fused_threshold.py
+    python experiments/probes/decode_fused_threshold.py [B,H,H_kv,L ...] [--splits S,S,...]
 """
 import os, sys, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
@@ -15,7 +15,15 @@ from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
 
 T0 = time.perf_counter()
 dev = torch.device("cuda")
-for B, H, H_kv, L in [(1, 9, 3, 8192), (1, 9, 3, 32768), (2, 9, 3, 8192), (4, 9, 3, 8192), (1, 32, 8, 8192), (1, 32, 8, 32768)]:
+argv = sys.argv[1:]
+SPLITS = [8, 16, 24, 32, 48, 64]
+if "--splits" in argv:
+    i = argv.index("--splits")
+    SPLITS = [int(x) for x in argv[i + 1].split(",") if x]
+    del argv[i : i + 2]
+SHAPES = [tuple(int(x) for x in a.split(",")) for a in argv] or [
+    (1, 9, 3, 8192), (1, 9, 3, 32768), (2, 9, 3, 8192), (4, 9, 3, 8192), (1, 32, 8, 8192), (1, 32, 8, 32768)]
+for B, H, H_kv, L in SHAPES:
     D = 128 if H == 32 else 64
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(B, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -30,7 +38,7 @@ for B, H, H_kv, L in [(1, 9, 3, 8192), (1, 9, 3, 32768), (2, 9, 3, 8192), (4, 9,
     cp = stream_us(copy_same_bytes(nb, dev))
     default = ad.default_num_splits(B, H_kv, L, dev)
     variants = {"default": (None, None)}
-    for s in sorted({8, 16, 24, 32, 48, 64, default}):
+    for s in sorted({*SPLITS, default}):
         for fused in (True, False):
             variants[f"{'fused' if fused else '2-kern'} s{s}"] = (s, fused)
     times = {n: [] for n in variants}

@@ -329,7 +329,7 @@ def _tune_walk(shape: _TuneShape, walk: str, configs, sms: int, copy_bw: float, 
     splits = sorted({max(1, min(math.ceil(k * sms / (B * H_kv)), L // 32)) for k in TUNE_PROGRAMS_PER_SM} | {policy_s})
     for s in splits:
         cand(s, True, cfg0)
-    policy_us = cand(policy_s, ad.POLICY.fused(policy_s), cfg0)
+    policy_us = cand(policy_s, ad.default_fused_merge(policy_s, shape.device), cfg0)
     old_us = cand(_old_splits(B, H_kv, L, sms), False, OLD_CONFIG[walk])
     swept = budget_left_s > 0
     if swept:
@@ -378,7 +378,7 @@ def _tune_sdpa(shape: _TuneShape) -> str:
 
 def _tune_summary(best: list[dict], elapsed: float) -> None:
     """What to set in kernels.attention_decode: the programs per SM and split lengths that won
-    (POLICY), how often and by how much the fused merge won (POLICY.fused_merge_up_to), and the
+    (POLICY), how often and by how much the fused merge won (POLICY.fused_merge_up_to, _pdl), and the
     winning configs per walk (TILE_BYTES, STAGES)."""
     if not best:
         print(f"tune: nothing ran ({elapsed:.0f} s)")

@@ -232,7 +232,10 @@ def test_split_policy():
     assert default_num_splits(1, 8, 8192, torch.device("cpu"), p) == p.splits(1, 8, 8192, 4)
     assert [SplitPolicy(fused_merge_up_to=8).fused(s) for s in (1, 2, 8, 9)] == [False, True, True, False]
     assert not SplitPolicy(fused_merge_up_to=0).fused(2)
-    for bad in (dict(programs_per_sm=0), dict(prefetch_tiles=-1), dict(fused_merge_up_to=-1)):
+    # where the merge kernel takes PDL, its own bound (default: never fused)
+    assert [SplitPolicy(fused_merge_up_to=8, fused_merge_up_to_pdl=4).fused(s, merge_pdl=True) for s in (2, 4, 5)] == [True, True, False]
+    assert not SplitPolicy().fused(2, merge_pdl=True) and SplitPolicy().fused(2)
+    for bad in (dict(programs_per_sm=0), dict(prefetch_tiles=-1), dict(fused_merge_up_to=-1), dict(fused_merge_up_to_pdl=-1)):
         with pytest.raises(ValueError, match="SplitPolicy"):
             SplitPolicy(**bad)
 
@@ -253,7 +256,8 @@ def test_default_config_holds_a_fixed_number_of_bytes_per_tile():
 @pytest.mark.parametrize("splits", [3, 20], ids=["fused-by-policy", "second-kernel-by-policy"])
 def test_policy_merge_path(monkeypatch, splits):
     # the policy fuses the merge up to fused_merge_up_to splits and launches the merge kernel past it
-    monkeypatch.setattr(ad, "POLICY", SplitPolicy(fused_merge_up_to=8))
+    # (on a GPU whose merge kernel takes PDL, up to fused_merge_up_to_pdl)
+    monkeypatch.setattr(ad, "POLICY", SplitPolicy(fused_merge_up_to=8, fused_merge_up_to_pdl=8))
     launches = []
 
     class CountedMerge:  # the merge kernel, counting its launches
