@@ -10,8 +10,7 @@ import os, sys, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 import torch
 import kernels.attention_decode as ad
-from kernels.attention_decode import paged_decode_attention, paged_from_contiguous, bytes_moved, decode_reference
-from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
+from experiments.probes._decode_case import decode_case
 
 T0 = time.perf_counter()
 dev = torch.device("cuda")
@@ -24,18 +23,8 @@ if "--splits" in argv:
 SHAPES = [tuple(int(x) for x in a.split(",")) for a in argv] or [
     (1, 9, 3, 8192), (1, 9, 3, 32768), (2, 9, 3, 8192), (4, 9, 3, 8192), (1, 32, 8, 8192), (1, 32, 8, 32768)]
 for B, H, H_kv, L in SHAPES:
-    D = 128 if H == 32 else 64
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q = torch.randn(B, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-    k = torch.randn(B, H_kv, L, D, device="cuda", dtype=torch.bfloat16, generator=g)
-    v = torch.randn_like(k)
-    lens = torch.full((B,), L, dtype=torch.int32, device="cuda")
-    out = torch.empty_like(q)
-    nb = bytes_moved(B, H, H_kv, D, B * L)
-    kvs = input_copies(lambda i: (k, v) if i == 0 else (k.clone(), v.clone()), 2 * k.numel() * 2, dev)
-    caches = [paged_from_contiguous(kc, vc, lens) for kc, vc in kvs]
-    ref = decode_reference(q, **caches[0].kwargs())
-    cp = stream_us(copy_same_bytes(nb, dev))
+    case = decode_case(B, H, H_kv, L)
+    cp = case.copy_us
     default = ad.default_num_splits(B, H_kv, L, dev)
     variants = {"default": (None, None)}
     for s in sorted({*SPLITS, default}):
@@ -44,16 +33,14 @@ for B, H, H_kv, L in SHAPES:
     times = {n: [] for n in variants}
     for _ in range(3):
         for name, (s, fused) in variants.items():
-            o = paged_decode_attention(q, **caches[0].kwargs(), num_splits=s, fused_merge=fused)
-            err = ((o.double() - ref).abs().max() / ref.abs().max()).item()
+            err = case.rel_err(num_splits=s, fused_merge=fused)
             assert err < 2e-2, f"{name}: max rel err {err}"
-            times[name].append(stream_us([lambda c=c: paged_decode_attention(q, **c.kwargs(), out=out, num_splits=s, fused_merge=fused)
-                                          for c in caches]))
-    print(f"B={B} {H}/{H_kv} D={D} L={L} (default {default} splits, copy {cp:.2f} us)")
+            times[name].append(case.time(num_splits=s, fused_merge=fused))
+    print(f"B={B} {H}/{H_kv} D={case.q.shape[-1]} L={L} (default {default} splits, copy {cp:.2f} us)")
     for name, ts in times.items():
         us = sorted(ts)[1]
         print(f"   {name:>12} {us:6.2f} us  {cp / us:.2f} of the copy")
     print(f"   t={time.perf_counter() - T0:.0f}s", flush=True)
-    del caches, kvs
+    del case
     torch.cuda.empty_cache()
 print(f"done t={time.perf_counter() - T0:.0f}s")
