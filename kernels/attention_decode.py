@@ -516,11 +516,18 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
+def _pdl_modes(device: torch.device, interpreting: bool) -> tuple[bool, bool]:
+    """(pdl, merge_pdl): whether the split kernel and the merge kernel take programmatic dependent
+    launch on this device under POLICY. The merge kernel's predecessor is always our split kernel,
+    so it may take it where the split kernel does not."""
+    capable = not interpreting and _pdl_capable(device)
+    return POLICY.pdl and capable, (POLICY.pdl or POLICY.merge_pdl) and capable
+
+
 def default_fused_merge(splits: int, device: torch.device) -> bool:
     """Whether the launcher fuses the merge of `splits` partials when fused_merge is None (POLICY,
     and whether the merge kernel would take PDL on this device)."""
-    merge_pdl = (POLICY.pdl or POLICY.merge_pdl) and not _interpreting() and _pdl_capable(torch.device(device))
-    return POLICY.fused(splits, merge_pdl)
+    return POLICY.fused(splits, _pdl_modes(torch.device(device), _interpreting())[1])
 
 
 def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None) -> int:
@@ -673,9 +680,7 @@ def paged_decode_attention(
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get
     # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
-    pdl_capable = not interpreting and _pdl_capable(dev)
-    pdl = POLICY.pdl and pdl_capable
-    merge_pdl = (POLICY.pdl or POLICY.merge_pdl) and pdl_capable  # its predecessor is always our split kernel
+    pdl, merge_pdl = _pdl_modes(dev, interpreting)
     merge, counters = 0, seq_lens  # 0: one split writes o
     if splits > 1:
         merge = 2 if (POLICY.fused(splits, merge_pdl) if fused_merge is None else fused_merge) else 1

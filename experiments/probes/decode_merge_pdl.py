@@ -1,7 +1,8 @@
 """Whether the merge kernel should always take programmatic dependent launch (SplitPolicy.merge_pdl):
 its predecessor in the stream is always our own split kernel, so its launch can overlap the split
 kernel's run whatever ran before. Times the default policy with merge_pdl off and on, and the fused
-merge against the second kernel at the split counts where the fused one is the default; bf16
+merge against the second kernel at the split counts where, without PDL, the fused one is the
+default (with PDL the second kernel is the default everywhere since session 11); bf16
 contiguous cache, stream timing, 3 rounds interleaved. Needs a CUDA GPU:
 
     python experiments/probes/decode_merge_pdl.py
