@@ -101,23 +101,23 @@ class KVLayout(enum.Enum):
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def _merge_partials(
-    PO, PM, PL, O, b64, head0, n_heads, H, num_splits, ml_stride, stride_ob, stride_oh,
-    HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
+    PO, PM, PL, O, b64, head0, n_heads, H, num_splits, ml_stride, stride_ob, stride_oh, d0,
+    HEAD_DIM: tl.constexpr, DIMS: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
 ):
-    """o[b, head0 : head0 + n_heads] from their split partials, CHUNK splits at a time (online:
-    the running max M and the sums are rescaled per chunk). Empty splits (m = -inf, l = 0) weigh
-    0. The partials were written by other programs of this launch, so no load may hit a line this
+    """o[b, head0 : head0 + n_heads, d0 : d0 + DIMS] from their split partials, CHUNK splits at a
+    time (online: the running max M and the sums are rescaled per chunk). Empty splits (m = -inf,
+    l = 0) weigh 0. The partials were written by other programs of this launch, so no load may hit a line this
     SM's L1 took before they were written: the 16-byte output loads bypass L1 (cp.async.cg), and
     the 4-byte m/l loads, which cp.async can only do through L1, read rows padded to whole 128-byte
     lines per head (ml_stride), lines that no merge of another group ever reads."""
     r = tl.arange(0, ROWS)
     c = tl.arange(0, CHUNK)
-    d = tl.arange(0, HEAD_DIM)
+    d = d0 + tl.arange(0, DIMS)
     live = r < n_heads
     head_row = b64 * H + head0 + r  # [ROWS]
     m_run = tl.full([ROWS], float("-inf"), tl.float32)
     l_run = tl.zeros([ROWS], tl.float32)
-    acc = tl.zeros([ROWS, HEAD_DIM], tl.float32)
+    acc = tl.zeros([ROWS, DIMS], tl.float32)
     for s0 in tl.range(0, num_splits, CHUNK, num_stages=STAGES):
         s = s0 + c
         ok = live[:, None] & (s < num_splits)[None, :]  # [ROWS, CHUNK]
@@ -126,7 +126,7 @@ def _merge_partials(
         l = tl.load(PL + ml, mask=ok, other=0.0, cache_modifier=".cg")
         row = head_row[:, None] * num_splits + s[None, :]
         a = tl.load(PO + row[:, :, None] * HEAD_DIM + d[None, None, :], mask=ok[:, :, None], other=0.0,
-                    cache_modifier=".cg")  # [ROWS, CHUNK, D]
+                    cache_modifier=".cg")  # [ROWS, CHUNK, DIMS]
         m_new = tl.maximum(m_run, tl.max(m, 1))
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # nothing seen yet: weights 0, not NaN
         alpha = tl.math.exp2(m_run - m_ref)
@@ -298,21 +298,22 @@ def _decode_split(
             arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
             if arrived == num_splits - 1:  # the last of the group: every partial is written
                 tl.store(counter, 0)  # zero again for the next launch (no other program touches it now)
-                _merge_partials(PO, PM, PL, O, b64, h_kv * G, G, H, num_splits, ml_stride, stride_ob, stride_oh,
-                                HEAD_DIM, ROWS, MERGE_CHUNK, MERGE_STAGES)
+                _merge_partials(PO, PM, PL, O, b64, h_kv * G, G, H, num_splits, ml_stride, stride_ob, stride_oh, 0,
+                                HEAD_DIM, HEAD_DIM, ROWS, MERGE_CHUNK, MERGE_STAGES)
 
 
 @triton.jit(do_not_specialize=["H", "num_splits", "ml_stride"])
 def _decode_merge(PO, PM, PL, O, H, num_splits, ml_stride, stride_ob, stride_oh,
-                  HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr, PDL: tl.constexpr,
-                  TRIGGER: tl.constexpr):
-    """The two-kernel path's second launch: grid (B, H), one head per program."""
+                  HEAD_DIM: tl.constexpr, DIMS: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
+                  PDL: tl.constexpr, TRIGGER: tl.constexpr):
+    """The two-kernel path's second launch: grid (B, H, HEAD_DIM // DIMS), DIMS of one head per
+    program (MERGE_DIMS: one warp, whose reductions over the splits stay in registers)."""
     if PDL:  # its CTAs may be resident while the split kernel runs; the partials are read after it ends
         tl.extra.cuda.gdc_wait()
     if TRIGGER:  # with pdl: the next call's split kernel may launch (it waits in turn)
         tl.extra.cuda.gdc_launch_dependents()
     _merge_partials(PO, PM, PL, O, tl.program_id(0).to(tl.int64), tl.program_id(1), 1, H, num_splits, ml_stride,
-                    stride_ob, stride_oh, HEAD_DIM, 1, CHUNK, STAGES)
+                    stride_ob, stride_oh, tl.program_id(2) * DIMS, HEAD_DIM, DIMS, 1, CHUNK, STAGES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +326,15 @@ class SplitPolicy:
 
     s = max(1, floor(programs_per_sm · SMs / (B · H_kv))), or s + 1 where that leaves the busiest SM
         less work (fewer programs on it per split: ceil(B·H_kv·s / SMs) / s)
-    splits = clamp(s, 1, min(ceil(capacity / min_split), max_splits))
+    top = clamp(s, 1, min(ceil(capacity / min_split), max_splits))
+    splits = top, less any splits left empty (split lengths are cut at 16 tokens: 33 splits of 8K
+        are 32 of 256 and an empty one); where min_split or max_splits cut s short, the fewest
+        splits up to top whose busiest SM runs the fewest tile steps (programs on it · tiles a
+        split, tiles of block_n tokens: the tile rule's). A short program is a chain of DRAM
+        round trips, one a tile, so tiles count, not tokens: at 9/3 heads, 8K, 32 splits of 2
+        128-key tiles (one program on 96 SMs) ran 6.85 µs, 43 of 192 keys (one on 129, still 2
+        tiles) 7.51 and 64 of one tile (two on 60 SMs) 6.9 (H200, stream,
+        experiments/probes/decode_ab.py).
 
     Decided from the block table's capacity (max_blocks · P), never from seq_lens: no device-to-host
     sync, the same split count for every call of a CUDA graph. floor, not ceil: every program is
@@ -379,7 +388,7 @@ class SplitPolicy:
     """
 
     programs_per_sm: float = 2.0
-    min_split: int = 256  # tokens; shorter splits add partials and merge work, not bytes in flight
+    min_split: int = 128  # tokens; shorter splits add partials and merge work, not bytes in flight
     max_splits: int = 512
     fused_merge_up_to: int = 16
     fused_merge_up_to_pdl: int = 0
@@ -394,13 +403,18 @@ class SplitPolicy:
                              f"and prefetch_tiles >= 0, got {self}")
 
     @functools.lru_cache(maxsize=4096)  # per policy (frozen, hashable): a decode loop asks the same thing every step
-    def splits(self, B: int, H_kv: int, capacity: int, sms: int) -> int:
+    def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16) -> int:
         pairs = max(B * H_kv, 1)
         want = max(1, math.floor(self.programs_per_sm * sms / pairs))
         busiest = lambda s: _cdiv(pairs * s, sms) / s  # the busiest SM's programs, per split
         if busiest(want + 1) < busiest(want):
             want += 1
-        return max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
+        top = max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
+        used = lambda s: _cdiv(capacity, _split_len(capacity, s))  # splits that get tokens
+        if top == want:
+            return used(top)
+        steps = lambda s: _cdiv(pairs * used(s), sms) * _cdiv(_split_len(capacity, s), block_n)  # on the busiest SM
+        return used(min(range(1, top + 1), key=lambda s: (steps(s), s)))
 
     def fused(self, splits: int, merge_pdl: bool = False) -> bool:
         """Whether `splits` partials are merged in the split kernel (True) or by a second launch,
@@ -478,10 +492,18 @@ INTERPRET_CONFIG = DecodeConfig(16, 4, 1)  # under TRITON_INTERPRET (unless a co
 # memory bound of the default configs; 8192 at D = 64 also grows shared memory past the K/V buffers)
 MERGE_TILE = 4096
 MERGE_STAGES = 3
-# The second kernel's step: up to MERGE_KERNEL_TILE // D splits at once (64 at D = 128: the 33
-# splits of batch 1 at 32/8 heads in one L2 round trip, not two). One head a program, so the
-# [CHUNK, D] step costs 64 registers a thread at most, in a kernel that has nothing else to hold.
-MERGE_KERNEL_TILE = 8192
+# The second kernel: one warp a program, MERGE_DIMS of one head (B·H·D/16 programs), up to
+# MERGE_KERNEL_TILE // MERGE_DIMS splits a step (128: every default split count at batch 1 in one
+# L2 round trip; 64 floats a thread). One warp reduces over the splits with shuffles; with 4 warps
+# and a whole head a program, the cross-warp reductions through shared memory took ~0.9 µs of
+# a ~1 µs merge (H200, B = 1, 32/8 heads, 8K, 32 splits: wake to output 1.07 -> 0.48 µs, %globaltimer
+# stamps, experiments/probes/decode_timeline.py).
+# Where that makes more than MERGE_PROGRAMS_PER_SM programs an SM (many heads, B·H ≥ 8·SMs/8 at
+# D = 128), each takes twice the dims until it does not: launching 4096 one-warp programs for a
+# merge of 2 splits cost 2.7 µs of 130 (B = 16, 32/8 heads, 8K; 1024 programs of 64 dims).
+MERGE_DIMS = 16
+MERGE_PROGRAMS_PER_SM = 8
+MERGE_KERNEL_TILE = 2048
 
 
 def _interpreting() -> bool:
@@ -501,6 +523,11 @@ def _cdiv(a: int, b: int) -> int:  # plain Python: triton's helpers cost microse
     return -(-a // b)
 
 
+def _split_len(L: int, splits: int) -> int:
+    """Tokens a split gets where they are cut at 16 (_split_bounds' rule for a contiguous view)."""
+    return _cdiv(_cdiv(L, splits), 16) * 16
+
+
 def _pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
@@ -514,6 +541,16 @@ def _pdl_capable(device: torch.device) -> bool:
 @functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+@functools.lru_cache(maxsize=1024)
+def _merge_dims(heads: int, D: int, sms: int) -> int:
+    """Head dims a merge-kernel program takes (MERGE_DIMS, doubled while the programs exceed
+    MERGE_PROGRAMS_PER_SM an SM)."""
+    dims = min(MERGE_DIMS, D)
+    while dims < D and heads * (D // dims) > MERGE_PROGRAMS_PER_SM * sms:
+        dims *= 2
+    return dims
 
 
 def _pdl_modes(device: torch.device, interpreting: bool) -> tuple[bool, bool]:
@@ -530,9 +567,10 @@ def default_fused_merge(splits: int, device: torch.device) -> bool:
     return POLICY.fused(splits, _pdl_modes(torch.device(device), _interpreting())[1])
 
 
-def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None) -> int:
+def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None,
+                       block_n: int = 16) -> int:
     """`policy.splits` (default: the module's POLICY) on this device's SM count."""
-    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(device if isinstance(device, torch.device) else torch.device(device)))
+    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(device if isinstance(device, torch.device) else torch.device(device)), block_n)
 
 
 # Arrival counters of the fused merge: one zeroed int32 buffer per device. Buffers are never
@@ -676,7 +714,11 @@ def paged_decode_attention(
     G = H // H_kv
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
-    splits = num_splits or default_num_splits(B, H_kv, capacity, dev)
+    if num_splits is None:  # split counts weigh tiles: the tile the split kernel will take (before waves, which need more splits than fit)
+        tile = config or (INTERPRET_CONFIG if interpreting else default_config(D, k_cache.element_size(), not one_block))
+        splits = default_num_splits(B, H_kv, capacity, dev, block_n=tile.block_n)
+    else:
+        splits = num_splits
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get
     # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
@@ -718,9 +760,11 @@ def paged_decode_attention(
         TRIGGER=pdl or (merge_pdl and merge == 1), PREFETCH=POLICY.prefetch_tiles if pdl else 0, LINE=128 // k_cache.element_size(),
     )
     if merge == 1:
-        _decode_merge[(B, H)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                              HEAD_DIM=D, CHUNK=min(_pow2(splits), max(1, MERGE_KERNEL_TILE // D)), STAGES=MERGE_STAGES,
-                              PDL=merge_pdl, TRIGGER=pdl, **({"launch_pdl": True} if merge_pdl else {}))
+        dims = _merge_dims(B * H, D, _sm_count(dev))
+        _decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
+                              HEAD_DIM=D, DIMS=dims, CHUNK=min(_pow2(splits), MERGE_KERNEL_TILE // dims), STAGES=MERGE_STAGES,
+                              PDL=merge_pdl, TRIGGER=pdl, **({} if interpreting else {"num_warps": 1}),
+                              **({"launch_pdl": True} if merge_pdl else {}))
     return out
 
 

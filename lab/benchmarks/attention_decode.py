@@ -323,7 +323,7 @@ def _tune_walk(shape: _TuneShape, walk: str, configs, sms: int, copy_bw: float, 
         ran = [(us, s, f, c) for (s, f, c), us in timed.items() if us is not None and pred(s, f, c)]
         return min(ran, key=lambda r: r[0]) if ran else None
 
-    policy_s = default_num_splits(B, H_kv, L, shape.device)
+    policy_s = default_num_splits(B, H_kv, L, shape.device, block_n=ad.default_config(D, shape.dtype.itemsize, walk == "paged").block_n)
     # read at call time, like the launcher, so a patched knob is what runs
     cfg0 = ad.default_config(D, shape.dtype.itemsize, walk == "paged", waves=ad.runs_in_waves(B * H_kv * policy_s, sms))
     splits = sorted({max(1, min(math.ceil(k * sms / (B * H_kv)), L // 32)) for k in TUNE_PROGRAMS_PER_SM} | {policy_s})

@@ -218,9 +218,19 @@ def test_tile_configs_and_split_cuts(P, block_n):
 
 def test_split_policy():
     p = SplitPolicy(programs_per_sm=4, min_split=128, max_splits=512)
-    assert p.splits(1, 8, 8192, 132) == 64  # floor(528 / 8) = 66, but at most 8192 / 128
-    assert p.splits(1, 8, 131072, 132) == 66
-    assert p.splits(1, 1, 1 << 20, 132) == 512  # max_splits
+    # floor(528 / 8) = 66, cut short to 8192 / 128 = 64: 16 splits of 512 tokens (1 program an
+    # SM), 32 of 256 (2) and 64 of 128 (4) all put 32 tiles of 16 on the busiest SM: the fewest
+    assert p.splits(1, 8, 8192, 132) == 16
+    assert p.splits(1, 8, 131072, 132) == 66  # not cut short: as many as fit
+    # cut short by max_splits (528 -> 512 of 2048 tokens, 4 an SM): 132 of 7952 put one on each SM
+    # (497 tiles; 512 splits: 512)
+    assert p.splits(1, 1, 1 << 20, 132) == 132
+    # 9/3 heads at 8K (88 wanted, at most 64): 32 splits of two 128-key tiles, one program on 96
+    # SMs; 43 of 192 keys are still 2 tiles, 64 of one tile put 2 programs on 60 SMs
+    assert SplitPolicy().splits(1, 3, 8192, 132, block_n=128) == 32
+    assert SplitPolicy().splits(1, 3, 8192, 132, block_n=16) == 43  # in 16-key tiles: 12 a program against 16
+    assert SplitPolicy().splits(1, 3, 4096, 132, block_n=128) == 32  # one tile each
+    assert SplitPolicy().splits(1, 8, 8192, 132) == 32  # 33 of 8K cut at 16 tokens: 32 of 256 and an empty one
     assert p.splits(64, 8, 8192, 132) == 1  # floor(528 / 512): never more programs than fit evenly
     assert p.splits(256, 8, 8192, 132) == 1
     assert p.splits(1, 8, 100, 132) == 1  # shorter than one split
