@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.attention_decode import PagedKV, bytes_moved, decode_reference, paged_decode_attention, paged_from_contiguous
+from kernels.attention_decode import PagedKV, bytes_moved, decode_reference, default_config, default_num_splits, paged_decode_attention, paged_from_contiguous
 from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
 
 
@@ -17,12 +17,19 @@ class DecodeCase:
     ref: torch.Tensor  # float64 [B, H, D]
     copy_us: float  # a device copy of the same bytes, stream
 
-    def time(self, **kw) -> float:
-        """Stream µs of one paged_decode_attention(q, cache, **kw) call, over the copies."""
-        return stream_us([lambda c=c: paged_decode_attention(self.q, **c.kwargs(), out=self.out, **kw) for c in self.caches])
+    def time(self, fn=paged_decode_attention, **kw) -> float:
+        """Stream µs of one fn(q, cache, **kw) call (fn: paged_decode_attention, or another
+        version of it), over the copies."""
+        return stream_us([lambda c=c: fn(self.q, **c.kwargs(), out=self.out, **kw) for c in self.caches])
 
-    def rel_err(self, **kw) -> float:
-        o = paged_decode_attention(self.q, **self.caches[0].kwargs(), **kw)
+    def default_splits(self) -> int:
+        """The split count the launcher takes here by default (bf16 contiguous: its tile rule's tile)."""
+        B, H, D = self.q.shape
+        c = self.caches[0]
+        return default_num_splits(B, c.k_cache.shape[1], c.k_cache.shape[2], self.q.device, block_n=default_config(D, 2, False).block_n)
+
+    def rel_err(self, fn=paged_decode_attention, **kw) -> float:
+        o = fn(self.q, **self.caches[0].kwargs(), **kw)
         return ((o.double() - self.ref).abs().max() / self.ref.abs().max()).item()
 
 

@@ -24,7 +24,7 @@ class _NoLaunch:
 for H, H_kv, L in [(32, 8, 8192), (9, 3, 8192), (32, 8, 32768), (9, 3, 32768)]:
     case = decode_case(1, H, H_kv, L)
     D, cp = case.q.shape[-1], case.copy_us
-    s0 = ad.default_num_splits(1, H_kv, L, torch.device("cuda"))
+    s0 = case.default_splits()
     base = case.time()
     print(f"H={H}/{H_kv} D={D} L={L}: copy {cp:.2f}us default ({s0} splits) {base:.2f}us = {cp / base:.2f} of copy  t={time.perf_counter() - T0:.0f}s", flush=True)
     for s in sorted({8, 12, 16, 20, 24, 28, s0, 40, 48, 66}):

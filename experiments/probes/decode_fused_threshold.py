@@ -25,7 +25,7 @@ SHAPES = [tuple(int(x) for x in a.split(",")) for a in argv] or [
 for B, H, H_kv, L in SHAPES:
     case = decode_case(B, H, H_kv, L)
     cp = case.copy_us
-    default = ad.default_num_splits(B, H_kv, L, dev)
+    default = case.default_splits()
     variants = {"default": (None, None)}
     for s in sorted({*SPLITS, default}):
         for fused in (True, False):

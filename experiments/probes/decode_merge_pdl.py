@@ -25,7 +25,7 @@ VARIANTS = {  # name -> (policy, fused_merge)
 for B, H, H_kv, L in [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768), (16, 32, 8, 8192), (16, 9, 3, 8192), (4, 32, 8, 8192)]:
     case = decode_case(B, H, H_kv, L)
     cp = case.copy_us
-    splits = ad.default_num_splits(B, H_kv, L, torch.device("cuda"))
+    splits = case.default_splits()
     times = {n: [] for n in VARIANTS}
     for _ in range(3):
         for name, (policy, fused) in VARIANTS.items():

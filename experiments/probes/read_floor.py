@@ -27,20 +27,37 @@ def _xor(a, b):
     return a ^ b
 
 
-dev = torch.device("cuda")
-for label, nbytes in (("int4 4096x4096", 8667136), ("int4 14336x4096", 30314496), ("bf16 4096x4096", 33570816), ("kv 32/8 B=1 8K", 33554432), ("kv 9/3 B=1 8K", 6291456)):
+TILINGS = [(1024, 4, 4), (2048, 4, 8), (1024, 8, 4), (2048, 8, 8), (4096, 4, 8), (512, 8, 4), (1024, 16, 8), (2048, 2, 8), (4096, 8, 16)]
+
+
+def read_floor(nbytes: int, dev=None) -> list:
+    """[(stream µs, block, unroll, warps, programs)] of read_xor over nbytes, one per tiling, fastest first."""
+    dev = dev or torch.device("cuda")
     n = nbytes // 4
     copies = max(2, math.ceil(120e6 / nbytes))
     ws = [torch.randint(0, 1 << 30, (n,), dtype=torch.int32, device=dev) for _ in range(copies)]
-    cp = stream_us(copy_same_bytes(nbytes, dev))
     res = []
-    for block, unroll, warps in [(1024, 4, 4), (2048, 4, 8), (1024, 8, 4), (2048, 8, 8), (4096, 4, 8), (512, 8, 4), (1024, 16, 8), (2048, 2, 8), (4096, 8, 16)]:
+    for block, unroll, warps in TILINGS:
         grid = (triton.cdiv(n, block * unroll),)
         out = torch.empty(grid[0], dtype=torch.int32, device=dev)
         us = stream_us([lambda w=w: read_xor[grid](w, out, n, BLOCK=block, UNROLL=unroll, num_warps=warps) for w in ws])
         res.append((us, block, unroll, warps, grid[0]))
-    res.sort()
-    best = res[0]
-    print(f"{label}: {nbytes / 1e6:.1f} MB  copy-same-bytes {cp:.2f} us ({nbytes / cp / 1e6:.2f} TB/s)  read-only best {best[0]:.2f} us ({nbytes / best[0] / 1e6:.2f} TB/s; block {best[1]} x{best[2]} w{best[3]}, {best[4]} programs)  "
-          + " ".join(f"{r[0]:.2f}" for r in res[1:5]), flush=True)
-    del ws
+    return sorted(res)
+
+
+def read_floor_us(nbytes: int) -> float:
+    return read_floor(nbytes)[0][0]
+
+
+def main():
+    dev = torch.device("cuda")
+    for label, nbytes in (("int4 4096x4096", 8667136), ("int4 14336x4096", 30314496), ("bf16 4096x4096", 33570816), ("kv 32/8 B=1 8K", 33554432), ("kv 9/3 B=1 8K", 6291456)):
+        cp = stream_us(copy_same_bytes(nbytes, dev))
+        res = read_floor(nbytes, dev)
+        best = res[0]
+        print(f"{label}: {nbytes / 1e6:.1f} MB  copy-same-bytes {cp:.2f} us ({nbytes / cp / 1e6:.2f} TB/s)  read-only best {best[0]:.2f} us ({nbytes / best[0] / 1e6:.2f} TB/s; block {best[1]} x{best[2]} w{best[3]}, {best[4]} programs)  "
+              + " ".join(f"{r[0]:.2f}" for r in res[1:5]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The decode launcher at HEAD against an earlier version of it (a file: `git show
+REV:kernels/attention_decode.py > /tmp/old.py`) and against HEAD under other split policies, on
+the same inputs: stream µs (bf16 contiguous cache, KV copies > 2x L2), the median of 5 rounds
+that interleave the variants, with each variant's max relative error. Needs a CUDA GPU:
+
+    python experiments/probes/decode_ab.py [/tmp/old.py] [B,H,H_kv,L ...] [--set NAME=V[,NAME=V] ...]
+
+Each --set is one more variant of HEAD: NAME a field of SplitPolicy (min_split=128) or a module
+constant (MERGE_DIMS=64), set for its calls only.
+"""
+import dataclasses, importlib.util, os, statistics, sys, time
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+import torch
+import kernels.attention_decode as now
+from experiments.probes._decode_case import decode_case
+
+ROUNDS = 5
+SHAPES = [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768), (1, 32, 8, 131072), (4, 32, 8, 8192),
+          (4, 9, 3, 8192), (16, 9, 3, 8192), (16, 32, 8, 8192), (64, 9, 3, 8192), (64, 32, 8, 8192), (1, 32, 8, 1024)]
+
+
+def main(argv):
+    mods, shapes, sets = {"HEAD": now}, [], []
+    while argv:
+        a = argv.pop(0)
+        if a == "--set":
+            sets.append(dict(kv.split("=") for kv in argv.pop(0).split(",")))
+        elif a.endswith(".py"):
+            spec = importlib.util.spec_from_file_location("decode_before", a)
+            mods["before"] = sys.modules["decode_before"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+            spec.loader.exec_module(mods["before"])
+        else:
+            shapes.append(tuple(int(x) for x in a.split(",")))
+    variants = {name: (m, {}) for name, m in mods.items()}
+    fields = {f.name for f in dataclasses.fields(now.SplitPolicy)}
+    for kv in sets:
+        policy = {k: int(v) for k, v in kv.items() if k in fields}
+        consts = {k: int(v) for k, v in kv.items() if k not in fields}
+        over = dict(consts, **({"POLICY": dataclasses.replace(now.POLICY, **policy)} if policy else {}))
+        variants["HEAD " + ",".join(f"{k}={v}" for k, v in kv.items())] = (now, over)
+    t0 = time.perf_counter()
+    dev = torch.device("cuda")
+    for B, H, H_kv, L in shapes or SHAPES:
+        case = decode_case(B, H, H_kv, L)
+        times = {n: [] for n in variants}
+        errs = {}
+        for _ in range(ROUNDS):
+            for name, (m, over) in variants.items():
+                saved = {k: getattr(m, k) for k in over}
+                for k, v in over.items():
+                    setattr(m, k, v)
+                try:
+                    fn = lambda q, layout, m=m, **kw: m.paged_decode_attention(q, layout=m.KVLayout[layout.name], **kw)
+                    errs.setdefault(name, case.rel_err(fn))
+                    times[name].append(case.time(fn))
+                    splits = case.default_splits() if m is now else m.default_num_splits(B, H_kv, L, dev)
+                finally:
+                    for k, v in saved.items():
+                        setattr(m, k, v)
+                times[name + " splits"] = splits
+        line = f"B={B} {H}/{H_kv} L={L} (copy {case.copy_us:.2f} us):"
+        base = statistics.median(times[next(iter(variants))])
+        for name in variants:
+            us = statistics.median(times[name])
+            line += f"  {name} {us:.2f} us ({case.copy_us / us:.2f} of copy, x{base / us:.3f}, {times[name + ' splits']} splits, err {errs[name]:.1e})"
+        print(line + f"  t={time.perf_counter() - t0:.0f}s", flush=True)
+        del case
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
