@@ -19,13 +19,14 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
   * the merge can be fused: each program of a (sequence, KV head) writes its partials and
     bumps an arrival counter (one atomic, acq_rel at GPU scope); the program that arrives last
     reads the group's G·splits partials from L2 and writes o, and resets the counter to 0. That
-    saves the second launch (~2 µs) for one atomic per program and a merge tail of G·splits·D·4
+    saves the second launch (~2 µs before it took PDL) for one atomic per program and a merge tail of G·splits·D·4
     bytes read by one program. The counters are one
     zeroed int32 buffer per device, allocated once and left zeroed by every launch, so launches
     need no memset and work in CUDA graphs. Two launches running at the same time on different
     streams of one device would share counters: pass fused_merge=False there. Under the
     interpreter the programs run one after another, so the last one merges, as on the GPU.
-    Otherwise a second small kernel merges, one program per (sequence, head). On sm_90+ it takes
+    Otherwise a second small kernel merges, one warp per program over 16 dims of one head
+    (MERGE_DIMS; more where the programs would crowd the SMs). On sm_90+ it takes
     programmatic dependent launch by default, so its launch overlaps the split kernel
     (`SplitPolicy.merge_pdl`), and there it is the default at every split count: on an H200 it
     ran as fast as the fused merge or faster at every batch, head count and split count measured
@@ -351,8 +352,8 @@ class SplitPolicy:
     fused_merge_up_to: where the merge kernel cannot take PDL (before sm_90, or merge_pdl off), with
     at most this many splits the split kernel merges them itself (the last program of each group,
     one atomic per program); with more, a second small kernel does. The fused tail (one program
-    reading G·splits·D·4 bytes) grows with the split count, the second launch costs a fixed ~2
-    µs: on an H200, before the merge kernel took PDL, the fused merge won by 1-3 µs at 2-8 splits
+    reading G·splits·D·4 bytes) grows with the split count, the second launch cost a fixed ~2
+    µs before it took PDL: on an H200, before the merge kernel took PDL, the fused merge won by 1-3 µs at 2-8 splits
     and lost by ~2.3 µs at 32 (batch 1). 0: never fused.
     fused_merge_up_to_pdl: the same where the merge kernel takes PDL. 0: its launch overlaps the
     split kernel, and the fused merge never won (H200, session 11, experiments/probes/
@@ -403,17 +404,21 @@ class SplitPolicy:
                              f"and prefetch_tiles >= 0, got {self}")
 
     @functools.lru_cache(maxsize=4096)  # per policy (frozen, hashable): a decode loop asks the same thing every step
-    def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16) -> int:
+    def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16, cut: int = 16) -> int:
+        """block_n: the split kernel's tile (keys); cut: the multiple splits are cut at (16, or
+        block_n on a paged walk whose blocks hold whole tiles: _split_bounds)."""
+        if capacity <= 0:
+            return 1  # a table of no blocks: one empty split
         pairs = max(B * H_kv, 1)
         want = max(1, math.floor(self.programs_per_sm * sms / pairs))
         busiest = lambda s: _cdiv(pairs * s, sms) / s  # the busiest SM's programs, per split
         if busiest(want + 1) < busiest(want):
             want += 1
         top = max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
-        used = lambda s: _cdiv(capacity, _split_len(capacity, s))  # splits that get tokens
+        used = lambda s: _cdiv(capacity, _split_len(capacity, s, cut))  # splits that get tokens
         if top == want:
             return used(top)
-        steps = lambda s: _cdiv(pairs * used(s), sms) * _cdiv(_split_len(capacity, s), block_n)  # on the busiest SM
+        steps = lambda s: _cdiv(pairs * used(s), sms) * _cdiv(_split_len(capacity, s, cut), block_n)  # on the busiest SM
         return used(min(range(1, top + 1), key=lambda s: (steps(s), s)))
 
     def fused(self, splits: int, merge_pdl: bool = False) -> bool:
@@ -487,19 +492,19 @@ INTERPRET_CONFIG = DecodeConfig(16, 4, 1)  # under TRITON_INTERPRET (unless a co
 # The merge loads [ROWS, MERGE_TILE // (ROWS·D), D] fp32 partials a step, MERGE_STAGES steps in
 # flight (cp.async into the main loop's shared memory, free by then). The fused merge is a
 # latency-bound tail (each step waits on L2), so steps are large: at D = 128, G = 4 a step is 8
-# splits (33 splits: 5 steps). The price is registers for the whole kernel (sm_90, n64w4s3,
+# splits (32 splits: 4 steps). The price is registers for the whole kernel (sm_90, n64w4s3,
 # D = 128: 84 without the merge, 128 at 2048, 167 at 4096 = still 3 programs per SM, the shared-
 # memory bound of the default configs; 8192 at D = 64 also grows shared memory past the K/V buffers)
 MERGE_TILE = 4096
 MERGE_STAGES = 3
 # The second kernel: one warp a program, MERGE_DIMS of one head (B·H·D/16 programs), up to
-# MERGE_KERNEL_TILE // MERGE_DIMS splits a step (128: every default split count at batch 1 in one
-# L2 round trip; 64 floats a thread). One warp reduces over the splits with shuffles; with 4 warps
+# MERGE_KERNEL_TILE // MERGE_DIMS splits a step (128: the default split counts at batch 1 in one
+# L2 round trip where H_kv >= 3; 64 floats a thread). One warp reduces over the splits with shuffles; with 4 warps
 # and a whole head a program, the cross-warp reductions through shared memory took ~0.9 µs of
 # a ~1 µs merge (H200, B = 1, 32/8 heads, 8K, 32 splits: wake to output 1.07 -> 0.48 µs, %globaltimer
 # stamps, experiments/probes/decode_timeline.py).
-# Where that makes more than MERGE_PROGRAMS_PER_SM programs an SM (many heads, B·H ≥ 8·SMs/8 at
-# D = 128), each takes twice the dims until it does not: launching 4096 one-warp programs for a
+# Where that makes more than MERGE_PROGRAMS_PER_SM programs an SM (B·H·D/16 > 8·SMs: at D = 128,
+# B·H > SMs), each takes twice the dims until it does not: launching 4096 one-warp programs for a
 # merge of 2 splits cost 2.7 µs of 130 (B = 16, 32/8 heads, 8K; 1024 programs of 64 dims).
 MERGE_DIMS = 16
 MERGE_PROGRAMS_PER_SM = 8
@@ -523,9 +528,9 @@ def _cdiv(a: int, b: int) -> int:  # plain Python: triton's helpers cost microse
     return -(-a // b)
 
 
-def _split_len(L: int, splits: int) -> int:
-    """Tokens a split gets where they are cut at 16 (_split_bounds' rule for a contiguous view)."""
-    return _cdiv(_cdiv(L, splits), 16) * 16
+def _split_len(L: int, splits: int, cut: int = 16) -> int:
+    """Tokens a split gets where splits are cut at multiples of `cut` (_split_bounds' rule)."""
+    return _cdiv(_cdiv(L, splits), cut) * cut
 
 
 def _pow2(n: int) -> int:
@@ -543,7 +548,6 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
-@functools.lru_cache(maxsize=1024)
 def _merge_dims(heads: int, D: int, sms: int) -> int:
     """Head dims a merge-kernel program takes (MERGE_DIMS, doubled while the programs exceed
     MERGE_PROGRAMS_PER_SM an SM)."""
@@ -568,9 +572,12 @@ def default_fused_merge(splits: int, device: torch.device) -> bool:
 
 
 def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None,
-                       block_n: int = 16) -> int:
-    """`policy.splits` (default: the module's POLICY) on this device's SM count."""
-    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(device if isinstance(device, torch.device) else torch.device(device)), block_n)
+                       block_n: int = 16, cut: int = 16) -> int:
+    """`policy.splits` (default: the module's POLICY) on this device's SM count. block_n, cut: the
+    split kernel's tile and the multiple splits are cut at; the launcher passes its own (a caller
+    that leaves them out may get another count than the launcher takes)."""
+    dev = device if isinstance(device, torch.device) else torch.device(device)
+    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(dev), block_n, cut)
 
 
 # Arrival counters of the fused merge: one zeroed int32 buffer per device. Buffers are never
@@ -715,8 +722,9 @@ def paged_decode_attention(
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
     if num_splits is None:  # split counts weigh tiles: the tile the split kernel will take (before waves, which need more splits than fit)
-        tile = config or (INTERPRET_CONFIG if interpreting else default_config(D, k_cache.element_size(), not one_block))
-        splits = default_num_splits(B, H_kv, capacity, dev, block_n=tile.block_n)
+        tile = (config or (INTERPRET_CONFIG if interpreting else default_config(D, k_cache.element_size(), not one_block))).block_n
+        cut = tile if not one_block and P % tile == 0 else 16  # _split_bounds' rule
+        splits = default_num_splits(B, H_kv, capacity, dev, block_n=tile, cut=cut)
     else:
         splits = num_splits
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
@@ -762,9 +770,10 @@ def paged_decode_attention(
     if merge == 1:
         dims = _merge_dims(B * H, D, _sm_count(dev))
         _decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                              HEAD_DIM=D, DIMS=dims, CHUNK=min(_pow2(splits), MERGE_KERNEL_TILE // dims), STAGES=MERGE_STAGES,
-                              PDL=merge_pdl, TRIGGER=pdl, **({} if interpreting else {"num_warps": 1}),
-                              **({"launch_pdl": True} if merge_pdl else {}))
+                                         HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(_pow2(splits), MERGE_KERNEL_TILE // dims)),
+                                         STAGES=MERGE_STAGES, PDL=merge_pdl, TRIGGER=pdl,
+                                         **({} if interpreting else {"num_warps": 1}),
+                                         **({"launch_pdl": True} if merge_pdl else {}))
     return out
 
 

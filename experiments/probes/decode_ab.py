@@ -34,8 +34,9 @@ def main(argv):
     variants = {name: (m, {}) for name, m in mods.items()}
     fields = {f.name for f in dataclasses.fields(now.SplitPolicy)}
     for kv in sets:
-        policy = {k: int(v) for k, v in kv.items() if k in fields}
-        consts = {k: int(v) for k, v in kv.items() if k not in fields}
+        num = lambda v: float(v) if "." in v else int(v)
+        policy = {k: num(v) for k, v in kv.items() if k in fields}
+        consts = {k: num(v) for k, v in kv.items() if k not in fields}
         over = dict(consts, **({"POLICY": dataclasses.replace(now.POLICY, **policy)} if policy else {}))
         variants["HEAD " + ",".join(f"{k}={v}" for k, v in kv.items())] = (now, over)
     t0 = time.perf_counter()
@@ -51,7 +52,8 @@ def main(argv):
                     setattr(m, k, v)
                 try:
                     fn = lambda q, layout, m=m, **kw: m.paged_decode_attention(q, layout=m.KVLayout[layout.name], **kw)
-                    errs.setdefault(name, case.rel_err(fn))
+                    if name not in errs:
+                        errs[name] = case.rel_err(fn)
                     times[name].append(case.time(fn))
                     splits = case.default_splits() if m is now else m.default_num_splits(B, H_kv, L, dev)
                 finally:

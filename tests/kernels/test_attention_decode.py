@@ -223,7 +223,8 @@ def test_split_policy():
     assert p.splits(1, 8, 8192, 132) == 16
     assert p.splits(1, 8, 131072, 132) == 66  # not cut short: as many as fit
     # cut short by max_splits (528 -> 512 of 2048 tokens, 4 an SM): 132 of 7952 put one on each SM
-    # (497 tiles; 512 splits: 512)
+    # (497 tiles; 512 splits: 512). What the rule says, not a measured choice (no run has 1 KV
+    # head over 1M tokens): it counts an SM's programs as running one after another
     assert p.splits(1, 1, 1 << 20, 132) == 132
     # 9/3 heads at 8K (88 wanted, at most 64): 32 splits of two 128-key tiles, one program on 96
     # SMs; 43 of 192 keys are still 2 tiles, 64 of one tile put 2 programs on 60 SMs
@@ -231,9 +232,13 @@ def test_split_policy():
     assert SplitPolicy().splits(1, 3, 8192, 132, block_n=16) == 43  # in 16-key tiles: 12 a program against 16
     assert SplitPolicy().splits(1, 3, 4096, 132, block_n=128) == 32  # one tile each
     assert SplitPolicy().splits(1, 8, 8192, 132) == 32  # 33 of 8K cut at 16 tokens: 32 of 256 and an empty one
+    # a paged walk cut at 128-key tiles: 88 wanted, 64 cut (128 keys each) leaves none empty, but
+    # 33K in 88 cut at 128 is 384-key splits, 86 of them with tokens
+    assert SplitPolicy().splits(1, 3, 33024, 132, block_n=128, cut=128) == 86
     assert p.splits(64, 8, 8192, 132) == 1  # floor(528 / 512): never more programs than fit evenly
     assert p.splits(256, 8, 8192, 132) == 1
     assert p.splits(1, 8, 100, 132) == 1  # shorter than one split
+    assert p.splits(1, 8, 0, 132) == 1  # a table of no blocks: one (empty) split
     two = SplitPolicy()
     assert two.splits(16, 3, 8192, 132) == 5  # 240 programs, at most 2 an SM (6 would put 3 on 24 SMs)
     assert two.splits(4, 8, 8192, 132) == 8
