@@ -721,10 +721,11 @@ def paged_decode_attention(
     G = H // H_kv
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
-    if num_splits is None:  # split counts weigh tiles: the tile the split kernel will take (before waves, which need more splits than fit)
-        tile = (config or (INTERPRET_CONFIG if interpreting else default_config(D, k_cache.element_size(), not one_block))).block_n
-        cut = tile if not one_block and P % tile == 0 else 16  # _split_bounds' rule
-        splits = default_num_splits(B, H_kv, capacity, dev, block_n=tile, cut=cut)
+    # the tile rule's config, unless the grid turns out to run in waves (below); split counts weigh its tiles
+    rule = config or (INTERPRET_CONFIG if interpreting else default_config(D, k_cache.element_size(), not one_block))
+    if num_splits is None:
+        cut = rule.block_n if not one_block and P % rule.block_n == 0 else 16  # _split_bounds' rule
+        splits = default_num_splits(B, H_kv, capacity, dev, block_n=rule.block_n, cut=cut)
     else:
         splits = num_splits
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
@@ -749,9 +750,9 @@ def paged_decode_attention(
     rows = _pow2(G)
     ks = q if ks is None else ks
     vs = q if vs is None else vs
-    if config is None:
-        config = INTERPRET_CONFIG if interpreting else default_config(
-            D, k_cache.element_size(), not one_block, runs_in_waves(B * H_kv * splits, _sm_count(dev)))
+    if config is None and not interpreting and runs_in_waves(B * H_kv * splits, _sm_count(dev)):
+        config = default_config(D, k_cache.element_size(), not one_block, waves=True)
+    config = config or rule
     _launch_split(
         (B, H_kv, splits), config,
         q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, po, pm, pl, counters,

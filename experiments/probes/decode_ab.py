@@ -44,7 +44,7 @@ def main(argv):
     for B, H, H_kv, L in shapes or SHAPES:
         case = decode_case(B, H, H_kv, L)
         times = {n: [] for n in variants}
-        errs = {}
+        errs, splits = {}, {}
         for _ in range(ROUNDS):
             for name, (m, over) in variants.items():
                 saved = {k: getattr(m, k) for k in over}
@@ -55,16 +55,15 @@ def main(argv):
                     if name not in errs:
                         errs[name] = case.rel_err(fn)
                     times[name].append(case.time(fn))
-                    splits = case.default_splits() if m is now else m.default_num_splits(B, H_kv, L, dev)
+                    splits[name] = case.default_splits() if m is now else m.default_num_splits(B, H_kv, L, dev)
                 finally:
                     for k, v in saved.items():
                         setattr(m, k, v)
-                times[name + " splits"] = splits
         line = f"B={B} {H}/{H_kv} L={L} (copy {case.copy_us:.2f} us):"
         base = statistics.median(times[next(iter(variants))])
         for name in variants:
             us = statistics.median(times[name])
-            line += f"  {name} {us:.2f} us ({case.copy_us / us:.2f} of copy, x{base / us:.3f}, {times[name + ' splits']} splits, err {errs[name]:.1e})"
+            line += f"  {name} {us:.2f} us ({case.copy_us / us:.2f} of copy, x{base / us:.3f}, {splits[name]} splits, err {errs[name]:.1e})"
         print(line + f"  t={time.perf_counter() - t0:.0f}s", flush=True)
         del case
         torch.cuda.empty_cache()
