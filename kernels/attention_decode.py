@@ -573,11 +573,30 @@ def default_fused_merge(splits: int, device: torch.device) -> bool:
 
 def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None,
                        block_n: int = 16, cut: int = 16) -> int:
-    """`policy.splits` (default: the module's POLICY) on this device's SM count. block_n, cut: the
-    split kernel's tile and the multiple splits are cut at; the launcher passes its own (a caller
-    that leaves them out may get another count than the launcher takes)."""
+    """`policy.splits` (default: the module's POLICY) on this device's SM count, for a tile of
+    block_n keys and splits cut at multiples of `cut`. The split count a launch takes depends on
+    its tile: `decode_plan` asks this with the launcher's own."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(dev), block_n, cut)
+
+
+def decode_plan(B: int, H_kv: int, capacity: int, D: int, kv_bytes: int, device: torch.device, *, paged: bool,
+                block_size: int = 1, num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
+    """(splits, tile config) of the split kernel for a launch: what `paged_decode_attention` runs
+    when num_splits and config are None, and what a benchmark or probe should ask to print the same.
+    capacity: the block table's max_blocks · block_size; paged: a walk of more than one block per
+    sequence (False: a contiguous cache viewed as one block); kv_bytes: the cache's element size.
+    The split count weighs the tile rule's tiles (cut at the tile where a paged walk's blocks hold
+    whole tiles: _split_bounds); a grid that then runs in waves takes the waves tile."""
+    dev = device if isinstance(device, torch.device) else torch.device(device)
+    interpreting = _interpreting()
+    rule = config or (INTERPRET_CONFIG if interpreting else default_config(D, kv_bytes, paged))
+    if num_splits is None:
+        cut = rule.block_n if paged and block_size % rule.block_n == 0 else 16
+        num_splits = default_num_splits(B, H_kv, capacity, dev, block_n=rule.block_n, cut=cut)
+    if config is None and not interpreting and runs_in_waves(B * H_kv * num_splits, _sm_count(dev)):
+        rule = default_config(D, kv_bytes, paged, waves=True)
+    return num_splits, rule
 
 
 # Arrival counters of the fused merge: one zeroed int32 buffer per device. Buffers are never
@@ -658,9 +677,9 @@ def paged_decode_attention(
     q ``(B, H, D)``; k_cache/v_cache ``(N, H_kv, P, D)`` (HND) or ``(N, P, H_kv, D)`` (NHD), float
     like q or fp8 e4m3 / int8 with scales; block_table ``(B, max_blocks)`` int32; seq_lens ``(B,)``
     int32 (clamped to max_blocks·P) -> ``(B, H, D)`` in q's dtype.
-    num_splits: KV-length splits (flash-decoding); default `default_num_splits` (POLICY).
+    num_splits: KV-length splits (flash-decoding); default: `decode_plan`'s (POLICY, weighing the tile).
     fused_merge: merge the splits in the split kernel or in a second one (default: `default_fused_merge`).
-    config: the split kernel's tile config (default: `default_config`).
+    config: the split kernel's tile config (default: `decode_plan`'s: `default_config`).
     """
     if not isinstance(layout, KVLayout):
         _fail("layout", f"must be a KVLayout (HND or NHD), got {layout!r}")
@@ -721,13 +740,8 @@ def paged_decode_attention(
     G = H // H_kv
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
-    # the tile rule's config, unless the grid turns out to run in waves (below); split counts weigh its tiles
-    rule = config or (INTERPRET_CONFIG if interpreting else default_config(D, k_cache.element_size(), not one_block))
-    if num_splits is None:
-        cut = rule.block_n if not one_block and P % rule.block_n == 0 else 16  # _split_bounds' rule
-        splits = default_num_splits(B, H_kv, capacity, dev, block_n=rule.block_n, cut=cut)
-    else:
-        splits = num_splits
+    splits, config = decode_plan(B, H_kv, capacity, D, k_cache.element_size(), dev, paged=not one_block, block_size=P,
+                                 num_splits=num_splits, config=config)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get
     # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
@@ -750,9 +764,6 @@ def paged_decode_attention(
     rows = _pow2(G)
     ks = q if ks is None else ks
     vs = q if vs is None else vs
-    if config is None and not interpreting and runs_in_waves(B * H_kv * splits, _sm_count(dev)):
-        config = default_config(D, k_cache.element_size(), not one_block, waves=True)
-    config = config or rule
     _launch_split(
         (B, H_kv, splits), config,
         q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, po, pm, pl, counters,

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.attention_decode import PagedKV, bytes_moved, decode_reference, default_config, default_num_splits, paged_decode_attention, paged_from_contiguous
+from kernels.attention_decode import PagedKV, bytes_moved, decode_plan, decode_reference, paged_decode_attention, paged_from_contiguous
 from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
 
 
@@ -26,7 +26,8 @@ class DecodeCase:
         """The split count the launcher takes here by default (bf16 contiguous: its tile rule's tile)."""
         B, H, D = self.q.shape
         c = self.caches[0]
-        return default_num_splits(B, c.k_cache.shape[1], c.k_cache.shape[2], self.q.device, block_n=default_config(D, 2, False).block_n)
+        L = c.k_cache.shape[2]
+        return decode_plan(B, c.k_cache.shape[1], L, D, 2, self.q.device, paged=False, block_size=L)[0]
 
     def rel_err(self, fn=paged_decode_attention, **kw) -> float:
         o = fn(self.q, **self.caches[0].kwargs(), **kw)

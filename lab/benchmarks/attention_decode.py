@@ -45,7 +45,6 @@ from kernels.attention_decode import (
     KVLayout,
     bytes_moved,
     decode_reference,
-    default_num_splits,
     flops,
     paged_decode_attention,
     paged_from_contiguous,
@@ -323,9 +322,8 @@ def _tune_walk(shape: _TuneShape, walk: str, configs, sms: int, copy_bw: float, 
         ran = [(us, s, f, c) for (s, f, c), us in timed.items() if us is not None and pred(s, f, c)]
         return min(ran, key=lambda r: r[0]) if ran else None
 
-    policy_s = default_num_splits(B, H_kv, L, shape.device, block_n=ad.default_config(D, shape.dtype.itemsize, walk == "paged").block_n)
-    # read at call time, like the launcher, so a patched knob is what runs
-    cfg0 = ad.default_config(D, shape.dtype.itemsize, walk == "paged", waves=ad.runs_in_waves(B * H_kv * policy_s, sms))
+    # what the launcher takes by default (read at call time, like the launcher, so a patched knob is what runs)
+    policy_s, cfg0 = ad.decode_plan(B, H_kv, L, D, shape.dtype.itemsize, shape.device, paged=walk == "paged", block_size=PAGE if walk == "paged" else L)
     splits = sorted({max(1, min(math.ceil(k * sms / (B * H_kv)), L // 32)) for k in TUNE_PROGRAMS_PER_SM} | {policy_s})
     for s in splits:
         cand(s, True, cfg0)

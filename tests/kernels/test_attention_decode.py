@@ -152,6 +152,24 @@ def test_default_splits_and_custom_scale():
     check(q, paged, scale=0.05)
 
 
+@pytest.mark.parametrize("P,config,splits", [(None, None, 8), (16, None, 8), (64, DecodeConfig(64, 4, 3), 6), (48, DecodeConfig(32, 4, 3), 8)],
+                         ids=["contiguous", "paged", "paged-cut-at-tile", "paged-tile-spans-blocks"])
+def test_decode_plan_is_what_the_launcher_runs(monkeypatch, P, config, splits):
+    # decode_plan (what benchmarks and probes print) names the grid and tile the launcher takes.
+    # 8 splits of 1088 keys cut at 16 are 144 keys each; where 64-key tiles lie inside 64-key
+    # blocks, splits are cut at 64: 192 keys, 6 splits with keys (the policy counts no empty one)
+    q, k, v = make(1, 8, 1, 1088, 64, torch.float32, seed=8)
+    paged = paged_from_contiguous(k, v, block_size=P, shuffle=P is not None)
+    monkeypatch.setattr(ad, "_sm_count", lambda device: 4)  # the CPU's stand-in count on a GPU too: the same splits
+    launched = []
+    real = ad._launch_split
+    monkeypatch.setattr(ad, "_launch_split", lambda grid, cfg, *a, **kw: (launched.append((grid[2], cfg)), real(grid, cfg, *a, **kw)))
+    check(q, paged, config=config)
+    capacity = paged.block_table.shape[1] * paged.block_size
+    plan = ad.decode_plan(1, 1, capacity, 64, 4, q.device, paged=P is not None, block_size=paged.block_size, config=config)
+    assert launched == [plan] and plan[0] == splits
+
+
 # ---- many splits: the fused merge (last program of a group) and the two-kernel merge ----------
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "two-kernel"])
 def test_many_splits_ragged(fused):
