@@ -22,12 +22,15 @@ class DecodeCase:
         version of it), over the copies."""
         return stream_us([lambda c=c: fn(self.q, **c.kwargs(), out=self.out, **kw) for c in self.caches])
 
-    def default_splits(self) -> int:
-        """The split count the launcher takes here by default (bf16 contiguous: its tile rule's tile)."""
+    def plan(self):
+        """(splits, tile config) the launcher takes here by default (decode_plan)."""
         B, H, D = self.q.shape
         c = self.caches[0]
-        L = c.k_cache.shape[2]
-        return decode_plan(B, c.k_cache.shape[1], L, D, 2, self.q.device, paged=False, block_size=L)[0]
+        L = c.k_cache.shape[2]  # the contiguous view: one block of L keys per sequence
+        return decode_plan(B, c.k_cache.shape[1], L, D, c.k_cache.element_size(), self.q.device, paged=False, block_size=L)
+
+    def default_splits(self) -> int:
+        return self.plan()[0]
 
     def rel_err(self, fn=paged_decode_attention, **kw) -> float:
         o = fn(self.q, **self.caches[0].kwargs(), **kw)

@@ -194,8 +194,8 @@ def main():
     for H, H_kv, L in [(32, 8, 8192), (9, 3, 8192), (32, 8, 32768), (9, 3, 32768)]:
         case = decode_case(1, H, H_kv, L)
         D = case.q.shape[-1]
-        block_n = ad.default_config(D, 2, False).block_n
-        splits = case.default_splits()
+        splits, config = case.plan()
+        block_n = config.block_n
         real = case.time()
         saved = ad._decode_merge
         ad._decode_merge = type("_NoLaunch", (), {"__getitem__": lambda self, g: (lambda *a, **k: None)})()
