@@ -13,7 +13,13 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     tile's K and V loads are issued together, so both are in flight before the first is used.
   * the KV length is split (grid B × H_kv × splits) so that short batches still fill every SM
     (`SplitPolicy`: about `programs_per_sm` programs per SM, splits of at least `min_split`
-    tokens, chosen from the block table's capacity, so without a device-to-host sync). Each split
+    tokens, chosen from the block table's capacity, so without a device-to-host sync). The splits
+    take the BLOCK_N-key tiles in turn (split s: tiles s, s + splits, ...), so at any moment the
+    programs of one (sequence, KV head) read neighbouring tiles, sweeping its K and V front to
+    back, and every split gets whole tiles (H200, stream, against one run of tokens a split cut
+    at 16 keys: 1-9 % faster from 11 splits up, e.g. B = 1, 32/8 heads, 8K 13.67 -> 13.44 µs, 9/3
+    heads 16K 10.03 -> 9.31, B = 2, 9/3 heads, 8K 9.56 -> 8.78; 1.4-2 % slower at B = 2-4, 32/8,
+    8K, 8-16 splits; experiments/probes/decode_ab.py, session 14). Each split
     leaves a partial (running max m, sum l, unnormalized output) and the partials are merged:
     o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the program writes o itself.
   * the merge can be fused: each program of a (sequence, KV head) writes its partials and
@@ -141,21 +147,6 @@ def _merge_partials(
 
 
 @triton.jit
-def _split_bounds(L, split, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[start, end) tokens of this split. Splits are cut at multiples of 16 tokens, so they are
-    balanced to within 16 tokens (not a whole tile: 44 splits of 8K cut at 128 tokens are 32 of
-    256 and 12 empty; at 16, 43 of 192). Only where a tile must stay inside one block (PAGE a
-    multiple of BLOCK_N) are they cut at BLOCK_N. A split's last tile may be partial: masked
-    lanes read no bytes."""
-    if ONE_BLOCK or PAGE % BLOCK_N != 0:
-        split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
-    else:
-        split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
-    start = split * split_len
-    return start, tl.minimum(L, start + split_len)
-
-
-@triton.jit
 def _prefetch_l2(ptrs):
     """Ask L2 for the lines at ptrs (a hint: it writes no register and nothing waits on it)."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
@@ -166,20 +157,19 @@ def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_k
                           capacity, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
                           HEAD_DIM: tl.constexpr, LINE: tl.constexpr, TILES: tl.constexpr):
     """Before the PDL wait (the previous kernel may still be running): prefetch this program's
-    first TILES K/V tiles into L2, one prefetch per 128-byte line (LINE elements), so the main
+    first TILES K/V tiles (the main loop's: tiles split, split + num_splits, ...) into L2, one prefetch per 128-byte line (LINE elements), so the main
     loop's first loads hit L2 instead of waiting on DRAM. seq_lens and the table may still be
     written by the previous kernel: they only give addresses (a stale entry is another valid
     block: bandwidth lost, never a wrong result) and are read .cg, so no stale line stays in
     this SM's L1 for the loads after the wait."""
     L = tl.minimum(tl.load(LENS + b, cache_modifier=".cg"), capacity)
-    start, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)  # the main loop's
     n = tl.arange(0, BLOCK_N)
     col = tl.arange(0, HEAD_DIM // LINE if HEAD_DIM > LINE else 1) * LINE  # [lines per row]
     if ONE_BLOCK:
         blk0 = tl.load(bt_row, cache_modifier=".cg").to(tl.int64)
     for i in tl.static_range(TILES):
-        tok = start + i * BLOCK_N + n
-        valid = tok < end
+        tok = (split + i * num_splits) * BLOCK_N + n
+        valid = tok < L
         if ONE_BLOCK:
             blk = blk0
             off = tok
@@ -235,7 +225,6 @@ def _decode_split(
     if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
         blk0 = tl.load(bt_row).to(tl.int64)
     L = tl.minimum(L, capacity)  # never index past the block table's row
-    start, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)
 
     if DOT_F16:  # fp8 e4m3 -> fp16 is one native conversion; -> bf16 takes three
         q = q.to(tl.float16)
@@ -247,9 +236,9 @@ def _decode_split(
     acc = tl.zeros([G_PAD, HEAD_DIM], tl.float32)
     offs_n = tl.arange(0, BLOCK_N)
     h64 = h_kv.to(tl.int64)
-    for n0 in range(start, end, BLOCK_N):
+    for n0 in range(split * BLOCK_N, L, num_splits * BLOCK_N):  # this split's tiles: every num_splits-th
         tok = n0 + offs_n  # [BN] logical token index
-        valid = tok < end
+        valid = tok < L
         if ONE_BLOCK:
             blk = blk0
             off = tok
@@ -269,7 +258,7 @@ def _decode_split(
             ks = tl.load(KS + blk * stride_ksn + h64 * stride_ksh + off * stride_ksp, mask=valid, other=0.0)
             s = s * ks.to(tl.float32)[None, :]
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every tile in [start, end) has a valid token
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every tile visited starts below L
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -328,14 +317,15 @@ class SplitPolicy:
     s = max(1, floor(programs_per_sm · SMs / (B · H_kv))), or s + 1 where that leaves the busiest SM
         less work (fewer programs on it per split: ceil(B·H_kv·s / SMs) / s)
     top = clamp(s, 1, min(ceil(capacity / min_split), max_splits))
-    splits = top, less any splits left empty (split lengths are cut at 16 tokens: 33 splits of 8K
-        are 32 of 256 and an empty one); where min_split or max_splits cut s short, the fewest
-        splits up to top whose busiest SM runs the fewest tile steps (programs on it · tiles a
-        split, tiles of block_n tokens: the tile rule's). A short program is a chain of DRAM
-        round trips, one a tile, so tiles count, not tokens: at 9/3 heads, 8K, 32 splits of 2
-        128-key tiles (one program on 96 SMs) ran 6.85 µs, 43 of 192 keys (one on 129, still 2
-        tiles) 7.51 and 64 of one tile (two on 60 SMs) 6.9 (H200, stream,
-        experiments/probes/decode_ab.py).
+    splits = top, less the splits that would not shorten the busiest split (the splits take the
+        n = ceil(capacity / block_n) tiles in turn, block_n the tile rule's: s splits give the
+        busiest ceil(n / s) tiles, which ceil(n / ceil(n / s)) splits give too: 33 splits of 128
+        tiles are 32 of 4); where min_split or max_splits cut s short, the fewest splits up to
+        top whose busiest SM runs the fewest tile steps (programs on it · tiles a split). A short
+        program is a chain of DRAM round trips, one a tile, so tiles count, not tokens: at 9/3
+        heads, 8K, 32 splits of 2 128-key tiles (one program on 96 SMs) ran 6.85 µs, 43 of 192
+        keys (one on 129, still 2 tiles) 7.51 and 64 of one tile (two on 60 SMs) 6.9 (H200,
+        stream, experiments/probes/decode_ab.py).
 
     Decided from the block table's capacity (max_blocks · P), never from seq_lens: no device-to-host
     sync, the same split count for every call of a CUDA graph. floor, not ceil: every program is
@@ -404,9 +394,8 @@ class SplitPolicy:
                              f"and prefetch_tiles >= 0, got {self}")
 
     @functools.lru_cache(maxsize=4096)  # per policy (frozen, hashable): a decode loop asks the same thing every step
-    def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16, cut: int = 16) -> int:
-        """block_n: the split kernel's tile (keys); cut: the multiple splits are cut at (16, or
-        block_n on a paged walk whose blocks hold whole tiles: _split_bounds)."""
+    def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16) -> int:
+        """block_n: the split kernel's tile (keys)."""
         if capacity <= 0:
             return 1  # a table of no blocks: one empty split
         pairs = max(B * H_kv, 1)
@@ -415,10 +404,11 @@ class SplitPolicy:
         if busiest(want + 1) < busiest(want):
             want += 1
         top = max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
-        used = lambda s: _cdiv(capacity, _split_len(capacity, s, cut))  # splits that get tokens
+        tiles = _cdiv(capacity, block_n)
+        used = lambda s: _cdiv(tiles, _cdiv(tiles, s))  # the fewest splits whose busiest gets as few tiles as s's
         if top == want:
             return used(top)
-        steps = lambda s: _cdiv(pairs * used(s), sms) * _cdiv(_split_len(capacity, s, cut), block_n)  # on the busiest SM
+        steps = lambda s: _cdiv(pairs * used(s), sms) * _cdiv(tiles, s)  # on the busiest SM
         return used(min(range(1, top + 1), key=lambda s: (steps(s), s)))
 
     def fused(self, splits: int, merge_pdl: bool = False) -> bool:
@@ -528,11 +518,6 @@ def _cdiv(a: int, b: int) -> int:  # plain Python: triton's helpers cost microse
     return -(-a // b)
 
 
-def _split_len(L: int, splits: int, cut: int = 16) -> int:
-    """Tokens a split gets where splits are cut at multiples of `cut` (_split_bounds' rule)."""
-    return _cdiv(_cdiv(L, splits), cut) * cut
-
-
 def _pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
@@ -572,28 +557,27 @@ def default_fused_merge(splits: int, device: torch.device) -> bool:
 
 
 def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None,
-                       block_n: int = 16, cut: int = 16) -> int:
+                       block_n: int = 16) -> int:
     """`policy.splits` (default: the module's POLICY) on this device's SM count, for a tile of
-    block_n keys and splits cut at multiples of `cut`. The split count a launch takes depends on
-    its tile: `decode_plan` asks this with the launcher's own."""
+    block_n keys. The split count a launch takes depends on its tile: `decode_plan` asks this
+    with the launcher's own."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
-    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(dev), block_n, cut)
+    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(dev), block_n)
 
 
 def decode_plan(B: int, H_kv: int, capacity: int, D: int, kv_bytes: int, device: torch.device, *, paged: bool,
-                block_size: int = 1, num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
+                num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
     """(splits, tile config) of the split kernel for a launch: what `paged_decode_attention` runs
     when num_splits and config are None, and what a benchmark or probe should ask to print the same.
     capacity: the block table's max_blocks · block_size; paged: a walk of more than one block per
     sequence (False: a contiguous cache viewed as one block); kv_bytes: the cache's element size.
-    The split count weighs the tile rule's tiles (cut at the tile where a paged walk's blocks hold
-    whole tiles: _split_bounds); a grid that then runs in waves takes the waves tile."""
+    The split count weighs the tile rule's tiles; a grid that then runs in waves takes the waves
+    tile."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
     interpreting = _interpreting()
     rule = config or (INTERPRET_CONFIG if interpreting else default_config(D, kv_bytes, paged))
     if num_splits is None:
-        cut = rule.block_n if paged and block_size % rule.block_n == 0 else 16
-        num_splits = default_num_splits(B, H_kv, capacity, dev, block_n=rule.block_n, cut=cut)
+        num_splits = default_num_splits(B, H_kv, capacity, dev, block_n=rule.block_n)
     if config is None and not interpreting and runs_in_waves(B * H_kv * num_splits, _sm_count(dev)):
         rule = default_config(D, kv_bytes, paged, waves=True)
     return num_splits, rule
@@ -740,7 +724,7 @@ def paged_decode_attention(
     G = H // H_kv
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
-    splits, config = decode_plan(B, H_kv, capacity, D, k_cache.element_size(), dev, paged=not one_block, block_size=P,
+    splits, config = decode_plan(B, H_kv, capacity, D, k_cache.element_size(), dev, paged=not one_block,
                                  num_splits=num_splits, config=config)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get

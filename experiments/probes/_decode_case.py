@@ -1,5 +1,5 @@
 """What the decode probes time: one shape's bf16 query and contiguous cache (32 query heads get
-D = 128, others D = 64), copied until the copies exceed 2× L2 so that stream timing reads a cold
+D = 128, others D = 64; or, with block_size, the same keys in shuffled blocks of a paged cache), copied until the copies exceed 2× L2 so that stream timing reads a cold
 cache on every call, with its float64 reference and the stream time of the size-matched copy."""
 from dataclasses import dataclass
 
@@ -13,7 +13,7 @@ from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
 class DecodeCase:
     q: torch.Tensor  # [B, H, D]
     out: torch.Tensor  # written by every timed call
-    caches: list[PagedKV]  # the copies, each a zero-copy paged view
+    caches: list[PagedKV]  # the copies, each a zero-copy paged view or shuffled blocks
     ref: torch.Tensor  # float64 [B, H, D]
     copy_us: float  # a device copy of the same bytes, stream
 
@@ -26,8 +26,8 @@ class DecodeCase:
         """(splits, tile config) the launcher takes here by default (decode_plan)."""
         B, H, D = self.q.shape
         c = self.caches[0]
-        L = c.k_cache.shape[2]  # the contiguous view: one block of L keys per sequence
-        return decode_plan(B, c.k_cache.shape[1], L, D, c.k_cache.element_size(), self.q.device, paged=False, block_size=L)
+        capacity = c.block_table.shape[1] * c.block_size
+        return decode_plan(B, c.k_cache.shape[1], capacity, D, c.k_cache.element_size(), self.q.device, paged=c.block_table.shape[1] > 1)
 
     def default_splits(self) -> int:
         return self.plan()[0]
@@ -37,7 +37,7 @@ class DecodeCase:
         return ((o.double() - self.ref).abs().max() / self.ref.abs().max()).item()
 
 
-def decode_case(B: int, H: int, H_kv: int, L: int, seed: int = 0) -> DecodeCase:
+def decode_case(B: int, H: int, H_kv: int, L: int, seed: int = 0, block_size: int | None = None) -> DecodeCase:
     D = 128 if H == 32 else 64
     dev = torch.device("cuda")
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -46,7 +46,8 @@ def decode_case(B: int, H: int, H_kv: int, L: int, seed: int = 0) -> DecodeCase:
     v = torch.randn_like(k)
     lens = torch.full((B,), L, dtype=torch.int32, device=dev)
     kvs = input_copies(lambda i: (k, v) if i == 0 else (k.clone(), v.clone()), 2 * k.numel() * 2, dev)
-    caches = [paged_from_contiguous(kc, vc, lens) for kc, vc in kvs]
+    caches = [paged_from_contiguous(kc, vc, lens, block_size=block_size, shuffle=block_size is not None,
+                                    generator=torch.Generator().manual_seed(seed + i)) for i, (kc, vc) in enumerate(kvs)]
     ref = decode_reference(q, **caches[0].kwargs())
     copy_us = stream_us(copy_same_bytes(bytes_moved(B, H, H_kv, D, B * L), dev))
     return DecodeCase(q, torch.empty_like(q), caches, ref, copy_us)

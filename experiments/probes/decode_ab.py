@@ -3,20 +3,35 @@ REV:kernels/attention_decode.py > /tmp/old.py`) and against HEAD under other spl
 the same inputs: stream µs (bf16 contiguous cache, KV copies > 2x L2), the median of 5 rounds
 that interleave the variants, with each variant's max relative error. Needs a CUDA GPU:
 
-    python experiments/probes/decode_ab.py [/tmp/old.py] [B,H,H_kv,L ...] [--set NAME=V[,NAME=V] ...]
+    python experiments/probes/decode_ab.py [/tmp/old.py] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...]
 
-Each --set is one more variant of HEAD: NAME a field of SplitPolicy (min_split=128) or a module
-constant (MERGE_DIMS=64), set for its calls only.
+P: a paged cache of shuffled P-key blocks instead of the contiguous view.
+
+Each --set is one more variant of HEAD: NAME a field of SplitPolicy (min_split=128), a module
+constant (MERGE_DIMS=64), or a launcher keyword: config=n32w4s4 (a DecodeConfig) or num_splits=16,
+set for its calls only.
 """
-import dataclasses, importlib.util, os, statistics, sys, time
+import dataclasses, importlib.util, inspect, os, re, statistics, sys, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 import torch
 import kernels.attention_decode as now
 from experiments.probes._decode_case import decode_case
 
 ROUNDS = 5
+LAUNCH_KW = {"config": lambda v: now.DecodeConfig(*map(int, re.fullmatch(r"n(\d+)w(\d+)s(\d+)", v).groups())), "num_splits": int}
 SHAPES = [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768), (1, 32, 8, 131072), (4, 32, 8, 8192),
           (4, 9, 3, 8192), (16, 9, 3, 8192), (16, 32, 8, 8192), (64, 9, 3, 8192), (64, 32, 8, 8192), (1, 32, 8, 1024)]
+
+
+def _plan_splits(m, case) -> int:
+    """The split count module m's launcher takes on this case (an earlier decode_plan may still
+    take the block size)."""
+    c = case.caches[0]
+    B, _, D = case.q.shape
+    kw = dict(paged=c.block_table.shape[1] > 1)
+    if "block_size" in inspect.signature(m.decode_plan).parameters:
+        kw["block_size"] = c.block_size
+    return m.decode_plan(B, c.k_cache.shape[1], c.block_table.shape[1] * c.block_size, D, c.k_cache.element_size(), case.q.device, **kw)[0]
 
 
 def main(argv):
@@ -31,35 +46,36 @@ def main(argv):
             spec.loader.exec_module(mods["before"])
         else:
             shapes.append(tuple(int(x) for x in a.split(",")))
-    variants = {name: (m, {}) for name, m in mods.items()}
+    variants = {name: (m, {}, {}) for name, m in mods.items()}
     fields = {f.name for f in dataclasses.fields(now.SplitPolicy)}
     for kv in sets:
         num = lambda v: float(v) if "." in v else int(v)
         policy = {k: num(v) for k, v in kv.items() if k in fields}
-        consts = {k: num(v) for k, v in kv.items() if k not in fields}
+        launch = {k: LAUNCH_KW[k](v) for k, v in kv.items() if k in LAUNCH_KW}
+        consts = {k: num(v) for k, v in kv.items() if k not in fields and k not in LAUNCH_KW}
         over = dict(consts, **({"POLICY": dataclasses.replace(now.POLICY, **policy)} if policy else {}))
-        variants["HEAD " + ",".join(f"{k}={v}" for k, v in kv.items())] = (now, over)
+        variants["HEAD " + ",".join(f"{k}={v}" for k, v in kv.items())] = (now, over, launch)
     t0 = time.perf_counter()
     dev = torch.device("cuda")
-    for B, H, H_kv, L in shapes or SHAPES:
-        case = decode_case(B, H, H_kv, L)
+    for B, H, H_kv, L, *P in shapes or SHAPES:
+        case = decode_case(B, H, H_kv, L, block_size=P[0] if P else None)
         times = {n: [] for n in variants}
         errs, splits = {}, {}
         for _ in range(ROUNDS):
-            for name, (m, over) in variants.items():
+            for name, (m, over, launch) in variants.items():
                 saved = {k: getattr(m, k) for k in over}
                 for k, v in over.items():
                     setattr(m, k, v)
                 try:
-                    fn = lambda q, layout, m=m, **kw: m.paged_decode_attention(q, layout=m.KVLayout[layout.name], **kw)
+                    fn = lambda q, layout, m=m, **kw: m.paged_decode_attention(q, layout=m.KVLayout[layout.name], **launch, **kw)
                     if name not in errs:
                         errs[name] = case.rel_err(fn)
                     times[name].append(case.time(fn))
-                    splits[name] = case.default_splits() if m is now else m.default_num_splits(B, H_kv, L, dev)
+                    splits[name] = launch.get("num_splits") or _plan_splits(m, case)
                 finally:
                     for k, v in saved.items():
                         setattr(m, k, v)
-        line = f"B={B} {H}/{H_kv} L={L} (copy {case.copy_us:.2f} us):"
+        line = f"B={B} {H}/{H_kv} L={L}{f' P={P[0]}' if P else ''} (copy {case.copy_us:.2f} us):"
         base = statistics.median(times[next(iter(variants))])
         for name in variants:
             us = statistics.median(times[name])

@@ -60,9 +60,6 @@ def _split_stamped(Q, K, V, LENS, PO, PM, PL, ST, L_arg, G, num_splits, qk_scale
     heads = h_kv * G + g
     rows = g < G
     q = tl.load(Q + heads[:, None] * HEAD_DIM + d[None, :], mask=rows[:, None], other=0.0)
-    split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
-    start = split * split_len
-    end = tl.minimum(L, start + split_len)
     _stamp(st, 1, L)
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
@@ -70,9 +67,9 @@ def _split_stamped(Q, K, V, LENS, PO, PM, PL, ST, L_arg, G, num_splits, qk_scale
     x = tl.zeros([BLOCK_N, HEAD_DIM], tl.int16)
     offs_n = tl.arange(0, BLOCK_N)
     h64 = h_kv.to(tl.int64)
-    for n0 in tl.range(start, end, BLOCK_N, num_stages=3):
+    for n0 in tl.range(split * BLOCK_N, L, num_splits * BLOCK_N, num_stages=3):
         tok = n0 + offs_n
-        valid = tok < end
+        valid = tok < L
         row = h64 * stride_kh + tok * HEAD_DIM
         k = tl.load(K + row[:, None] + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
         v = tl.load(V + row[:, None] + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
