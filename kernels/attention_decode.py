@@ -13,13 +13,11 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     tile's K and V loads are issued together, so both are in flight before the first is used.
   * the KV length is split (grid B × H_kv × splits) so that short batches still fill every SM
     (`SplitPolicy`: about `programs_per_sm` programs per SM, splits of at least `min_split`
-    tokens, chosen from the block table's capacity, so without a device-to-host sync). The splits
-    take the BLOCK_N-key tiles in turn (split s: tiles s, s + splits, ...), so at any moment the
-    programs of one (sequence, KV head) read neighbouring tiles, sweeping its K and V front to
-    back, and every split gets whole tiles (H200, stream, against one run of tokens a split cut
-    at 16 keys: 1-9 % faster from 11 splits up, e.g. B = 1, 32/8 heads, 8K 13.67 -> 13.44 µs, 9/3
-    heads 16K 10.03 -> 9.31, B = 2, 9/3 heads, 8K 9.56 -> 8.78; 1.4-2 % slower at B = 2-4, 32/8,
-    8K, 8-16 splits; experiments/probes/decode_ab.py, session 14). Each split
+    tokens, chosen from the block table's capacity, so without a device-to-host sync). Splits
+    get whole BLOCK_N-key tiles: up to 16 splits, each one run of them; with more, the splits
+    take the tiles in turn (split s: tiles s, s + splits, ...; `SplitPolicy.interleave_above`),
+    so the many programs of one (sequence, KV head) read neighbouring tiles at any moment and
+    sweep its K and V front to back. Each split
     leaves a partial (running max m, sum l, unnormalized output) and the partials are merged:
     o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the program writes o itself.
   * the merge can be fused: each program of a (sequence, KV head) writes its partials and
@@ -147,6 +145,19 @@ def _merge_partials(
 
 
 @triton.jit
+def _split_walk(L, split, num_splits, BLOCK_N: tl.constexpr, INTERLEAVE: tl.constexpr):
+    """(first, end, step): this split's tiles start at first, first + step, ... below end. Its
+    tiles are whole BLOCK_N-key tiles (only the sequence's last may be partial: masked lanes read
+    no bytes): one run of ceil(tiles / num_splits), or with INTERLEAVE every num_splits-th."""
+    if INTERLEAVE:
+        return split * BLOCK_N, L, num_splits * BLOCK_N
+    else:
+        run = tl.cdiv(tl.cdiv(L, BLOCK_N), num_splits) * BLOCK_N
+        first = split * run
+        return first, tl.minimum(L, first + run), BLOCK_N
+
+
+@triton.jit
 def _prefetch_l2(ptrs):
     """Ask L2 for the lines at ptrs (a hint: it writes no register and nothing waits on it)."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
@@ -155,21 +166,22 @@ def _prefetch_l2(ptrs):
 @triton.jit
 def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_kh, stride_kp, stride_vn, stride_vh, stride_vp,
                           capacity, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
-                          HEAD_DIM: tl.constexpr, LINE: tl.constexpr, TILES: tl.constexpr):
+                          INTERLEAVE: tl.constexpr, HEAD_DIM: tl.constexpr, LINE: tl.constexpr, TILES: tl.constexpr):
     """Before the PDL wait (the previous kernel may still be running): prefetch this program's
-    first TILES K/V tiles (the main loop's: tiles split, split + num_splits, ...) into L2, one prefetch per 128-byte line (LINE elements), so the main
+    first TILES K/V tiles into L2, one prefetch per 128-byte line (LINE elements), so the main
     loop's first loads hit L2 instead of waiting on DRAM. seq_lens and the table may still be
     written by the previous kernel: they only give addresses (a stale entry is another valid
     block: bandwidth lost, never a wrong result) and are read .cg, so no stale line stays in
     this SM's L1 for the loads after the wait."""
     L = tl.minimum(tl.load(LENS + b, cache_modifier=".cg"), capacity)
+    first, end, step = _split_walk(L, split, num_splits, BLOCK_N, INTERLEAVE)  # the main loop's
     n = tl.arange(0, BLOCK_N)
     col = tl.arange(0, HEAD_DIM // LINE if HEAD_DIM > LINE else 1) * LINE  # [lines per row]
     if ONE_BLOCK:
         blk0 = tl.load(bt_row, cache_modifier=".cg").to(tl.int64)
     for i in tl.static_range(TILES):
-        tok = (split + i * num_splits) * BLOCK_N + n
-        valid = tok < L
+        tok = first + i * step + n
+        valid = tok < end
         if ONE_BLOCK:
             blk = blk0
             off = tok
@@ -200,7 +212,7 @@ def _decode_split(
     PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
     K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, DOT_F16: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ROWS: tl.constexpr, MERGE_CHUNK: tl.constexpr, MERGE_STAGES: tl.constexpr, PDL: tl.constexpr,
-    TRIGGER: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr, BLOCK_N: tl.constexpr,
+    TRIGGER: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr, INTERLEAVE: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
     h_kv = tl.program_id(1)
@@ -211,7 +223,7 @@ def _decode_split(
         if PREFETCH > 0:  # ... but the cache it will stream can already be on its way to L2
             _prefetch_first_tiles(K, V, bt_row, LENS, b, h_kv.to(tl.int64), split, stride_kn, stride_kh, stride_kp,
                                   stride_vn, stride_vh, stride_vp, capacity, num_splits, PAGE, ONE_BLOCK, BLOCK_N,
-                                  HEAD_DIM, LINE, PREFETCH)
+                                  INTERLEAVE, HEAD_DIM, LINE, PREFETCH)
         tl.extra.cuda.gdc_wait()
     if TRIGGER:  # the next kernel (our merge kernel, or with pdl the next call) may launch; it waits in turn
         tl.extra.cuda.gdc_launch_dependents()
@@ -225,6 +237,7 @@ def _decode_split(
     if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
         blk0 = tl.load(bt_row).to(tl.int64)
     L = tl.minimum(L, capacity)  # never index past the block table's row
+    first, end, step = _split_walk(L, split, num_splits, BLOCK_N, INTERLEAVE)
 
     if DOT_F16:  # fp8 e4m3 -> fp16 is one native conversion; -> bf16 takes three
         q = q.to(tl.float16)
@@ -236,9 +249,9 @@ def _decode_split(
     acc = tl.zeros([G_PAD, HEAD_DIM], tl.float32)
     offs_n = tl.arange(0, BLOCK_N)
     h64 = h_kv.to(tl.int64)
-    for n0 in range(split * BLOCK_N, L, num_splits * BLOCK_N):  # this split's tiles: every num_splits-th
+    for n0 in range(first, end, step):
         tok = n0 + offs_n  # [BN] logical token index
-        valid = tok < L
+        valid = tok < end
         if ONE_BLOCK:
             blk = blk0
             off = tok
@@ -258,7 +271,7 @@ def _decode_split(
             ks = tl.load(KS + blk * stride_ksn + h64 * stride_ksh + off * stride_ksp, mask=valid, other=0.0)
             s = s * ks.to(tl.float32)[None, :]
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every tile visited starts below L
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every tile visited starts below end
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -317,10 +330,10 @@ class SplitPolicy:
     s = max(1, floor(programs_per_sm · SMs / (B · H_kv))), or s + 1 where that leaves the busiest SM
         less work (fewer programs on it per split: ceil(B·H_kv·s / SMs) / s)
     top = clamp(s, 1, min(ceil(capacity / min_split), max_splits))
-    splits = top, less the splits that would not shorten the busiest split (the splits take the
-        n = ceil(capacity / block_n) tiles in turn, block_n the tile rule's: s splits give the
-        busiest ceil(n / s) tiles, which ceil(n / ceil(n / s)) splits give too: 33 splits of 128
-        tiles are 32 of 4); where min_split or max_splits cut s short, the fewest splits up to
+    splits = top, less the splits that would not shorten the busiest split (splits get whole tiles
+        of the n = ceil(capacity / block_n), block_n the tile rule's: s splits give the busiest
+        ceil(n / s) tiles, which ceil(n / ceil(n / s)) splits give too: 33 splits of 128 tiles
+        are 32 of 4); where min_split or max_splits cut s short, the fewest splits up to
         top whose busiest SM runs the fewest tile steps (programs on it · tiles a split). A short
         program is a chain of DRAM round trips, one a tile, so tiles count, not tokens: at 9/3
         heads, 8K, 32 splits of 2 128-key tiles (one program on 96 SMs) ran 6.85 µs, 43 of 192
@@ -373,6 +386,16 @@ class SplitPolicy:
     is idle) instead of following it. At most ~2 tiles a program: prefetched lines must survive
     in L2 until the wait returns (B=1, 8K, 32 splits, 2 tiles of n64: 16.8 MB).
 
+    interleave_above: with more splits than this, the splits take a sequence's tiles in turn
+    (split s: tiles s, s + splits, ...) instead of one run each. Many splits are short runs, and
+    taking the tiles in turn keeps the programs of a (sequence, KV head) on neighbouring tiles;
+    a few long runs stream better each on its own. H200, stream, bf16, the same split counts,
+    in turn against runs (experiments/probes/decode_ab.py, session 14): 32 splits and more 1-3 %
+    faster (B = 1, 32/8 heads, 8K 13.91 -> 13.62 µs, 32K 39.95 -> 38.82; 9/3 heads, 128K
+    31.70 -> 30.72; H100 B = 1, 9/3, 8K 7.54 -> 7.40); 8-16 splits mixed (B = 1, 32/8, 2K-4K
+    2-5 % faster, 1K and B = 2-4 at 8K 2-3 % slower); 2 splits 3-6 % slower (B = 64, 9/3
+    heads, H100: 8K 142.6 -> 150.5 µs, 32K 535 -> 566).
+
     The defaults are from split-count sweeps on an H200 (back to back in a CUDA graph over KV
     copies larger than L2, 2026-11-21: the session-5 notes of results/baselines/README.md;
     experiments/probes/decode_b1_breakdown.py re-sweeps the split count at batch 1).
@@ -386,12 +409,13 @@ class SplitPolicy:
     pdl: bool = False
     merge_pdl: bool = True
     prefetch_tiles: int = 0
+    interleave_above: int = 16
 
     def __post_init__(self):
         if not (self.programs_per_sm > 0 and self.min_split >= 1 and self.max_splits >= 1 and self.prefetch_tiles >= 0
-                and self.fused_merge_up_to >= 0 and self.fused_merge_up_to_pdl >= 0):
-            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1, fused_merge_up_to(_pdl) >= 0 "
-                             f"and prefetch_tiles >= 0, got {self}")
+                and self.fused_merge_up_to >= 0 and self.fused_merge_up_to_pdl >= 0 and self.interleave_above >= 0):
+            raise ValueError(f"SplitPolicy: programs_per_sm > 0, min_split >= 1, max_splits >= 1, fused_merge_up_to(_pdl) >= 0, "
+                             f"prefetch_tiles >= 0 and interleave_above >= 0, got {self}")
 
     @functools.lru_cache(maxsize=4096)  # per policy (frozen, hashable): a decode loop asks the same thing every step
     def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16) -> int:
@@ -410,6 +434,10 @@ class SplitPolicy:
             return used(top)
         steps = lambda s: _cdiv(pairs * used(s), sms) * _cdiv(tiles, s)  # on the busiest SM
         return used(min(range(1, top + 1), key=lambda s: (steps(s), s)))
+
+    def interleave(self, splits: int) -> bool:
+        """Whether `splits` splits take the tiles in turn (True) or one run each."""
+        return splits > self.interleave_above
 
     def fused(self, splits: int, merge_pdl: bool = False) -> bool:
         """Whether `splits` partials are merged in the split kernel (True) or by a second launch,
@@ -762,6 +790,7 @@ def paged_decode_attention(
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         ROWS=rows, MERGE_CHUNK=max(1, MERGE_TILE // (rows * D)), MERGE_STAGES=MERGE_STAGES, PDL=pdl,
         TRIGGER=pdl or (merge_pdl and merge == 1), PREFETCH=POLICY.prefetch_tiles if pdl else 0, LINE=128 // k_cache.element_size(),
+        INTERLEAVE=POLICY.interleave(splits),
     )
     if merge == 1:
         dims = _merge_dims(B * H, D, _sm_count(dev))

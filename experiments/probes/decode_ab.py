@@ -3,7 +3,7 @@ REV:kernels/attention_decode.py > /tmp/old.py`) and against HEAD under other spl
 the same inputs: stream µs (bf16 contiguous cache, KV copies > 2x L2), the median of 5 rounds
 that interleave the variants, with each variant's max relative error. Needs a CUDA GPU:
 
-    python experiments/probes/decode_ab.py [/tmp/old.py] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...]
+    python experiments/probes/decode_ab.py [/tmp/old.py ...] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...]
 
 P: a paged cache of shuffled P-key blocks instead of the contiguous view.
 
@@ -40,10 +40,11 @@ def main(argv):
         a = argv.pop(0)
         if a == "--set":
             sets.append(dict(kv.split("=") for kv in argv.pop(0).split(",")))
-        elif a.endswith(".py"):
-            spec = importlib.util.spec_from_file_location("decode_before", a)
-            mods["before"] = sys.modules["decode_before"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
-            spec.loader.exec_module(mods["before"])
+        elif a.endswith(".py"):  # named by its file's stem
+            name = os.path.splitext(os.path.basename(a))[0]
+            spec = importlib.util.spec_from_file_location(name, a)
+            mods[name] = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+            spec.loader.exec_module(mods[name])
         else:
             shapes.append(tuple(int(x) for x in a.split(",")))
     variants = {name: (m, {}, {}) for name, m in mods.items()}

@@ -227,14 +227,17 @@ def test_counter_buffer_grows_and_keeps_the_old_one():
     assert ad.arrival_counters(torch.device(DEVICE), 5) is bigger
 
 
-@pytest.mark.parametrize("P,block_n", [(None, 64), (16, 32), (32, 32), (64, 32)], ids=["view-n64", "P16-n32", "P32-n32", "P64-n32"])
-def test_tile_configs_and_walks(P, block_n):
-    # 5 splits take the tiles in turn: a tile reads one table entry per key where it spans
-    # blocks (P < tile) and one entry where it lies inside a block (P a multiple of block_n)
+@pytest.mark.parametrize("splits", [3, 5, 17], ids=["runs", "runs-some-empty", "in-turn"])
+@pytest.mark.parametrize("P,block_n", [(None, 16), (16, 32), (32, 32), (64, 32)], ids=["view-n16", "P16-n32", "P32-n32", "P64-n32"])
+def test_tile_configs_and_walks(P, block_n, splits):
+    # up to 16 splits each take one run of whole tiles, more take the tiles in turn (both walks,
+    # with splits left empty by the 77-key sequence); a tile reads one table entry per key where
+    # it spans blocks (P < tile) and one entry where it lies inside a block (P a multiple of block_n)
+    assert ad.POLICY.interleave(splits) == (splits > 16)
     q, k, v = make(2, 8, 2, 200, 64, torch.float32, seed=40 + block_n)
     lens = torch.tensor([200, 77], dtype=torch.int32, device=DEVICE)
     paged = paged_from_contiguous(k, v, lens, block_size=P, shuffle=P is not None, generator=torch.Generator().manual_seed(1))
-    check(q, paged, num_splits=5, config=DecodeConfig(block_n, 4, 3))
+    check(q, paged, num_splits=splits, config=DecodeConfig(block_n, 4, 3))
 
 
 def test_split_policy():
@@ -267,6 +270,7 @@ def test_split_policy():
     assert default_num_splits(1, 8, 8192, torch.device("cpu"), p) == p.splits(1, 8, 8192, 4)
     assert [SplitPolicy(fused_merge_up_to=8).fused(s) for s in (1, 2, 8, 9)] == [False, True, True, False]
     assert not SplitPolicy(fused_merge_up_to=0).fused(2)
+    assert [SplitPolicy(interleave_above=16).interleave(s) for s in (1, 16, 17)] == [False, False, True]
     # where the merge kernel takes PDL, its own bound (default: never fused)
     assert [SplitPolicy(fused_merge_up_to=8, fused_merge_up_to_pdl=4).fused(s, merge_pdl=True) for s in (2, 4, 5)] == [True, True, False]
     assert not SplitPolicy().fused(2, merge_pdl=True) and SplitPolicy().fused(2)
