@@ -145,16 +145,18 @@ def _merge_partials(
 
 
 @triton.jit
-def _split_walk(L, split, num_splits, BLOCK_N: tl.constexpr, INTERLEAVE: tl.constexpr):
-    """(first, end, step): this split's tiles start at first, first + step, ... below end. Its
-    tiles are whole BLOCK_N-key tiles (only the sequence's last may be partial: masked lanes read
-    no bytes): one run of ceil(tiles / num_splits), or with INTERLEAVE every num_splits-th."""
-    if INTERLEAVE:
-        return split * BLOCK_N, L, num_splits * BLOCK_N
+def _split_bounds(L, split, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[start, end) tokens of this split where each split takes one run of keys. Runs are cut at
+    multiples of 16 tokens, so they are balanced to within 16 tokens (not a whole tile: 44 splits
+    of 8K cut at 128 tokens are 32 of 256 and 12 empty; at 16, 43 of 192). Only where a tile must
+    stay inside one block (PAGE a multiple of BLOCK_N) are they cut at BLOCK_N. A split's last
+    tile may be partial: masked lanes read no bytes."""
+    if ONE_BLOCK or PAGE % BLOCK_N != 0:
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
     else:
-        run = tl.cdiv(tl.cdiv(L, BLOCK_N), num_splits) * BLOCK_N
-        first = split * run
-        return first, tl.minimum(L, first + run), BLOCK_N
+        split_len = tl.cdiv(tl.cdiv(L, num_splits), BLOCK_N) * BLOCK_N
+    start = split * split_len
+    return start, tl.minimum(L, start + split_len)
 
 
 @triton.jit
@@ -174,7 +176,11 @@ def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_k
     block: bandwidth lost, never a wrong result) and are read .cg, so no stale line stays in
     this SM's L1 for the loads after the wait."""
     L = tl.minimum(tl.load(LENS + b, cache_modifier=".cg"), capacity)
-    first, end, step = _split_walk(L, split, num_splits, BLOCK_N, INTERLEAVE)  # the main loop's
+    if INTERLEAVE:  # the main loop's tiles
+        first, end, step = split * BLOCK_N, L, num_splits * BLOCK_N
+    else:
+        first, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)
+        step = BLOCK_N
     n = tl.arange(0, BLOCK_N)
     col = tl.arange(0, HEAD_DIM // LINE if HEAD_DIM > LINE else 1) * LINE  # [lines per row]
     if ONE_BLOCK:
@@ -237,7 +243,11 @@ def _decode_split(
     if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
         blk0 = tl.load(bt_row).to(tl.int64)
     L = tl.minimum(L, capacity)  # never index past the block table's row
-    first, end, step = _split_walk(L, split, num_splits, BLOCK_N, INTERLEAVE)
+    if INTERLEAVE:  # every num_splits-th tile
+        first, end, step = split * BLOCK_N, L, num_splits * BLOCK_N
+    else:  # one run
+        first, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)
+        step = BLOCK_N
 
     if DOT_F16:  # fp8 e4m3 -> fp16 is one native conversion; -> bf16 takes three
         q = q.to(tl.float16)
@@ -330,10 +340,11 @@ class SplitPolicy:
     s = max(1, floor(programs_per_sm · SMs / (B · H_kv))), or s + 1 where that leaves the busiest SM
         less work (fewer programs on it per split: ceil(B·H_kv·s / SMs) / s)
     top = clamp(s, 1, min(ceil(capacity / min_split), max_splits))
-    splits = top, less the splits that would not shorten the busiest split (splits get whole tiles
-        of the n = ceil(capacity / block_n), block_n the tile rule's: s splits give the busiest
-        ceil(n / s) tiles, which ceil(n / ceil(n / s)) splits give too: 33 splits of 128 tiles
-        are 32 of 4); where min_split or max_splits cut s short, the fewest splits up to
+    splits = top, less the splits that would not shorten the busiest split (runs are cut at 16
+        keys: 15 runs of 200 keys are 12 of 16, one of 8 and 2 empty; splits that take the
+        n = ceil(capacity / block_n) tiles in turn, block_n the tile rule's, give the busiest
+        ceil(n / s) tiles, which ceil(n / ceil(n / s)) splits give too: 33 of 128 tiles are 32
+        of 4); where min_split or max_splits cut s short, the fewest splits up to
         top whose busiest SM runs the fewest tile steps (programs on it · tiles a split). A short
         program is a chain of DRAM round trips, one a tile, so tiles count, not tokens: at 9/3
         heads, 8K, 32 splits of 2 128-key tiles (one program on 96 SMs) ran 6.85 µs, 43 of 192
@@ -418,8 +429,9 @@ class SplitPolicy:
                              f"prefetch_tiles >= 0 and interleave_above >= 0, got {self}")
 
     @functools.lru_cache(maxsize=4096)  # per policy (frozen, hashable): a decode loop asks the same thing every step
-    def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16) -> int:
-        """block_n: the split kernel's tile (keys)."""
+    def splits(self, B: int, H_kv: int, capacity: int, sms: int, block_n: int = 16, cut: int = 16) -> int:
+        """block_n: the split kernel's tile (keys); cut: the multiple runs are cut at (16, or
+        block_n on a paged walk whose blocks hold whole tiles: _split_bounds)."""
         if capacity <= 0:
             return 1  # a table of no blocks: one empty split
         pairs = max(B * H_kv, 1)
@@ -429,11 +441,17 @@ class SplitPolicy:
             want += 1
         top = max(1, min(want, _cdiv(capacity, self.min_split), self.max_splits))
         tiles = _cdiv(capacity, block_n)
-        used = lambda s: _cdiv(tiles, _cdiv(tiles, s))  # the fewest splits whose busiest gets as few tiles as s's
+
+        def used(s):  # the fewest splits whose busiest split gets as few keys as s splits give it
+            return _cdiv(tiles, _cdiv(tiles, s)) if self.interleave(s) else _cdiv(capacity, _split_len(capacity, s, cut))
+
+        def longest(u):  # tiles of the busiest of u splits
+            return _cdiv(tiles, u) if self.interleave(u) else _cdiv(_split_len(capacity, u, cut), block_n)
+
         if top == want:
             return used(top)
-        steps = lambda s: _cdiv(pairs * used(s), sms) * _cdiv(tiles, s)  # on the busiest SM
-        return used(min(range(1, top + 1), key=lambda s: (steps(s), s)))
+        steps = lambda u: _cdiv(pairs * u, sms) * longest(u)  # on the busiest SM
+        return min((used(s) for s in range(1, top + 1)), key=lambda u: (steps(u), u))
 
     def interleave(self, splits: int) -> bool:
         """Whether `splits` splits take the tiles in turn (True) or one run each."""
@@ -584,28 +602,34 @@ def default_fused_merge(splits: int, device: torch.device) -> bool:
     return POLICY.fused(splits, _pdl_modes(torch.device(device), _interpreting())[1])
 
 
+def _split_len(L: int, splits: int, cut: int = 16) -> int:
+    """Keys of each run where splits take one run each, cut at multiples of `cut` (_split_bounds)."""
+    return _cdiv(_cdiv(L, splits), cut) * cut
+
+
 def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, policy: SplitPolicy | None = None,
-                       block_n: int = 16) -> int:
+                       block_n: int = 16, cut: int = 16) -> int:
     """`policy.splits` (default: the module's POLICY) on this device's SM count, for a tile of
-    block_n keys. The split count a launch takes depends on its tile: `decode_plan` asks this
-    with the launcher's own."""
+    block_n keys and runs cut at multiples of `cut`. The split count a launch takes depends on
+    its tile: `decode_plan` asks this with the launcher's own."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
-    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(dev), block_n)
+    return (policy or POLICY).splits(B, H_kv, capacity, _sm_count(dev), block_n, cut)
 
 
 def decode_plan(B: int, H_kv: int, capacity: int, D: int, kv_bytes: int, device: torch.device, *, paged: bool,
-                num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
+                block_size: int = 1, num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
     """(splits, tile config) of the split kernel for a launch: what `paged_decode_attention` runs
     when num_splits and config are None, and what a benchmark or probe should ask to print the same.
     capacity: the block table's max_blocks · block_size; paged: a walk of more than one block per
     sequence (False: a contiguous cache viewed as one block); kv_bytes: the cache's element size.
-    The split count weighs the tile rule's tiles; a grid that then runs in waves takes the waves
-    tile."""
+    The split count weighs the tile rule's tiles (runs cut at the tile where a paged walk's blocks
+    hold whole tiles: _split_bounds); a grid that then runs in waves takes the waves tile."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
     interpreting = _interpreting()
     rule = config or (INTERPRET_CONFIG if interpreting else default_config(D, kv_bytes, paged))
     if num_splits is None:
-        num_splits = default_num_splits(B, H_kv, capacity, dev, block_n=rule.block_n)
+        cut = rule.block_n if paged and block_size % rule.block_n == 0 else 16
+        num_splits = default_num_splits(B, H_kv, capacity, dev, block_n=rule.block_n, cut=cut)
     if config is None and not interpreting and runs_in_waves(B * H_kv * num_splits, _sm_count(dev)):
         rule = default_config(D, kv_bytes, paged, waves=True)
     return num_splits, rule
@@ -752,7 +776,7 @@ def paged_decode_attention(
     G = H // H_kv
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
-    splits, config = decode_plan(B, H_kv, capacity, D, k_cache.element_size(), dev, paged=not one_block,
+    splits, config = decode_plan(B, H_kv, capacity, D, k_cache.element_size(), dev, paged=not one_block, block_size=P,
                                  num_splits=num_splits, config=config)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get

@@ -3,9 +3,10 @@ REV:kernels/attention_decode.py > /tmp/old.py`) and against HEAD under other spl
 the same inputs: stream µs (bf16 contiguous cache, KV copies > 2x L2), the median of 5 rounds
 that interleave the variants, with each variant's max relative error. Needs a CUDA GPU:
 
-    python experiments/probes/decode_ab.py [/tmp/old.py ...] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...]
+    python experiments/probes/decode_ab.py [/tmp/old.py ...] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...] [--kv fp8|int8]
 
-P: a paged cache of shuffled P-key blocks instead of the contiguous view.
+P: a paged cache of shuffled P-key blocks instead of the contiguous view. --kv: the cache
+quantized as the decode suite stores it (fp8 per head, int8 per token) instead of bf16.
 
 Each --set is one more variant of HEAD: NAME a field of SplitPolicy (min_split=128), a module
 constant (MERGE_DIMS=64), or a launcher keyword: config=n32w4s4 (a DecodeConfig) or num_splits=16,
@@ -35,10 +36,12 @@ def _plan_splits(m, case) -> int:
 
 
 def main(argv):
-    mods, shapes, sets = {"HEAD": now}, [], []
+    mods, shapes, sets, kv = {"HEAD": now}, [], [], "bf16"
     while argv:
         a = argv.pop(0)
-        if a == "--set":
+        if a == "--kv":
+            kv = argv.pop(0)
+        elif a == "--set":
             sets.append(dict(kv.split("=") for kv in argv.pop(0).split(",")))
         elif a.endswith(".py"):  # named by its file's stem
             name = os.path.splitext(os.path.basename(a))[0]
@@ -59,7 +62,7 @@ def main(argv):
     t0 = time.perf_counter()
     dev = torch.device("cuda")
     for B, H, H_kv, L, *P in shapes or SHAPES:
-        case = decode_case(B, H, H_kv, L, block_size=P[0] if P else None)
+        case = decode_case(B, H, H_kv, L, block_size=P[0] if P else None, kv=kv)
         times = {n: [] for n in variants}
         errs, splits = {}, {}
         for _ in range(ROUNDS):
@@ -76,7 +79,7 @@ def main(argv):
                 finally:
                     for k, v in saved.items():
                         setattr(m, k, v)
-        line = f"B={B} {H}/{H_kv} L={L}{f' P={P[0]}' if P else ''} (copy {case.copy_us:.2f} us):"
+        line = f"B={B} {H}/{H_kv} L={L}{f' P={P[0]}' if P else ''} {kv} (copy {case.copy_us:.2f} us):"
         base = statistics.median(times[next(iter(variants))])
         for name in variants:
             us = statistics.median(times[name])

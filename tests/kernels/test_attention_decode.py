@@ -152,15 +152,12 @@ def test_default_splits_and_custom_scale():
     check(q, paged, scale=0.05)
 
 
-@pytest.mark.parametrize("P,config,splits", [(None, None, None), (16, None, None), (None, DecodeConfig(16, 4, 3), 8),
-                                             (64, DecodeConfig(64, 4, 3), 6), (48, DecodeConfig(32, 4, 3), 7)],
-                         ids=["contiguous", "paged", "contiguous-n16", "paged-tile-in-block", "paged-tile-spans-blocks"])
+@pytest.mark.parametrize("P,config,splits", [(None, None, 8), (16, None, 8), (64, DecodeConfig(64, 4, 3), 6), (48, DecodeConfig(32, 4, 3), 8)],
+                         ids=["contiguous", "paged", "paged-cut-at-tile", "paged-tile-spans-blocks"])
 def test_decode_plan_is_what_the_launcher_runs(monkeypatch, P, config, splits):
-    # decode_plan (what benchmarks and probes print) names the grid and tile the launcher takes
-    # (with its own tile where config is None: the interpreter's or the GPU's rule). 8 splits are
-    # wanted (2 programs on each of 4 SMs); 1088 keys are 68 16-key tiles, 9 on the busiest of 8
-    # splits; 17 64-key tiles, 3 on the busiest of 8 splits and of 6 (the policy takes 6); 35
-    # 32-key tiles (23 blocks of 48), 5 on the busiest of 8 and of 7
+    # decode_plan (what benchmarks and probes print) names the grid and tile the launcher takes.
+    # 8 runs of 1088 keys cut at 16 are 144 keys each; where 64-key tiles lie inside 64-key
+    # blocks, runs are cut at 64: 192 keys, 6 splits with keys (the policy counts no empty one)
     q, k, v = make(1, 8, 1, 1088, 64, torch.float32, seed=8)
     paged = paged_from_contiguous(k, v, block_size=P, shuffle=P is not None)
     monkeypatch.setattr(ad, "_sm_count", lambda device: 4)  # the CPU's stand-in count on a GPU too: the same splits
@@ -169,8 +166,8 @@ def test_decode_plan_is_what_the_launcher_runs(monkeypatch, P, config, splits):
     monkeypatch.setattr(ad, "_launch_split", lambda grid, cfg, *a, **kw: (launched.append((grid[2], cfg)), real(grid, cfg, *a, **kw)))
     check(q, paged, config=config)
     capacity = paged.block_table.shape[1] * paged.block_size
-    plan = ad.decode_plan(1, 1, capacity, 64, 4, q.device, paged=P is not None, config=config)
-    assert launched == [plan] and (splits is None or plan[0] == splits)
+    plan = ad.decode_plan(1, 1, capacity, 64, 4, q.device, paged=P is not None, block_size=paged.block_size, config=config)
+    assert launched == [plan] and plan[0] == splits
 
 
 # ---- many splits: the fused merge (last program of a group) and the two-kernel merge ----------
@@ -187,8 +184,8 @@ def test_many_splits_ragged(fused):
 
 
 def test_more_splits_than_the_old_cap_and_than_tokens():
-    # 130 splits (the old policy stopped at 128) of 150 tokens: the splits take whole tiles in
-    # turn, so only the first few hold keys; the partials of the empty splits must weigh nothing
+    # 130 splits (the old policy stopped at 128) of 150 tokens take the tiles in turn, so only
+    # the first few hold keys; the partials of the empty splits must weigh nothing
     q, k, v = make(1, 4, 1, 150, 32, torch.float32, seed=21)
     check(q, paged_from_contiguous(k, v), num_splits=130)
 
@@ -227,11 +224,11 @@ def test_counter_buffer_grows_and_keeps_the_old_one():
     assert ad.arrival_counters(torch.device(DEVICE), 5) is bigger
 
 
-@pytest.mark.parametrize("splits", [3, 5, 17], ids=["runs", "runs-some-empty", "in-turn"])
+@pytest.mark.parametrize("splits", [5, 15, 17], ids=["runs", "runs-some-empty", "in-turn"])
 @pytest.mark.parametrize("P,block_n", [(None, 16), (16, 32), (32, 32), (64, 32)], ids=["view-n16", "P16-n32", "P32-n32", "P64-n32"])
 def test_tile_configs_and_walks(P, block_n, splits):
-    # up to 16 splits each take one run of whole tiles, more take the tiles in turn (both walks,
-    # with splits left empty by the 77-key sequence); a tile reads one table entry per key where
+    # up to 16 splits each take one run of keys, more take the tiles in turn (both walks, with
+    # splits left empty by the 77-key sequence: 15 runs of 16 keys, 5 of them); a tile reads one table entry per key where
     # it spans blocks (P < tile) and one entry where it lies inside a block (P a multiple of block_n)
     assert ad.POLICY.interleave(splits) == (splits > 16)
     q, k, v = make(2, 8, 2, 200, 64, torch.float32, seed=40 + block_n)
@@ -255,7 +252,7 @@ def test_split_policy():
     assert SplitPolicy().splits(1, 3, 8192, 132, block_n=128) == 32
     assert SplitPolicy().splits(1, 3, 8192, 132, block_n=16) == 43  # 512 16-key tiles: 12 a split against 16 (at 32 or 64)
     assert SplitPolicy().splits(1, 3, 4096, 132, block_n=128) == 32  # one tile each
-    assert SplitPolicy().splits(1, 8, 8192, 132) == 32  # 512 tiles: 16 on the busiest of 33 splits, and of 32
+    assert SplitPolicy().splits(1, 8, 8192, 132) == 32  # 512 16-key tiles in turn: 16 on the busiest of 33 splits, and of 32
     assert SplitPolicy().splits(1, 3, 33024, 132, block_n=128) == 86  # 258 tiles: 3 on the busiest of 88, and of 86
     assert SplitPolicy().splits(1, 3, 300, 132, block_n=128) == 3  # 3 tiles: no split without one
     assert p.splits(64, 8, 8192, 132) == 1  # floor(528 / 512): never more programs than fit evenly
