@@ -160,6 +160,18 @@ def _split_bounds(L, split, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.conste
 
 
 @triton.jit
+def _split_walk(L, split, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
+                INTERLEAVE: tl.constexpr):
+    """(first, end, step): this split's tiles start at first, first + step, ... below end: every
+    num_splits-th tile (INTERLEAVE: SplitPolicy.interleave_above), or one run (_split_bounds)."""
+    if INTERLEAVE:
+        return split * BLOCK_N, L, num_splits * BLOCK_N
+    else:
+        start, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)
+        return start, end, BLOCK_N
+
+
+@triton.jit
 def _prefetch_l2(ptrs):
     """Ask L2 for the lines at ptrs (a hint: it writes no register and nothing waits on it)."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
@@ -176,11 +188,7 @@ def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_k
     block: bandwidth lost, never a wrong result) and are read .cg, so no stale line stays in
     this SM's L1 for the loads after the wait."""
     L = tl.minimum(tl.load(LENS + b, cache_modifier=".cg"), capacity)
-    if INTERLEAVE:  # the main loop's tiles
-        first, end, step = split * BLOCK_N, L, num_splits * BLOCK_N
-    else:
-        first, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)
-        step = BLOCK_N
+    first, end, step = _split_walk(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N, INTERLEAVE)  # the main loop's
     n = tl.arange(0, BLOCK_N)
     col = tl.arange(0, HEAD_DIM // LINE if HEAD_DIM > LINE else 1) * LINE  # [lines per row]
     if ONE_BLOCK:
@@ -243,11 +251,7 @@ def _decode_split(
     if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
         blk0 = tl.load(bt_row).to(tl.int64)
     L = tl.minimum(L, capacity)  # never index past the block table's row
-    if INTERLEAVE:  # every num_splits-th tile
-        first, end, step = split * BLOCK_N, L, num_splits * BLOCK_N
-    else:  # one run
-        first, end = _split_bounds(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N)
-        step = BLOCK_N
+    first, end, step = _split_walk(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N, INTERLEAVE)
 
     if DOT_F16:  # fp8 e4m3 -> fp16 is one native conversion; -> bf16 takes three
         q = q.to(tl.float16)
