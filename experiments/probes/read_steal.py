@@ -40,28 +40,33 @@ def _tile(base, t, n_tiles, rows, cols, DW: tl.constexpr, BLOCK_N: tl.constexpr)
 
 
 @triton.jit
-def read_split(K, V, OUT, L, n_tiles, S, DW: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr):
+def _program(K, V, L, DW: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(head, program of the head, tile rows, tile columns, this head's K and V)."""
     h = tl.program_id(0)
-    s = tl.program_id(1)
     rows = tl.arange(0, BLOCK_N)
     cols = tl.arange(0, DW)
-    kb = K + h.to(tl.int64) * L * DW
-    vb = V + h.to(tl.int64) * L * DW
-    per = tl.cdiv(n_tiles, S)
-    acc = tl.zeros([BLOCK_N, DW], tl.int32)
-    for t in tl.range(s * per, tl.minimum(n_tiles, s * per + per), num_stages=STAGES):
-        acc ^= _tile(kb, t, n_tiles, rows, cols, DW, BLOCK_N) ^ _tile(vb, t, n_tiles, rows, cols, DW, BLOCK_N)
+    return h, tl.program_id(1), rows, cols, K + h.to(tl.int64) * L * DW, V + h.to(tl.int64) * L * DW
+
+
+@triton.jit
+def _store_xor(OUT, h, S, s, acc):
+    """This program's XOR of everything it read: one int32."""
     tl.store(OUT + h * S + s, tl.reduce(tl.reduce(acc, 1, _xor), 0, _xor))
 
 
 @triton.jit
+def read_split(K, V, OUT, L, n_tiles, S, DW: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr):
+    h, s, rows, cols, kb, vb = _program(K, V, L, DW, BLOCK_N)
+    per = tl.cdiv(n_tiles, S)
+    acc = tl.zeros([BLOCK_N, DW], tl.int32)
+    for t in tl.range(s * per, tl.minimum(n_tiles, s * per + per), num_stages=STAGES):
+        acc ^= _tile(kb, t, n_tiles, rows, cols, DW, BLOCK_N) ^ _tile(vb, t, n_tiles, rows, cols, DW, BLOCK_N)
+    _store_xor(OUT, h, S, s, acc)
+
+
+@triton.jit
 def read_regs(K, V, CNT, OUT, L, n_tiles, S, iters, DW: tl.constexpr, BLOCK_N: tl.constexpr, STEAL: tl.constexpr):
-    h = tl.program_id(0)
-    s = tl.program_id(1)
-    rows = tl.arange(0, BLOCK_N)
-    cols = tl.arange(0, DW)
-    kb = K + h.to(tl.int64) * L * DW
-    vb = V + h.to(tl.int64) * L * DW
+    h, s, rows, cols, kb, vb = _program(K, V, L, DW, BLOCK_N)
     cnt = CNT + h
     last = S * iters - 1  # the call's last ticket on this counter (iters >= 2 a program): its holder zeroes it
     if STEAL:  # tickets for steps 0 and 1; each step i takes the ticket of step i + 2, none past its last
@@ -90,7 +95,7 @@ def read_regs(K, V, CNT, OUT, L, n_tiles, S, iters, DW: tl.constexpr, BLOCK_N: t
         v1 = _tile(vb, t1, hi, rows, cols, DW, BLOCK_N)
         acc ^= k0 ^ v0
         k0, v0, t1 = k1, v1, t2
-    tl.store(OUT + h * S + s, tl.reduce(tl.reduce(acc, 1, _xor), 0, _xor))
+    _store_xor(OUT, h, S, s, acc)
 
 
 def main(argv):
