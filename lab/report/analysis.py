@@ -19,8 +19,12 @@ import pandas as pd
 from lab.records import ROW_COLUMNS
 
 STATS = ("q1", "q3", "ci_lo", "ci_hi", "n")
-# Never dimensions: ids that differ per point by construction, and the row's own fields.
-NOT_DIMS = set(ROW_COLUMNS) - {"run_id"} | set(STATS) | {"point", "sample"}
+# Attributes a run measures rather than is asked for: the mean context a timed decode loop ran at
+# depends on how many steps the timer took, so two runs of one point may differ in it.
+MEASURED = {"context_timed"}
+# Never dimensions: ids that differ per point by construction, the row's own fields, and what a
+# run measured (a point must match its baseline however far its timed loop got).
+NOT_DIMS = set(ROW_COLUMNS) - {"run_id"} | set(STATS) | {"point", "sample"} | MEASURED
 
 # ---- metric kinds --------------------------------------------------------------------------------
 QUALITY = re.compile(r"(^|_)(perplexity|ppl|kl|nll|loss|err|error|max_rel_err|max_abs_err|rel_err|abs_err|sqnr|sqnr_db|accuracy|acc|match|match_rate|acceptance|accept_rate|agreement|bleu|rouge)(_|$)")

@@ -15,7 +15,8 @@ VARIANTS = ("mha", "gqa", "mla", "sliding", "sinks", "alibi")
 
 
 def fabricate(seed: int, slow: dict[str, float] | None = None, machine: float = 1.0, quality: dict[str, float] | None = None,
-              drop: tuple[str, ...] = (), fail: tuple[str, ...] = (), n: int = 30, device: str = "cpu-A"):
+              drop: tuple[str, ...] = (), fail: tuple[str, ...] = (), n: int = 30, device: str = "cpu-A",
+              context_timed: float = 132.0):
     """(results, samples, provenance) as load_results returns them. Latency samples are lognormal
     around a per-variant median with 15% spread (a noisy CPU), times `machine` and `slow[v]`."""
     rng = np.random.default_rng(seed)
@@ -29,7 +30,8 @@ def fabricate(seed: int, slow: dict[str, float] | None = None, machine: float = 
                 raise RuntimeError("planted failure")
             med = 1.0 + 0.5 * i
             samples = med * machine * slow.get(v, 1.0) * rng.lognormal(0.0, 0.15, n)
-            rec.add_timing(Timing(samples, f"cpu perf_counter, {n} reps"), metric="decode", flops=1e9, bytes_moved=1e8, tokens=128, bootstrap=200)
+            rec.add_timing(Timing(samples, f"cpu perf_counter, {n} reps"), metric="decode", flops=1e9, bytes_moved=1e8, tokens=128, bootstrap=200,
+                           context_timed=context_timed)
             rec.metric("perplexity", 10.0 + i + quality.get(v, 0.0), "", method="test")
             rec.metric("sqnr_db", 40.0 - i, "dB", method="test")
             rec.memory({"weights": 1 << 20, "kv_cache": (1 << 16) * (i + 1)})
@@ -91,6 +93,13 @@ def test_missing_and_failed_points_fail_the_gate():
     assert t[t.verdict == "missing"].point.str.contains("alibi|sinks").all()
     t = compare(base, fabricate(1, slow={"extra": 1.0}))
     assert set(t.verdict) <= {"pass", "info"}
+
+
+def test_a_point_matches_however_far_its_timed_loop_got():
+    # a slower machine takes fewer timed decode steps, so its mean context differs: still the same point
+    t = compare(fabricate(0, context_timed=137.0), fabricate(1, context_timed=135.0))
+    assert not {"missing", "new"} & set(t.verdict)
+    assert set(verdicts(t).values()) == {"pass"}
 
 
 def test_another_machine_is_normalized_but_a_relative_slowdown_still_shows():
