@@ -52,13 +52,13 @@ def main(argv):
             shapes.append(tuple(int(x) for x in a.split(",")))
     variants = {name: (m, {}, {}) for name, m in mods.items()}
     fields = {f.name for f in dataclasses.fields(now.SplitPolicy)}
-    for kv in sets:
+    for pairs in sets:
         num = lambda v: float(v) if "." in v else int(v)
-        policy = {k: num(v) for k, v in kv.items() if k in fields}
-        launch = {k: LAUNCH_KW[k](v) for k, v in kv.items() if k in LAUNCH_KW}
-        consts = {k: num(v) for k, v in kv.items() if k not in fields and k not in LAUNCH_KW}
+        policy = {k: num(v) for k, v in pairs.items() if k in fields}
+        launch = {k: LAUNCH_KW[k](v) for k, v in pairs.items() if k in LAUNCH_KW}
+        consts = {k: num(v) for k, v in pairs.items() if k not in fields and k not in LAUNCH_KW}
         over = dict(consts, **({"POLICY": dataclasses.replace(now.POLICY, **policy)} if policy else {}))
-        variants["HEAD " + ",".join(f"{k}={v}" for k, v in kv.items())] = (now, over, launch)
+        variants["HEAD " + ",".join(f"{k}={v}" for k, v in pairs.items())] = (now, over, launch)
     t0 = time.perf_counter()
     dev = torch.device("cuda")
     for B, H, H_kv, L, *P in shapes or SHAPES:
