@@ -13,11 +13,11 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
     tile's K and V loads are issued together, so both are in flight before the first is used.
   * the KV length is split (grid B × H_kv × splits) so that short batches still fill every SM
     (`SplitPolicy`: about `programs_per_sm` programs per SM, splits of at least `min_split`
-    tokens, chosen from the block table's capacity, so without a device-to-host sync). Splits
-    get whole BLOCK_N-key tiles: up to 16 splits, each one run of them; with more, the splits
-    take the tiles in turn (split s: tiles s, s + splits, ...; `SplitPolicy.interleave_above`),
-    so the many programs of one (sequence, KV head) read neighbouring tiles at any moment and
-    sweep its K and V front to back. Each split
+    tokens, chosen from the block table's capacity, so without a device-to-host sync). Up to 16
+    splits each take one run of keys (cut at 16 keys, or at BLOCK_N where blocks hold whole
+    tiles); with more, the splits take the BLOCK_N-key tiles in turn (split s: tiles s,
+    s + splits, ...; `SplitPolicy.interleave_above`), so the many programs of one (sequence, KV
+    head) read neighbouring tiles at any moment and sweep its K and V front to back. Each split
     leaves a partial (running max m, sum l, unnormalized output) and the partials are merged:
     o = Σ 2^(m_s - M) · acc_s / Σ 2^(m_s - M) · l_s. With one split the program writes o itself.
   * the merge can be fused: each program of a (sequence, KV head) writes its partials and
@@ -147,8 +147,8 @@ def _merge_partials(
 @triton.jit
 def _split_bounds(L, split, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
     """[start, end) tokens of this split where each split takes one run of keys. Runs are cut at
-    multiples of 16 tokens, so they are balanced to within 16 tokens (not a whole tile: 44 splits
-    of 8K cut at 128 tokens are 32 of 256 and 12 empty; at 16, 43 of 192). Only where a tile must
+    multiples of 16 tokens, so they are balanced to within 16 tokens (not a whole tile: 6 runs of
+    1000 keys cut at 128 are 3 of 256, one of 232 and 2 empty; at 16, 5 of 176 and one of 120). Only where a tile must
     stay inside one block (PAGE a multiple of BLOCK_N) are they cut at BLOCK_N. A split's last
     tile may be partial: masked lanes read no bytes."""
     if ONE_BLOCK or PAGE % BLOCK_N != 0:
@@ -351,7 +351,7 @@ class SplitPolicy:
         of 4); where min_split or max_splits cut s short, the fewest splits up to
         top whose busiest SM runs the fewest tile steps (programs on it · tiles a split). A short
         program is a chain of DRAM round trips, one a tile, so tiles count, not tokens: at 9/3
-        heads, 8K, 32 splits of 2 128-key tiles (one program on 96 SMs) ran 6.85 µs, 43 of 192
+        heads, 8K, 32 runs of 2 128-key tiles (one program on 96 SMs) ran 6.85 µs, 43 runs of 192
         keys (one on 129, still 2 tiles) 7.51 and 64 of one tile (two on 60 SMs) 6.9 (H200,
         stream, experiments/probes/decode_ab.py).
 
@@ -404,12 +404,14 @@ class SplitPolicy:
     interleave_above: with more splits than this, the splits take a sequence's tiles in turn
     (split s: tiles s, s + splits, ...) instead of one run each. Many splits are short runs, and
     taking the tiles in turn keeps the programs of a (sequence, KV head) on neighbouring tiles;
-    a few long runs stream better each on its own. H200, stream, bf16, the same split counts,
-    in turn against runs (experiments/probes/decode_ab.py, session 14): 32 splits and more 1-3 %
-    faster (B = 1, 32/8 heads, 8K 13.91 -> 13.62 µs, 32K 39.95 -> 38.82; 9/3 heads, 128K
-    31.70 -> 30.72; H100 B = 1, 9/3, 8K 7.54 -> 7.40); 8-16 splits mixed (B = 1, 32/8, 2K-4K
-    2-5 % faster, 1K and B = 2-4 at 8K 2-3 % slower); 2 splits 3-6 % slower (B = 64, 9/3
-    heads, H100: 8K 142.6 -> 150.5 µs, 32K 535 -> 566).
+    a few long runs stream better each on its own. Against the launcher before it (runs cut at
+    16 keys at every split count; H200, stream, bf16, experiments/probes/decode_ab.py, session
+    14): B = 1, 32/8 heads, 8K 13.94 -> 13.41 µs (1.7-3.9 % on three machines), 32K 39.95 ->
+    38.82; 9/3 heads, 16K 10.06 -> 9.35 and B = 2, 8K 9.64 -> 8.92 (whole tiles: 64 and 32
+    splits where runs took 86 and 43); int8, 9/3, 32K 14.20 -> 13.54. Taking the tiles in turn
+    at 2-16 splits too ran 2-6 % slower there (H100, B = 64, 9/3 heads, 8K 142.6 -> 150.5 µs;
+    B = 2-4, 32/8 heads, 8K 2-3 %): hence the bound (results/baselines/README.md, Decode,
+    session 14).
 
     The defaults are from split-count sweeps on an H200 (back to back in a CUDA graph over KV
     copies larger than L2, 2026-11-21: the session-5 notes of results/baselines/README.md;
@@ -621,13 +623,15 @@ def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, p
 
 
 def decode_plan(B: int, H_kv: int, capacity: int, D: int, kv_bytes: int, device: torch.device, *, paged: bool,
-                block_size: int = 1, num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
+                block_size: int | None = None, num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
     """(splits, tile config) of the split kernel for a launch: what `paged_decode_attention` runs
     when num_splits and config are None, and what a benchmark or probe should ask to print the same.
     capacity: the block table's max_blocks · block_size; paged: a walk of more than one block per
-    sequence (False: a contiguous cache viewed as one block); kv_bytes: the cache's element size.
-    The split count weighs the tile rule's tiles (runs cut at the tile where a paged walk's blocks
+    sequence (False: a contiguous cache viewed as one block), whose block_size is then required;
+    kv_bytes: the cache's element size. The split count weighs the tile rule's tiles (runs cut at the tile where a paged walk's blocks
     hold whole tiles: _split_bounds); a grid that then runs in waves takes the waves tile."""
+    if paged and block_size is None:
+        raise ValueError("decode_plan: a paged walk needs its block_size (runs are cut at the tile where blocks hold whole tiles)")
     dev = device if isinstance(device, torch.device) else torch.device(device)
     interpreting = _interpreting()
     rule = config or (INTERPRET_CONFIG if interpreting else default_config(D, kv_bytes, paged))

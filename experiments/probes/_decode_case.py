@@ -1,15 +1,16 @@
 """What the decode probes time: one shape's bf16 query and contiguous cache (32 query heads get
-D = 128, others D = 64; or, with block_size, the same keys in shuffled blocks of a paged cache), copied until the copies exceed 2× L2 so that stream timing reads a cold
-cache on every call, with its float64 reference and the stream time of the size-matched copy."""
+D = 128, others D = 64; with block_size, the same keys in shuffled blocks of a paged cache; with
+kv, quantized), copied until the copies exceed 2× L2 so that stream timing reads a cold cache on
+every call, with its float64 reference and the stream time of the size-matched copy."""
 from dataclasses import dataclass
 
 import torch
 
-from kernels.attention_decode import (KVLayout, PagedKV, bytes_moved, decode_plan, decode_reference, paged_decode_attention,
-                                     paged_from_contiguous, quantize_kv)
+from kernels.attention_decode import (PagedKV, bytes_moved, decode_plan, decode_reference, paged_decode_attention, paged_from_contiguous,
+                                     quantize_kv)
+from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
 
 QUANT = {"fp8": (torch.float8_e4m3fn, "head"), "int8": (torch.int8, "token")}  # as the decode suite stores them
-from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
 
 
 @dataclass
@@ -32,7 +33,8 @@ class DecodeCase:
         B, H, D = self.q.shape
         c = self.caches[0]
         capacity = c.block_table.shape[1] * c.block_size
-        return decode_plan(B, c.k_cache.shape[1], capacity, D, c.k_cache.element_size(), self.q.device, paged=c.block_table.shape[1] > 1)
+        return decode_plan(B, c.k_cache.shape[1], capacity, D, c.k_cache.element_size(), self.q.device, paged=c.block_table.shape[1] > 1,
+                           block_size=c.block_size)
 
     def default_splits(self) -> int:
         return self.plan()[0]

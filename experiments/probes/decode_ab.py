@@ -1,6 +1,6 @@
 """The decode launcher at HEAD against an earlier version of it (a file: `git show
 REV:kernels/attention_decode.py > /tmp/old.py`) and against HEAD under other split policies, on
-the same inputs: stream µs (bf16 contiguous cache, KV copies > 2x L2), the median of 5 rounds
+the same inputs: stream µs (a bf16 contiguous cache unless told otherwise, KV copies > 2x L2), the median of 5 rounds
 that interleave the variants, with each variant's max relative error. Needs a CUDA GPU:
 
     python experiments/probes/decode_ab.py [/tmp/old.py ...] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...] [--kv fp8|int8]
@@ -25,8 +25,8 @@ SHAPES = [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768)
 
 
 def _plan_splits(m, case) -> int:
-    """The split count module m's launcher takes on this case (an earlier decode_plan may still
-    take the block size)."""
+    """The split count module m's launcher takes on this case (HEAD's decode_plan takes the block
+    size; the one of session 14's first commit did not)."""
     c = case.caches[0]
     B, _, D = case.q.shape
     kw = dict(paged=c.block_table.shape[1] > 1)

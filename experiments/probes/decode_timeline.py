@@ -44,7 +44,8 @@ def _stamp2d(ST, j: tl.constexpr, dep, R: tl.constexpr, C: tl.constexpr):
 def _split_stamped(Q, K, V, LENS, PO, PM, PL, ST, L_arg, G, num_splits, qk_scale, ml_stride, stride_kh,
                    HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
                    FROM_LENS: tl.constexpr, MATH: tl.constexpr, EVICT: tl.constexpr, TRIGGER: tl.constexpr):
-    """Batch 1, K/V [H_kv, L, D] contiguous: the real split kernel's ONE_BLOCK bf16 path."""
+    """Batch 1, K/V [H_kv, L, D] contiguous: the real split kernel's ONE_BLOCK bf16 path, with
+    the splits taking the tiles in turn (the walk of more than 16 splits: every count timed here)."""
     h_kv = tl.program_id(0)
     split = tl.program_id(1)
     st = ST + (h_kv * num_splits + split) * 8
@@ -133,6 +134,7 @@ def _pcts(xs):
 
 def timeline(case, splits: int, block_n: int, from_lens=True, math=True, evict="", dslice=0, merge_warps=4, cg=True):
     """Stream µs of split + merge copies, and the stamps of each call's programs."""
+    assert ad.POLICY.interleave(splits), f"{splits} splits: the launcher would take runs, which this copy does not"
     q = case.q[0]  # [H, D]
     H, D = q.shape
     H_kv = case.caches[0].k_cache.shape[1]

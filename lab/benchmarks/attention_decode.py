@@ -323,7 +323,7 @@ def _tune_walk(shape: _TuneShape, walk: str, configs, sms: int, copy_bw: float, 
         return min(ran, key=lambda r: r[0]) if ran else None
 
     # what the launcher takes by default (read at call time, like the launcher, so a patched knob is what runs)
-    policy_s, cfg0 = ad.decode_plan(B, H_kv, L, D, shape.dtype.itemsize, shape.device, paged=walk == "paged")
+    policy_s, cfg0 = ad.decode_plan(B, H_kv, L, D, shape.dtype.itemsize, shape.device, paged=walk == "paged", block_size=PAGE)
     splits = sorted({max(1, min(math.ceil(k * sms / (B * H_kv)), L // 32)) for k in TUNE_PROGRAMS_PER_SM} | {policy_s})
     for s in splits:
         cand(s, True, cfg0)

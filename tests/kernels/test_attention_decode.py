@@ -110,21 +110,22 @@ PDL_POLICIES = {"pdl-wait": SplitPolicy(pdl=True), "pdl-prefetch2": SplitPolicy(
 @pytest.mark.parametrize("policy", list(PDL_POLICIES))
 @pytest.mark.parametrize("P", [None, 16], ids=["view", "P16"])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "two-kernel"])
-def test_programmatic_dependent_launch(monkeypatch, fused, P, policy):
+@pytest.mark.parametrize("splits", [5, 17], ids=["runs", "in-turn"])
+def test_programmatic_dependent_launch(monkeypatch, fused, P, policy, splits):
     # POLICY.pdl: on sm_90+ both kernels wait for the previous grid before reading anything for
     # real (the split kernel may first prefetch its first tiles into L2); POLICY.merge_pdl (the
     # default): only the merge kernel launches early and waits. Either way back-to-back calls in
     # one graph (each launched while the last one runs) give the eager result; elsewhere and
-    # under the interpreter the flags are ignored
+    # under the interpreter the flags are ignored. Both walks: the prefetch takes the main loop's tiles
     monkeypatch.setattr(ad, "POLICY", PDL_POLICIES[policy])
     dtype = torch.bfloat16 if GPU else torch.float32
     q, k, v = make(2, 8, 2, 300, 64, dtype, seed=60)
     lens = torch.tensor([300, 123], dtype=torch.int32, device=DEVICE)
     paged = paged_from_contiguous(k, v, lens, block_size=P, shuffle=P is not None, generator=torch.Generator().manual_seed(60))
-    eager = check(q, paged, num_splits=5, fused_merge=fused).clone()
+    eager = check(q, paged, num_splits=splits, fused_merge=fused).clone()
     if GPU:
         out = torch.empty_like(q)
-        fn = lambda: paged_decode_attention(q, **paged.kwargs(), out=out, num_splits=5, fused_merge=fused)
+        fn = lambda: paged_decode_attention(q, **paged.kwargs(), out=out, num_splits=splits, fused_merge=fused)
         fn()
         torch.cuda.synchronize()
         g = torch.cuda.CUDAGraph()
@@ -168,6 +169,23 @@ def test_decode_plan_is_what_the_launcher_runs(monkeypatch, P, config, splits):
     capacity = paged.block_table.shape[1] * paged.block_size
     plan = ad.decode_plan(1, 1, capacity, 64, 4, q.device, paged=P is not None, block_size=paged.block_size, config=config)
     assert launched == [plan] and plan[0] == splits
+
+
+def test_decode_plan_in_turn_is_what_the_launcher_runs(monkeypatch):
+    # past 16 splits the count is weighed in whole tiles taken in turn: 2200 keys are 138 16-key
+    # tiles; 18 splits (the 2200 / 128 cap) put 8 on the busiest, 16 runs put 9 (32 SMs: one
+    # program each), so 18, and that is the grid launched
+    q, k, v = make(1, 8, 1, 2200, 64, torch.float32, seed=9)
+    monkeypatch.setattr(ad, "_sm_count", lambda device: 32)
+    launched = []
+    real = ad._launch_split
+    monkeypatch.setattr(ad, "_launch_split", lambda grid, cfg, *a, **kw: (launched.append((grid[2], kw["INTERLEAVE"])), real(grid, cfg, *a, **kw)))
+    config = DecodeConfig(16, 4, 3)
+    check(q, paged_from_contiguous(k, v), config=config)
+    plan = ad.decode_plan(1, 1, 2200, 64, 4, q.device, paged=False, config=config)
+    assert plan[0] == 18 and launched == [(18, True)]
+    with pytest.raises(ValueError, match="block_size"):
+        ad.decode_plan(1, 1, 2200, 64, 4, q.device, paged=True)
 
 
 # ---- many splits: the fused merge (last program of a group) and the two-kernel merge ----------
@@ -225,11 +243,13 @@ def test_counter_buffer_grows_and_keeps_the_old_one():
 
 
 @pytest.mark.parametrize("splits", [5, 15, 17], ids=["runs", "runs-some-empty", "in-turn"])
-@pytest.mark.parametrize("P,block_n", [(None, 16), (16, 32), (32, 32), (64, 32)], ids=["view-n16", "P16-n32", "P32-n32", "P64-n32"])
+@pytest.mark.parametrize("P,block_n", [(None, 16), (None, 64), (16, 32), (32, 32), (64, 32)], ids=["view-n16", "view-n64", "P16-n32", "P32-n32", "P64-n32"])
 def test_tile_configs_and_walks(P, block_n, splits):
     # up to 16 splits each take one run of keys, more take the tiles in turn (both walks, with
-    # splits left empty by the 77-key sequence: 15 runs of 16 keys, 5 of them); a tile reads one table entry per key where
-    # it spans blocks (P < tile) and one entry where it lies inside a block (P a multiple of block_n)
+    # splits left empty by the 77-key sequence: 15 runs of 16 keys, 5 of them with keys, or of
+    # 32 where blocks hold whole 32-key tiles; a contiguous view's runs start inside 64-key
+    # tiles). A tile reads one table entry per key where it spans blocks (P < tile) and one
+    # entry where it lies inside a block (P a multiple of block_n)
     assert ad.POLICY.interleave(splits) == (splits > 16)
     q, k, v = make(2, 8, 2, 200, 64, torch.float32, seed=40 + block_n)
     lens = torch.tensor([200, 77], dtype=torch.int32, device=DEVICE)
@@ -271,7 +291,8 @@ def test_split_policy():
     # where the merge kernel takes PDL, its own bound (default: never fused)
     assert [SplitPolicy(fused_merge_up_to=8, fused_merge_up_to_pdl=4).fused(s, merge_pdl=True) for s in (2, 4, 5)] == [True, True, False]
     assert not SplitPolicy().fused(2, merge_pdl=True) and SplitPolicy().fused(2)
-    for bad in (dict(programs_per_sm=0), dict(prefetch_tiles=-1), dict(fused_merge_up_to=-1), dict(fused_merge_up_to_pdl=-1)):
+    for bad in (dict(programs_per_sm=0), dict(prefetch_tiles=-1), dict(fused_merge_up_to=-1), dict(fused_merge_up_to_pdl=-1),
+                dict(interleave_above=-1)):
         with pytest.raises(ValueError, match="SplitPolicy"):
             SplitPolicy(**bad)
 
