@@ -148,9 +148,9 @@ def _merge_partials(
 def _split_bounds(L, split, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
     """[start, end) tokens of this split where each split takes one run of keys. Runs are cut at
     multiples of 16 tokens, so they are balanced to within 16 tokens (not a whole tile: 6 runs of
-    1000 keys cut at 128 are 3 of 256, one of 232 and 2 empty; at 16, 5 of 176 and one of 120). Only where a tile must
-    stay inside one block (PAGE a multiple of BLOCK_N) are they cut at BLOCK_N. A split's last
-    tile may be partial: masked lanes read no bytes."""
+    1000 keys cut at 128 are 3 of 256, one of 232 and 2 empty; at 16, 5 of 176 and one of 120).
+    Only where a tile must stay inside one block (PAGE a multiple of BLOCK_N) are they cut at
+    BLOCK_N. A split's last tile may be partial: masked lanes read no bytes."""
     if ONE_BLOCK or PAGE % BLOCK_N != 0:
         split_len = tl.cdiv(tl.cdiv(L, num_splits), 16) * 16
     else:
@@ -628,8 +628,9 @@ def decode_plan(B: int, H_kv: int, capacity: int, D: int, kv_bytes: int, device:
     when num_splits and config are None, and what a benchmark or probe should ask to print the same.
     capacity: the block table's max_blocks · block_size; paged: a walk of more than one block per
     sequence (False: a contiguous cache viewed as one block), whose block_size is then required;
-    kv_bytes: the cache's element size. The split count weighs the tile rule's tiles (runs cut at the tile where a paged walk's blocks
-    hold whole tiles: _split_bounds); a grid that then runs in waves takes the waves tile."""
+    kv_bytes: the cache's element size. The split count weighs the tile rule's tiles (runs cut at
+    the tile where a paged walk's blocks hold whole tiles: _split_bounds); a grid that then runs
+    in waves takes the waves tile."""
     if paged and block_size is None:
         raise ValueError("decode_plan: a paged walk needs its block_size (runs are cut at the tile where blocks hold whole tiles)")
     dev = device if isinstance(device, torch.device) else torch.device(device)

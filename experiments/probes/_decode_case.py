@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.attention_decode import (PagedKV, bytes_moved, decode_plan, decode_reference, paged_decode_attention, paged_from_contiguous,
-                                     quantize_kv)
+import kernels.attention_decode
+from kernels.attention_decode import PagedKV, bytes_moved, decode_reference, paged_decode_attention, paged_from_contiguous, quantize_kv
 from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
 
 QUANT = {"fp8": (torch.float8_e4m3fn, "head"), "int8": (torch.int8, "token")}  # as the decode suite stores them
@@ -28,13 +28,14 @@ class DecodeCase:
         return stream_us([lambda c=c, sc=sc: fn(self.q, **c.kwargs(), **sc, out=self.out, **kw)
                           for c, sc in zip(self.caches, self.scales or [{}] * len(self.caches))])
 
-    def plan(self):
-        """(splits, tile config) the launcher takes here by default (decode_plan)."""
+    def plan(self, attention=kernels.attention_decode):
+        """(splits, tile config) the launcher takes here by default (the decode_plan of
+        `attention`: the module, or an earlier version of it loaded from a file)."""
         B, H, D = self.q.shape
         c = self.caches[0]
         capacity = c.block_table.shape[1] * c.block_size
-        return decode_plan(B, c.k_cache.shape[1], capacity, D, c.k_cache.element_size(), self.q.device, paged=c.block_table.shape[1] > 1,
-                           block_size=c.block_size)
+        return attention.decode_plan(B, c.k_cache.shape[1], capacity, D, c.k_cache.element_size(), self.q.device,
+                                     paged=c.block_table.shape[1] > 1, block_size=c.block_size)
 
     def default_splits(self) -> int:
         return self.plan()[0]

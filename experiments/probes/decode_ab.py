@@ -12,7 +12,7 @@ Each --set is one more variant of HEAD: NAME a field of SplitPolicy (min_split=1
 constant (MERGE_DIMS=64), or a launcher keyword: config=n32w4s4 (a DecodeConfig) or num_splits=16,
 set for its calls only.
 """
-import dataclasses, importlib.util, inspect, os, re, statistics, sys, time
+import dataclasses, importlib.util, os, re, statistics, sys, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 import torch
 import kernels.attention_decode as now
@@ -22,17 +22,6 @@ ROUNDS = 5
 LAUNCH_KW = {"config": lambda v: now.DecodeConfig(*map(int, re.fullmatch(r"n(\d+)w(\d+)s(\d+)", v).groups())), "num_splits": int}
 SHAPES = [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768), (1, 32, 8, 131072), (4, 32, 8, 8192),
           (4, 9, 3, 8192), (16, 9, 3, 8192), (16, 32, 8, 8192), (64, 9, 3, 8192), (64, 32, 8, 8192), (1, 32, 8, 1024)]
-
-
-def _plan_splits(m, case) -> int:
-    """The split count module m's launcher takes on this case (HEAD's decode_plan takes the block
-    size; the one of session 14's first commit did not)."""
-    c = case.caches[0]
-    B, _, D = case.q.shape
-    kw = dict(paged=c.block_table.shape[1] > 1)
-    if "block_size" in inspect.signature(m.decode_plan).parameters:
-        kw["block_size"] = c.block_size
-    return m.decode_plan(B, c.k_cache.shape[1], c.block_table.shape[1] * c.block_size, D, c.k_cache.element_size(), case.q.device, **kw)[0]
 
 
 def main(argv):
@@ -75,7 +64,7 @@ def main(argv):
                     if name not in errs:
                         errs[name] = case.rel_err(fn)
                     times[name].append(case.time(fn))
-                    splits[name] = launch.get("num_splits") or _plan_splits(m, case)
+                    splits[name] = launch.get("num_splits") or case.plan(m)[0]
                 finally:
                     for k, v in saved.items():
                         setattr(m, k, v)

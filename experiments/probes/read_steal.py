@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np
 import torch, triton, triton.language as tl
 from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
-from experiments.probes.read_floor import read_floor
+from experiments.probes.read_floor import read_floor_us
 
 
 @triton.jit
@@ -109,7 +109,7 @@ def main(argv):
                                       torch.randint(-2**31, 2**31 - 1, (H_kv, L, DW), dtype=torch.int32, device=dev)), nbytes, dev)
         k, v = kvs[0]
         want = np.bitwise_xor.reduce((k ^ v).view(H_kv, -1).cpu().numpy(), axis=1)
-        line = f"{H_kv} KV heads, L={L}, D={D}, {nbytes / 1e6:.1f} MB: copy {stream_us(copy_same_bytes(nbytes, dev)):.2f} us, read-only {read_floor(nbytes, dev)[0][0]:.2f}"
+        line = f"{H_kv} KV heads, L={L}, D={D}, {nbytes / 1e6:.1f} MB: copy {stream_us(copy_same_bytes(nbytes, dev)):.2f} us, read-only {read_floor_us(nbytes):.2f}"
         cnt = torch.zeros(H_kv, dtype=torch.int32, device=dev)
 
         def check(out, S, name, result=True):
@@ -120,6 +120,15 @@ def main(argv):
             if cnt.any():
                 raise SystemExit(f"{name}: counters left {cnt.tolist()}")
 
+        def timed(launch, S, out, name) -> float:
+            """Stream µs of launch(k, v) over the copies, checked once before and after timing."""
+            calls = [lambda k=k, v=v: launch(k, v) for k, v in kvs]
+            calls[0]()
+            check(out, S, name)
+            us = stream_us(calls)
+            check(out, S, name + " after timing", result=False)
+            return us
+
         for block_n in (64, 128) if D == 64 else (32, 64):
             n_tiles = L // block_n
             pairs_s = max(1, (2 * sms) // H_kv)
@@ -127,25 +136,15 @@ def main(argv):
                 out = torch.zeros(H_kv * S, dtype=torch.int32, device=dev)
                 res = []
                 for stages in (3, 4):
-                    calls = [lambda k=k, v=v: read_split[(H_kv, S)](k, v, out, L, n_tiles, S, DW=DW, BLOCK_N=block_n, STAGES=stages, num_warps=4)
-                             for k, v in kvs]
-                    calls[0]()
-                    check(out, S, "split")
-                    res.append(f"split s{stages} {stream_us(calls):.2f}")
+                    split = lambda k, v: read_split[(H_kv, S)](k, v, out, L, n_tiles, S, DW=DW, BLOCK_N=block_n, STAGES=stages, num_warps=4)
+                    res.append(f"split s{stages} {timed(split, S, out, 'split'):.2f}")
                 per = math.ceil(n_tiles / S)
-                calls = [lambda k=k, v=v: read_regs[(H_kv, S)](k, v, cnt, out, L, n_tiles, S, per, DW=DW, BLOCK_N=block_n, STEAL=False, num_warps=4)
-                         for k, v in kvs]
-                calls[0]()
-                check(out, S, "split-regs")
-                res.append(f"split-regs {stream_us(calls):.2f}")
+                regs = lambda k, v, iters, steal: read_regs[(H_kv, S)](k, v, cnt, out, L, n_tiles, S, iters, DW=DW, BLOCK_N=block_n,
+                                                                       STEAL=steal, num_warps=4)
+                res.append(f"split-regs {timed(lambda k, v: regs(k, v, per, False), S, out, 'split-regs'):.2f}")
                 for slack in (1.25, 1.5, 2.0):
                     iters = math.ceil(per * slack)
-                    calls = [lambda k=k, v=v: read_regs[(H_kv, S)](k, v, cnt, out, L, n_tiles, S, iters, DW=DW, BLOCK_N=block_n, STEAL=True, num_warps=4)
-                             for k, v in kvs]
-                    calls[0]()
-                    check(out, S, "steal")
-                    res.append(f"steal x{slack} ({iters} steps) {stream_us(calls):.2f}")
-                    check(out, S, "steal after timing", result=False)
+                    res.append(f"steal x{slack} ({iters} steps) {timed(lambda k, v: regs(k, v, iters, True), S, out, 'steal'):.2f}")
                 line += f"\n  n{block_n}, {S} programs a head ({per} tiles each): " + ", ".join(res)
         print(line, flush=True)
         del kvs

@@ -153,6 +153,17 @@ def test_default_splits_and_custom_scale():
     check(q, paged, scale=0.05)
 
 
+def _record_launches(monkeypatch, sms: int) -> list:
+    """The SM count stubbed to `sms` (the same split counts on CPU and GPU); returns the list each
+    split-kernel launch appends (splits, tile config, INTERLEAVE) to."""
+    monkeypatch.setattr(ad, "_sm_count", lambda device: sms)
+    launched = []
+    real = ad._launch_split
+    monkeypatch.setattr(ad, "_launch_split",
+                        lambda grid, cfg, *a, **kw: (launched.append((grid[2], cfg, kw["INTERLEAVE"])), real(grid, cfg, *a, **kw)))
+    return launched
+
+
 @pytest.mark.parametrize("P,config,splits", [(None, None, 8), (16, None, 8), (64, DecodeConfig(64, 4, 3), 6), (48, DecodeConfig(32, 4, 3), 8)],
                          ids=["contiguous", "paged", "paged-cut-at-tile", "paged-tile-spans-blocks"])
 def test_decode_plan_is_what_the_launcher_runs(monkeypatch, P, config, splits):
@@ -161,14 +172,11 @@ def test_decode_plan_is_what_the_launcher_runs(monkeypatch, P, config, splits):
     # blocks, runs are cut at 64: 192 keys, 6 splits with keys (the policy counts no empty one)
     q, k, v = make(1, 8, 1, 1088, 64, torch.float32, seed=8)
     paged = paged_from_contiguous(k, v, block_size=P, shuffle=P is not None)
-    monkeypatch.setattr(ad, "_sm_count", lambda device: 4)  # the CPU's stand-in count on a GPU too: the same splits
-    launched = []
-    real = ad._launch_split
-    monkeypatch.setattr(ad, "_launch_split", lambda grid, cfg, *a, **kw: (launched.append((grid[2], cfg)), real(grid, cfg, *a, **kw)))
+    launched = _record_launches(monkeypatch, 4)  # the CPU's stand-in count
     check(q, paged, config=config)
     capacity = paged.block_table.shape[1] * paged.block_size
     plan = ad.decode_plan(1, 1, capacity, 64, 4, q.device, paged=P is not None, block_size=paged.block_size, config=config)
-    assert launched == [plan] and plan[0] == splits
+    assert [run[:2] for run in launched] == [plan] and plan[0] == splits
 
 
 def test_decode_plan_in_turn_is_what_the_launcher_runs(monkeypatch):
@@ -176,14 +184,11 @@ def test_decode_plan_in_turn_is_what_the_launcher_runs(monkeypatch):
     # tiles; 18 splits (the 2200 / 128 cap) put 8 on the busiest, 16 runs put 9 (32 SMs: one
     # program each), so 18, and that is the grid launched
     q, k, v = make(1, 8, 1, 2200, 64, torch.float32, seed=9)
-    monkeypatch.setattr(ad, "_sm_count", lambda device: 32)
-    launched = []
-    real = ad._launch_split
-    monkeypatch.setattr(ad, "_launch_split", lambda grid, cfg, *a, **kw: (launched.append((grid[2], kw["INTERLEAVE"])), real(grid, cfg, *a, **kw)))
+    launched = _record_launches(monkeypatch, 32)
     config = DecodeConfig(16, 4, 3)
     check(q, paged_from_contiguous(k, v), config=config)
     plan = ad.decode_plan(1, 1, 2200, 64, 4, q.device, paged=False, config=config)
-    assert plan[0] == 18 and launched == [(18, True)]
+    assert plan[0] == 18 and [(run[0], run[2]) for run in launched] == [(18, True)]
     with pytest.raises(ValueError, match="block_size"):
         ad.decode_plan(1, 1, 2200, 64, 4, q.device, paged=True)
 
