@@ -1,0 +1,516 @@
+"""Can a persistent decode kernel that streams K/V across item boundaries read batch 1's cache
+as fast as a read-only kernel, with the attention math beside the stream? The split kernel
+(kernels/attention_decode.py) leaves most SMs idle for the last ~3.6 µs of a 32/8-head 8K call
+(session 12's timeline), and taking work from a counter inside Triton's software pipeliner
+restarts the pipeline at every chunk (session 13). Gluon (Triton's explicit-layout language)
+lets the loads run ahead across chunks: these kernels are written in it.
+
+  grid: one program per SM, persistent
+  work: items of C tiles of BLOCK_N keys of one (sequence, KV head); program p takes item p
+        first, then (kind "d") the item P + a ticket from one counter (a relaxed atomic, drawn two
+        items ahead and read one item later), else items p + P, p + 2P, ...
+  loads: TMA (cp.async.bulk.tensor) into a ring of STAGES K/V tile buffers, STAGES - 1 tiles
+        ahead of the one being used, across item boundaries (C >= STAGES - 1, so the loads run at
+        most one item ahead); the item's G query rows (a box of G_BOX rows from q [B·H, D]) into
+        one of two q buffers with the item's first tile
+  math: S = q Kᵀ and O += P V as wgmma (m64: rows past G are padding), an online softmax in the
+        wgmma layout (a row lives in one thread quad: no cross-warp reductions); each item leaves
+        a partial as the split kernel does, and kernels.attention_decode's merge kernel combines
+        them (the items of a pair are its splits)
+  kinds: "s" / "d" one partition of 4 warps issuing its own loads (static / ticket items);
+        "ws1" / "ws2" warp-specialized, a producer warp streams the same items (static) and one
+        or two consumer warpgroups compute (with two, each takes every other tile of an item and
+        leaves its own partial)
+  read_only: the one-partition kernel's loads and barriers, nothing computed or written
+
+The tickets: each program draws 2 tickets first (the next item and the one after) and one more
+after each item, and stops at its first item past the last. A program that starts past the last
+item draws 2; one that ends on a drawn item has drawn it and the 2 after it, all past the end; so
+a call draws (total - P) + 3·P tickets where total >= P, 3·total + 2·(P - total) where not:
+total + 2·P either way. The program that draws the last one zeroes the counter for the next call
+(CUDA graphs replay it as it is).
+
+What it found (H200, session 15; results/baselines/README.md, "Decode, session 15"): at B = 1,
+32/8 heads, 8K the loads alone take 10.5-11.3 µs (0.98-1.01 of the same-size copy; the split
+kernel's structure reads in ~11.75), tickets make that slower (11.90), and the math costs 2.5-2.7
+µs over the stream in every arrangement (the kernel alone 13.05-13.23, the call with its merge
+14.5-16.3, the launcher 13.7-14.3). One timing run ended in a launch failure at 32/8, 32K (the
+config not isolated); the reference checks pass at 8K and below.
+
+Contiguous bf16 caches [B, H_kv, S, D] with every sequence at L keys only (a probe, not the
+launcher). Needs an sm_90 GPU:
+
+    python experiments/probes/decode_gluon.py --check          # every config against the reference
+    python experiments/probes/decode_gluon.py [B,H,H_kv,L ...]  # stream µs beside the launcher
+    python experiments/probes/decode_gluon.py --breakdown [B,H,H_kv,L ...]  # call, kernel alone, loads alone
+"""
+import os, statistics, sys, time
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
+
+import kernels.attention_decode as ad
+from lab.benchmarks._common import stream_us
+
+LOG2E = 1.4426950408889634
+M_WG = gl.constexpr(64)  # wgmma's M: the q rows a warpgroup multiplies (G of them real)
+
+
+@gluon.jit
+def _draw(CNT, k, DYNAMIC: gl.constexpr, num_warps: gl.constexpr):
+    """Ask for a ticket (DYNAMIC) without waiting for it: a one-lane tensor atomic, whose result
+    stays in lane 0's register until `_item` reads it (a scalar atomic would be broadcast through
+    shared memory at once, stalling every warp for the atomic's round trip). Static: k."""
+    lanes = gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))
+    if DYNAMIC:
+        t = gl.atomic_add(CNT + lanes * 0, gl.full(lanes.shape, 1, gl.int32, lanes.type.layout), mask=lanes == 0, sem="relaxed")
+        t = gl.where(lanes == 0, t, -1)
+    else:
+        t = gl.where(lanes == 0, k, -1)
+    return t
+
+
+@gluon.jit
+def _item(t, CNT, last, P, pid, DYNAMIC: gl.constexpr):
+    """The item a drawn ticket names: P + the ticket (DYNAMIC), else pid + k·P for the k-th draw.
+    The reader of the call's last ticket zeroes the counter."""
+    t = gl.max(t, 0)
+    if DYNAMIC:
+        if t == last:
+            gl.atomic_xchg(CNT, 0, sem="relaxed")
+        item = P + t
+    else:
+        item = pid + t * P
+    return item
+
+
+@gluon.jit
+def _issue(item, tt, n, q_slot, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+           L, S_rows, n_chunks, total, G, C: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
+           READ_ONLY: gl.constexpr):
+    """TMA loads of tile tt of `item` into stage n % STAGES (and, on its first tile, its q rows
+    into q slot q_slot). Slots past L or past the last item arrive with no bytes, so the barrier
+    phases stay in step with the consumer's count."""
+    s = n % STAGES
+    pair = item // n_chunks
+    key0 = ((item % n_chunks) * C + tt) * BLOCK_N
+    live = (item < total) & (key0 < L)
+    bar = ready.index(s)
+    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=live)
+    mbarrier.arrive(bar, pred=(item >= total) | (key0 >= L))
+    row = pair * S_rows + key0
+    tma.async_copy_global_to_shared(k_desc, [row, 0], bar, k_bufs.index(s), pred=live)
+    tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s), pred=live)
+    if not READ_ONLY:
+        if tt == 0:
+            qb = q_ready.index(q_slot)
+            q_live = item < total
+            mbarrier.expect(qb, q_desc.block_type.nbytes, pred=q_live)
+            mbarrier.arrive(qb, pred=item >= total)
+            G_BOX: gl.constexpr = q_desc.block_type.shape[0]
+            tma.async_copy_global_to_shared(q_desc, [pair * G, 0], qb, q_bufs.index(q_slot).slice(0, G_BOX), pred=q_live)
+
+
+@gluon.constexpr_function
+def _wgmma_layout(n):
+    """One warpgroup's wgmma accumulator layout, n columns: the scores (n = BLOCK_N) or the output (n = D)."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
+
+
+@gluon.jit
+def _attend_tile(q_s, k_t, v_t, key0, L, qk_scale, m_i, l_i, acc, s_layout: gl.constexpr, o_layout: gl.constexpr,
+                 p_layout: gl.constexpr):
+    """One K/V tile (in shared memory, keys key0 ...) folded into the online softmax of the q rows in q_s."""
+    BLOCK_N: gl.constexpr = k_t.type.shape[0]
+    sc = warpgroup_mma(q_s, k_t.permute((1, 0)), gl.zeros([M_WG, BLOCK_N], gl.float32, s_layout), use_acc=False)
+    sc = sc * qk_scale  # log2 domain
+    cols = key0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    sc = gl.where((cols < L)[None, :], sc, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(sc, 1))
+    p = gl.exp2(sc - m_new[:, None])
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha + gl.sum(p, 1)
+    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    acc = warpgroup_mma(gl.convert_layout(p.to(gl.bfloat16), p_layout), v_t, acc)
+    return m_new, l_i, acc
+
+
+@gluon.jit
+def _store_partial(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, acc, s_layout: gl.constexpr,
+                   o_layout: gl.constexpr):
+    """Rows < G of a (sequence, KV head)'s partial, in the layout the merge kernel reads."""
+    D: gl.constexpr = acc.type.shape[1]
+    rows = gl.arange(0, M_WG, layout=gl.SliceLayout(1, o_layout))
+    dims = gl.arange(0, D, layout=gl.SliceLayout(0, o_layout))
+    head_row = (pair * G + rows).to(gl.int64)
+    gl.store(PO + ((head_row * n_splits + split) * D)[:, None] + dims[None, :], acc, mask=(rows < G)[:, None])
+    rows_s = gl.arange(0, M_WG, layout=gl.SliceLayout(1, s_layout))
+    hr_s = (pair * G + rows_s).to(gl.int64) * ml_stride + split
+    gl.store(PM + hr_s, m_i, mask=rows_s < G)
+    gl.store(PL + hr_s, l_i, mask=rows_s < G)
+
+
+@gluon.jit
+def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chunks, total, G, ml_stride, qk_scale,
+                       C: gl.constexpr, STAGES: gl.constexpr, DYNAMIC: gl.constexpr, READ_ONLY: gl.constexpr,
+                       num_warps: gl.constexpr):
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    D: gl.constexpr = k_desc.block_type.shape[1]
+    gl.static_assert(C >= STAGES - 1, "the loads run at most one item ahead")
+    pid = gl.program_id(0)
+    P = gl.num_programs(0)
+    # the merge kernel (launched with programmatic dependent launch) may be made resident now;
+    # it waits for this grid's completion before reading a partial
+    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; mov.u32 $0, $1;", "=r,r",
+                              [gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))],
+                              dtype=gl.int32, is_pure=False, pack=1)
+    last = total + 2 * P - 1  # see the module doc
+
+    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
+    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([M_WG, D], gl.bfloat16)
+    q_bufs = gl.allocate_shared_memory(gl.bfloat16, [2, M_WG, D], q_layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+
+    s_layout: gl.constexpr = _wgmma_layout(BLOCK_N)
+    o_layout: gl.constexpr = _wgmma_layout(D)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+    cur = pid  # no ticket for the first item: its loads start at once
+    nxt_t = _draw(CNT, 1, DYNAMIC, num_warps)  # tickets in flight: read one item after they are drawn
+    fut_t = _draw(CNT, 2, DYNAMIC, num_warps)
+    drawn = 3
+    for u in gl.static_range(STAGES - 1):  # the prologue: the first item's first tiles
+        _issue(cur, u, u, 0, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+               L, S_rows, n_chunks, total, G, C, STAGES, BLOCK_N, READ_ONLY)
+    n = 0  # tiles consumed
+    seq = 0  # items done
+    while cur < total:
+        pair = cur // n_chunks
+        chunk = cur % n_chunks
+        m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([M_WG], gl.float32, gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([M_WG, D], gl.float32, o_layout)
+        if not READ_ONLY:
+            mbarrier.wait(q_ready.index(seq % 2), (seq // 2) & 1)
+        q_s = q_bufs.index(seq % 2)
+        nxt = cur  # read from its ticket at the next item's first load
+        for t in gl.static_range(C):
+            # every warp is done with the stage the next load overwrites (used by tile n - 1)
+            gl.thread_barrier()
+            fence_async_shared()
+            ahead = t + STAGES - 1  # the tile loaded now, counted from this item's first
+            if ahead == C:  # the first load of the next item: its ticket is needed now
+                nxt = _item(nxt_t, CNT, last, P, pid, DYNAMIC)
+            if ahead < C:
+                _issue(cur, ahead, n + STAGES - 1, seq % 2, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+                       L, S_rows, n_chunks, total, G, C, STAGES, BLOCK_N, READ_ONLY)
+            else:
+                _issue(nxt, ahead - C, n + STAGES - 1, (seq + 1) % 2, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready,
+                       q_ready, L, S_rows, n_chunks, total, G, C, STAGES, BLOCK_N, READ_ONLY)
+            s = n % STAGES
+            mbarrier.wait(ready.index(s), (n // STAGES) & 1)
+            key0 = (chunk * C + t) * BLOCK_N
+            if not READ_ONLY:
+                if key0 < L:
+                    m_i, l_i, acc = _attend_tile(q_s, k_bufs.index(s), v_bufs.index(s), key0, L, qk_scale, m_i, l_i, acc,
+                                                 s_layout, o_layout, p_layout)
+            n += 1
+        if not READ_ONLY:  # the item's partial: split index = chunk
+            _store_partial(PO, PM, PL, pair, G, chunk, n_chunks, ml_stride, m_i, l_i, acc, s_layout, o_layout)
+        seq += 1
+        cur = nxt
+        nxt_t = fut_t
+        fut_t = _draw(CNT, drawn, DYNAMIC, num_warps)
+        drawn += 1
+    _item(nxt_t, CNT, last, P, pid, DYNAMIC)  # the two past the end: read for the counter's reset
+    _item(fut_t, CNT, last, P, pid, DYNAMIC)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(ready.index(i))
+    for i in gl.static_range(2):
+        mbarrier.invalidate(q_ready.index(i))
+
+
+# ---------------------------------------------------------------------------------------------
+# Warp-specialized: a producer warp streams, one or two consumer warpgroups compute
+# ---------------------------------------------------------------------------------------------
+@gluon.jit
+def _ws_producer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
+    """One warp: the static item sequence's K/V tiles into the ring (waiting for a stage to be
+    released by its consumer) and each item's q rows into one of two q buffers."""
+    (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, ready, empty, q_ready, q_empty,
+     PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale) = a
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    G_BOX: gl.constexpr = q_desc.block_type.shape[0]
+    pid = gl.program_id(0)
+    P = gl.num_programs(0)
+    n = 0
+    seq = 0
+    item = pid
+    while item < total:
+        pair = item // n_chunks
+        chunk = item % n_chunks
+        slot = seq % 2
+        mbarrier.wait(q_empty.index(slot), ((seq // 2) & 1) ^ 1)  # both consumers are done with item seq - 2
+        mbarrier.expect(q_ready.index(slot), q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [pair * G, 0], q_ready.index(slot), q_bufs.index(slot).slice(0, G_BOX))
+        for t in gl.static_range(C):
+            s = n % STAGES
+            mbarrier.wait(empty.index(s), ((n // STAGES) & 1) ^ 1)
+            key0 = (chunk * C + t) * BLOCK_N
+            bar = ready.index(s)
+            mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=key0 < L)
+            mbarrier.arrive(bar, pred=key0 >= L)
+            row = pair * S_rows + key0
+            tma.async_copy_global_to_shared(k_desc, [row, 0], bar, k_bufs.index(s), pred=key0 < L)
+            tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s), pred=key0 < L)
+            n += 1
+        seq += 1
+        item += P
+
+
+@gluon.jit
+def _ws_consumer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, c: gl.constexpr):
+    """One warpgroup: tiles t ≡ c (mod NC) of every item, its own online softmax, one partial per
+    item (split NC·chunk + c), each stage released as soon as its PV product is done."""
+    (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, ready, empty, q_ready, q_empty,
+     PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale) = a
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    D: gl.constexpr = k_desc.block_type.shape[1]
+    s_layout: gl.constexpr = _wgmma_layout(BLOCK_N)
+    o_layout: gl.constexpr = _wgmma_layout(D)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    pid = gl.program_id(0)
+    P = gl.num_programs(0)
+    n = 0
+    seq = 0
+    item = pid
+    while item < total:
+        pair = item // n_chunks
+        chunk = item % n_chunks
+        slot = seq % 2
+        mbarrier.wait(q_ready.index(slot), (seq // 2) & 1)
+        q_s = q_bufs.index(slot)
+        m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([M_WG], gl.float32, gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([M_WG, D], gl.float32, o_layout)
+        for t in gl.static_range(C):
+            if t % NC == c:
+                s = (n + t) % STAGES
+                mbarrier.wait(ready.index(s), ((n + t) // STAGES) & 1)
+                key0 = (chunk * C + t) * BLOCK_N
+                if key0 < L:
+                    m_i, l_i, acc = _attend_tile(q_s, k_bufs.index(s), v_bufs.index(s), key0, L, qk_scale, m_i, l_i, acc,
+                                                 s_layout, o_layout, p_layout)
+                mbarrier.arrive(empty.index(s))
+        mbarrier.arrive(q_empty.index(slot))
+        _store_partial(PO, PM, PL, pair, G, chunk * NC + c, n_chunks * NC, ml_stride, m_i, l_i, acc, s_layout, o_layout)
+        n += C
+        seq += 1
+        item += P
+
+
+@gluon.jit
+def _ws_consumer1(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
+    _ws_consumer(a, C, STAGES, NC, 1)
+
+
+@gluon.jit
+def _decode_ws(q_desc, k_desc, v_desc, PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale,
+               C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    D: gl.constexpr = k_desc.block_type.shape[1]
+    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; mov.u32 $0, $1;", "=r,r",
+                              [gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))],
+                              dtype=gl.int32, is_pure=False, pack=1)
+    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
+    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([M_WG, D], gl.bfloat16)
+    q_bufs = gl.allocate_shared_memory(gl.bfloat16, [2, M_WG, D], q_layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=NC)
+    a = (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, ready, empty, q_ready, q_empty,
+         PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale)
+    if NC == 2:  # the second consumer first among the workers: its 4 warps then make an aligned warpgroup
+        gl.warp_specialize([(_ws_consumer, (a, C, STAGES, NC, 0)), (_ws_consumer1, (a, C, STAGES, NC)), (_ws_producer, (a, C, STAGES, NC))],
+                           [4, 1], [CONSUMER_REGS, 24])
+    else:
+        gl.warp_specialize([(_ws_consumer, (a, C, STAGES, NC, 0)), (_ws_producer, (a, C, STAGES, NC))], [1], [24])
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side
+# ---------------------------------------------------------------------------------------------
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+TILE_BYTES = 16384  # of K per tile, as the split kernel's rule: 64 keys at D = 128, 128 at D = 64
+
+
+def gluon_decode(q, k, v, L, *, kind="ws2", C=4, stages=4, read_only=False, merge=True, out=None, programs=None):
+    """o [B, H, D] of one query per sequence over the contiguous bf16 cache k, v [B, H_kv, S, D],
+    every sequence L <= S keys. kind: "s" / "d" the one-partition kernel with static / ticket
+    items (read_only: nothing computed, out returned unwritten), "ws1" / "ws2" the warp-specialized
+    one with 1 / 2 consumer warpgroups."""
+    B, H_kv, S, D = k.shape
+    H = q.shape[1]
+    G = H // H_kv
+    block_n = TILE_BYTES // (D * 2)
+    g_box = max(8, ad._pow2(G))
+    kv_layout = gl.NVMMASharedLayout.get_default_for([block_n, D], gl.bfloat16)
+    k_desc = TensorDescriptor.from_tensor(k.view(B * H_kv * S, D), [block_n, D], kv_layout)
+    v_desc = TensorDescriptor.from_tensor(v.view(B * H_kv * S, D), [block_n, D], kv_layout)
+    q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [g_box, D], gl.NVMMASharedLayout.get_default_for([g_box, D], gl.bfloat16))
+    n_chunks = ad._cdiv(ad._cdiv(L, block_n), C)
+    total = B * H_kv * n_chunks
+    P = programs or ad._sm_count(q.device)
+    nc = int(kind[2:]) if kind.startswith("ws") else 1
+    splits = n_chunks * nc
+    ml_stride = ad._cdiv(splits, 32) * 32
+    key = (q.device, B * H * splits * D, B * H * ml_stride)
+    if key not in _BUFS:
+        _BUFS[key] = (torch.empty(B * H * splits * D, dtype=torch.float32, device=q.device),
+                      torch.empty(B * H * ml_stride, dtype=torch.float32, device=q.device),
+                      torch.empty(B * H * ml_stride, dtype=torch.float32, device=q.device),
+                      torch.zeros(1, dtype=torch.int32, device=q.device))
+    po, pm, pl, cnt = _BUFS[key]
+    qk_scale = LOG2E / D ** 0.5
+    if nc == 1 and not kind.startswith("ws"):
+        _decode_persistent[(P,)](q_desc, k_desc, v_desc, po, pm, pl, cnt, L, S, n_chunks, total, G, ml_stride, qk_scale,
+                                 C=C, STAGES=stages, DYNAMIC=kind == "d", READ_ONLY=read_only, num_warps=4)
+    else:
+        _decode_ws[(P,)](q_desc, k_desc, v_desc, po, pm, pl, L, S, n_chunks, total, G, ml_stride, qk_scale,
+                         C=C, STAGES=stages, NC=nc, CONSUMER_REGS=192, num_warps=4)
+    out = torch.empty_like(q) if out is None else out
+    if merge and not read_only:
+        dims = ad._merge_dims(B * H, D, ad._sm_count(q.device))
+        ad._decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
+                                            HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(ad._pow2(splits), ad.MERGE_KERNEL_TILE // dims)),
+                                            STAGES=ad.MERGE_STAGES, PDL=True, TRIGGER=False, num_warps=1, launch_pdl=True)
+    return out
+
+
+_BUFS = {}
+CONFIGS = [  # (kind, C, stages)
+    ("ws2", 4, 4), ("ws2", 4, 5), ("ws2", 2, 4), ("ws2", 8, 6), ("ws2", 8, 4), ("ws1", 4, 4), ("ws1", 4, 5), ("s", 4, 4), ("d", 4, 4)]
+READ_CONFIGS = [("s", 4, 4), ("s", 8, 6)]
+SHAPES = [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768), (4, 32, 8, 8192), (16, 32, 8, 8192), (1, 32, 8, 131072)]
+ROUNDS = 3
+
+
+def check():
+    """Every config against the float64 reference on odd shapes (L not a multiple of a tile or an
+    item, G = 3 and 4, more items than programs and fewer), twice per config with the partials
+    poisoned in between (an item left undone shows as NaN) and the ticket counter back at zero."""
+    from kernels.attention_decode import decode_reference, paged_from_contiguous
+    dev = torch.device("cuda")
+    worst = 0.0
+    for B, H, H_kv, L, S in ((1, 32, 8, 8192, 8192), (3, 9, 3, 1000, 1040), (2, 32, 8, 777, 800), (1, 9, 3, 64, 64), (5, 32, 8, 3000, 3000)):
+        D = 128 if H == 32 else 64
+        q = torch.randn(B, H, D, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(B, H_kv, S, D, device=dev, dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        pk = paged_from_contiguous(k, v, torch.full((B,), L, dtype=torch.int32, device=dev))
+        ref = decode_reference(q, **pk.kwargs())
+        for kind, C, st in CONFIGS:
+            errs = []
+            for _ in range(2):
+                for bufs in _BUFS.values():
+                    for b in bufs[:3]:
+                        b.fill_(float("nan"))
+                o = gluon_decode(q, k, v, L, kind=kind, C=C, stages=st)
+                torch.cuda.synchronize()
+                errs.append(((o.double() - ref).abs().max() / ref.abs().max()).item())
+            counters = sum(int(bufs[3].item()) != 0 for bufs in _BUFS.values())
+            ok = all(e < 2e-2 for e in errs) and counters == 0
+            worst = max(worst, *errs)
+            print(f"check B={B} {H}/{H_kv} L={L} {kind} c{C}s{st}: err {errs[0]:.1e} {errs[1]:.1e}, counters left nonzero {counters}"
+                  f"{'' if ok else '  FAILED'}", flush=True)
+    print(f"check: worst err {worst:.1e}", flush=True)
+
+
+def breakdown(shapes):
+    """Where a persistent call's time goes: the whole call, its kernel without the merge, and
+    the stream alone, one-partition (s) and warp-specialized (ws2), beside the launcher."""
+    from experiments.probes._decode_case import decode_case
+    for B, H, H_kv, L in shapes:
+        case = decode_case(B, H, H_kv, L)
+        kvs = [(c.k_cache, c.v_cache) for c in case.caches]
+        run = lambda **kw: stream_us([lambda k=k, v=v: gluon_decode(case.q, k, v, L, out=case.out, **kw) for k, v in kvs])
+        variants = {"HEAD": lambda: case.time()}
+        for kind in ("s", "ws2"):
+            variants[f"{kind} c4s4"] = lambda kind=kind: run(kind=kind)
+            variants[f"{kind} c4s4 no merge"] = lambda kind=kind: run(kind=kind, merge=False)
+        variants["s c4s4 read-only"] = lambda: run(kind="s", read_only=True)
+        times = {n: [] for n in variants}
+        for _ in range(ROUNDS):
+            for n, f in variants.items():
+                times[n].append(f())
+        print(f"B={B} {H}/{H_kv} L={L}: copy {case.copy_us:.2f} us | " + " | ".join(f"{n} {statistics.median(t):.2f}" for n, t in times.items()), flush=True)
+
+
+def main(argv):
+    from experiments.probes._decode_case import decode_case
+    if argv[:1] == ["--check"]:
+        return check()
+    if argv[:1] == ["--breakdown"]:
+        return breakdown([tuple(int(x) for x in a.split(",")) for a in argv[1:]] or [(1, 32, 8, 8192), (1, 9, 3, 8192)])
+    from experiments.probes.read_floor import read_floor_us
+    shapes = [tuple(int(x) for x in a.split(",")) for a in argv] or SHAPES
+    t0 = time.perf_counter()
+    for B, H, H_kv, L in shapes:
+        case = decode_case(B, H, H_kv, L)
+        kvs = [(c.k_cache, c.v_cache) for c in case.caches]
+        nbytes = 2 * kvs[0][0].numel() * 2
+        floor = read_floor_us(nbytes)
+        variants = {"HEAD": lambda: case.time()}
+        errs = {"HEAD": case.rel_err()}
+        for kind, C, st in CONFIGS:
+            name = f"{kind} c{C}s{st}"
+            fn = lambda kind=kind, C=C, st=st: [lambda k=k, v=v: gluon_decode(case.q, k, v, L, kind=kind, C=C, stages=st, out=case.out) for k, v in kvs]
+            try:
+                o = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st)
+                o2 = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st)  # the counter came back to zero
+                torch.cuda.synchronize()
+                errs[name] = max(((x.double() - case.ref).abs().max() / case.ref.abs().max()).item() for x in (o, o2))
+                variants[name] = lambda fn=fn: stream_us(fn())
+            except Exception as e:  # a config that does not compile or fit: say so, go on
+                print(f"  {name}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+        for kind, C, st in READ_CONFIGS:
+            name = f"read {kind} c{C}s{st}"
+            fn = lambda kind=kind, C=C, st=st: [lambda k=k, v=v: gluon_decode(case.q, k, v, L, kind=kind, C=C, stages=st, read_only=True, out=case.out) for k, v in kvs]
+            try:
+                gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st, read_only=True)
+                variants[name] = lambda fn=fn: stream_us(fn())
+            except Exception as e:
+                print(f"  {name}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+        times = {n: [] for n in variants}
+        for _ in range(ROUNDS):
+            for n, f in variants.items():
+                times[n].append(f())
+        line = f"B={B} {H}/{H_kv} L={L}: copy {case.copy_us:.2f} us, read-only floor {floor:.2f}"
+        for n in variants:
+            us = statistics.median(times[n])
+            line += f" | {n} {us:.2f} ({case.copy_us / us:.2f} of copy{f', err {errs[n]:.1e}' if n in errs else ''})"
+        print(line + f"  t={time.perf_counter() - t0:.0f}s", flush=True)
+        del case, kvs
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
