@@ -31,11 +31,11 @@ total + 2·P either way. The program that draws the last one zeroes the counter 
 (CUDA graphs replay it as it is).
 
 What it found (H200, session 15; results/baselines/README.md, "Decode, session 15"): at B = 1,
-32/8 heads, 8K the loads alone take 10.5-11.3 µs (0.98-1.01 of the same-size copy; the split
+32/8 heads, 8K the loads alone take 10.3-11.3 µs (0.98-1.05 of the same-size copy; the split
 kernel's structure reads in ~11.75), tickets make that slower (11.90), and the math costs 2.5-2.7
-µs over the stream in every arrangement (the kernel alone 13.05-13.23, the call with its merge
-14.5-16.3, the launcher 13.7-14.3). One timing run ended in a launch failure at 32/8, 32K (the
-config not isolated); the reference checks pass at 8K and below.
+µs over the stream in every arrangement (the kernel alone 12.8-13.2, the call with its merge
+14.1-16.3, the launcher 13.4-14.3). One timing run ended in a launch failure at 32/8, 32K inside
+the graph of all configs' calls; run alone, every config matched the reference there.
 
 Contiguous bf16 caches [B, H_kv, S, D] with every sequence at L keys only (a probe, not the
 launcher). Needs an sm_90 GPU:
