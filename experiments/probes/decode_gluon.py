@@ -243,6 +243,13 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
 # Warp-specialized: a producer warp streams, one or two consumer warpgroups compute
 # ---------------------------------------------------------------------------------------------
 @gluon.jit
+def _walk_item(item, seq, n_chunks):
+    """(pair, chunk, q slot) of the seq-th item a program takes: the producer and the consumers
+    walk the same static sequence (item = pid + seq·P), so they agree without telling each other."""
+    return item // n_chunks, item % n_chunks, seq % 2
+
+
+@gluon.jit
 def _ws_producer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
     """One warp: the static item sequence's K/V tiles into the ring (waiting for a stage to be
     released by its consumer) and each item's q rows into one of two q buffers."""
@@ -256,9 +263,7 @@ def _ws_producer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
     seq = 0
     item = pid
     while item < total:
-        pair = item // n_chunks
-        chunk = item % n_chunks
-        slot = seq % 2
+        pair, chunk, slot = _walk_item(item, seq, n_chunks)
         mbarrier.wait(q_empty.index(slot), ((seq // 2) & 1) ^ 1)  # both consumers are done with item seq - 2
         mbarrier.expect(q_ready.index(slot), q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(q_desc, [pair * G, 0], q_ready.index(slot), q_bufs.index(slot).slice(0, G_BOX))
@@ -294,9 +299,7 @@ def _ws_consumer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, c: 
     seq = 0
     item = pid
     while item < total:
-        pair = item // n_chunks
-        chunk = item % n_chunks
-        slot = seq % 2
+        pair, chunk, slot = _walk_item(item, seq, n_chunks)
         mbarrier.wait(q_ready.index(slot), (seq // 2) & 1)
         q_s = q_bufs.index(slot)
         m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
