@@ -23,8 +23,8 @@ Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FL
   * the merge can be fused: each program of a (sequence, KV head) writes its partials and
     bumps an arrival counter (one atomic, acq_rel at GPU scope); the program that arrives last
     reads the group's G·splits partials from L2 and writes o, and resets the counter to 0. That
-    saves the second launch (~2 µs before it took PDL) for one atomic per program and a merge tail of G·splits·D·4
-    bytes read by one program. The counters are one
+    saves the second launch (~2 µs before it took PDL) for one atomic per program and a merge
+    tail of G·splits·D·4 bytes read by one program. The counters are one
     zeroed int32 buffer per device, allocated once and left zeroed by every launch, so launches
     need no memset and work in CUDA graphs. Two launches running at the same time on different
     streams of one device would share counters: pass fused_merge=False there. Under the
@@ -371,8 +371,8 @@ class SplitPolicy:
     at most this many splits the split kernel merges them itself (the last program of each group,
     one atomic per program); with more, a second small kernel does. The fused tail (one program
     reading G·splits·D·4 bytes) grows with the split count, the second launch cost a fixed ~2
-    µs before it took PDL: on an H200, before the merge kernel took PDL, the fused merge won by 1-3 µs at 2-8 splits
-    and lost by ~2.3 µs at 32 (batch 1). 0: never fused.
+    µs before it took PDL: on an H200 then, the fused merge won by 1-3 µs at 2-8 splits and
+    lost by ~2.3 µs at 32 (batch 1). 0: never fused.
     fused_merge_up_to_pdl: the same where the merge kernel takes PDL. 0: its launch overlaps the
     split kernel, and the fused merge never won (H200, session 11, experiments/probes/
     decode_fused_threshold.py, stream, two kernels against fused at the same split count: batch

@@ -47,12 +47,15 @@ launcher). Needs an sm_90 GPU:
 import os, statistics, sys, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 import kernels.attention_decode as ad
+from experiments.probes._decode_case import decode_case
+from experiments.probes.read_floor import read_floor_us
+from kernels.attention_decode import decode_reference, paged_from_contiguous
 from lab.benchmarks._common import stream_us
 
 LOG2E = 1.4426950408889634
@@ -60,11 +63,37 @@ M_WG = gl.constexpr(64)  # wgmma's M: the q rows a warpgroup multiplies (G of th
 
 
 @gluon.jit
+def _lanes(num_warps: gl.constexpr):
+    """0 .. 32·num_warps - 1, one a thread."""
+    return gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))
+
+
+@gluon.jit
+def _launch_dependents(num_warps: gl.constexpr):
+    """griddepcontrol.launch_dependents (Gluon has no builtin for it): the merge kernel, launched
+    with programmatic dependent launch, may be made resident now; it waits for this grid's
+    completion before reading a partial."""
+    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; mov.u32 $0, $1;", "=r,r", [_lanes(num_warps)],
+                              dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _stage_buffers(k_desc, v_desc, STAGES: gl.constexpr):
+    """The K and V rings (STAGES tiles each) and two q buffers of M_WG rows (G_BOX of them loaded)."""
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    D: gl.constexpr = k_desc.block_type.shape[1]
+    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
+    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([M_WG, D], gl.bfloat16)
+    return k_bufs, v_bufs, gl.allocate_shared_memory(gl.bfloat16, [2, M_WG, D], q_layout)
+
+
+@gluon.jit
 def _draw(CNT, k, DYNAMIC: gl.constexpr, num_warps: gl.constexpr):
     """Ask for a ticket (DYNAMIC) without waiting for it: a one-lane tensor atomic, whose result
     stays in lane 0's register until `_item` reads it (a scalar atomic would be broadcast through
     shared memory at once, stalling every warp for the atomic's round trip). Static: k."""
-    lanes = gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))
+    lanes = _lanes(num_warps)
     if DYNAMIC:
         t = gl.atomic_add(CNT + lanes * 0, gl.full(lanes.shape, 1, gl.int32, lanes.type.layout), mask=lanes == 0, sem="relaxed")
         t = gl.where(lanes == 0, t, -1)
@@ -85,6 +114,13 @@ def _item(t, CNT, last, P, pid, DYNAMIC: gl.constexpr):
     else:
         item = pid + t * P
     return item
+
+
+@gluon.jit
+def _walk_item(item, seq, n_chunks):
+    """(pair, chunk, q slot) of the seq-th item a program takes. The warp-specialized partitions
+    walk the same static sequence (item = pid + seq·P), so they agree without telling each other."""
+    return item // n_chunks, item % n_chunks, seq % 2
 
 
 @gluon.jit
@@ -162,17 +198,10 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
     gl.static_assert(C >= STAGES - 1, "the loads run at most one item ahead")
     pid = gl.program_id(0)
     P = gl.num_programs(0)
-    # the merge kernel (launched with programmatic dependent launch) may be made resident now;
-    # it waits for this grid's completion before reading a partial
-    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; mov.u32 $0, $1;", "=r,r",
-                              [gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))],
-                              dtype=gl.int32, is_pure=False, pack=1)
+    _launch_dependents(num_warps)
     last = total + 2 * P - 1  # see the module doc
 
-    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
-    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
-    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([M_WG, D], gl.bfloat16)
-    q_bufs = gl.allocate_shared_memory(gl.bfloat16, [2, M_WG, D], q_layout)
+    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -194,14 +223,13 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
     n = 0  # tiles consumed
     seq = 0  # items done
     while cur < total:
-        pair = cur // n_chunks
-        chunk = cur % n_chunks
+        pair, chunk, slot = _walk_item(cur, seq, n_chunks)
         m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([M_WG], gl.float32, gl.SliceLayout(1, s_layout))
         acc = gl.zeros([M_WG, D], gl.float32, o_layout)
         if not READ_ONLY:
-            mbarrier.wait(q_ready.index(seq % 2), (seq // 2) & 1)
-        q_s = q_bufs.index(seq % 2)
+            mbarrier.wait(q_ready.index(slot), (seq // 2) & 1)
+        q_s = q_bufs.index(slot)
         nxt = cur  # read from its ticket at the next item's first load
         for t in gl.static_range(C):
             # every warp is done with the stage the next load overwrites (used by tile n - 1)
@@ -211,10 +239,10 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
             if ahead == C:  # the first load of the next item: its ticket is needed now
                 nxt = _item(nxt_t, CNT, last, P, pid, DYNAMIC)
             if ahead < C:
-                _issue(cur, ahead, n + STAGES - 1, seq % 2, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+                _issue(cur, ahead, n + STAGES - 1, slot, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
                        L, S_rows, n_chunks, total, G, C, STAGES, BLOCK_N, READ_ONLY)
             else:
-                _issue(nxt, ahead - C, n + STAGES - 1, (seq + 1) % 2, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready,
+                _issue(nxt, ahead - C, n + STAGES - 1, 1 - slot, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready,
                        q_ready, L, S_rows, n_chunks, total, G, C, STAGES, BLOCK_N, READ_ONLY)
             s = n % STAGES
             mbarrier.wait(ready.index(s), (n // STAGES) & 1)
@@ -242,13 +270,6 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
 # ---------------------------------------------------------------------------------------------
 # Warp-specialized: a producer warp streams, one or two consumer warpgroups compute
 # ---------------------------------------------------------------------------------------------
-@gluon.jit
-def _walk_item(item, seq, n_chunks):
-    """(pair, chunk, q slot) of the seq-th item a program takes: the producer and the consumers
-    walk the same static sequence (item = pid + seq·P), so they agree without telling each other."""
-    return item // n_chunks, item % n_chunks, seq % 2
-
-
 @gluon.jit
 def _ws_producer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
     """One warp: the static item sequence's K/V tiles into the ring (waiting for a stage to be
@@ -329,15 +350,8 @@ def _ws_consumer1(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
 @gluon.jit
 def _decode_ws(q_desc, k_desc, v_desc, PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale,
                C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
-    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
-    D: gl.constexpr = k_desc.block_type.shape[1]
-    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; mov.u32 $0, $1;", "=r,r",
-                              [gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))],
-                              dtype=gl.int32, is_pure=False, pack=1)
-    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
-    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
-    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([M_WG, D], gl.bfloat16)
-    q_bufs = gl.allocate_shared_memory(gl.bfloat16, [2, M_WG, D], q_layout)
+    _launch_dependents(num_warps)
+    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -360,7 +374,6 @@ def _decode_ws(q_desc, k_desc, v_desc, PO, PM, PL, L, S_rows, n_chunks, total, G
 # ---------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 TILE_BYTES = 16384  # of K per tile, as the split kernel's rule: 64 keys at D = 128, 128 at D = 64
 
@@ -393,7 +406,7 @@ def gluon_decode(q, k, v, L, *, kind="ws2", C=4, stages=4, read_only=False, merg
                       torch.zeros(1, dtype=torch.int32, device=q.device))
     po, pm, pl, cnt = _BUFS[key]
     qk_scale = LOG2E / D ** 0.5
-    if nc == 1 and not kind.startswith("ws"):
+    if not kind.startswith("ws"):
         _decode_persistent[(P,)](q_desc, k_desc, v_desc, po, pm, pl, cnt, L, S, n_chunks, total, G, ml_stride, qk_scale,
                                  C=C, STAGES=stages, DYNAMIC=kind == "d", READ_ONLY=read_only, num_warps=4)
     else:
@@ -420,7 +433,6 @@ def check():
     """Every config against the float64 reference on odd shapes (L not a multiple of a tile or an
     item, G = 3 and 4, more items than programs and fewer), twice per config with the partials
     poisoned in between (an item left undone shows as NaN) and the ticket counter back at zero."""
-    from kernels.attention_decode import decode_reference, paged_from_contiguous
     dev = torch.device("cuda")
     worst = 0.0
     for B, H, H_kv, L, S in ((1, 32, 8, 8192, 8192), (3, 9, 3, 1000, 1040), (2, 32, 8, 777, 800), (1, 9, 3, 64, 64), (5, 32, 8, 3000, 3000)):
@@ -450,7 +462,6 @@ def check():
 def breakdown(shapes):
     """Where a persistent call's time goes: the whole call, its kernel without the merge, and
     the stream alone, one-partition (s) and warp-specialized (ws2), beside the launcher."""
-    from experiments.probes._decode_case import decode_case
     for B, H, H_kv, L in shapes:
         case = decode_case(B, H, H_kv, L)
         kvs = [(c.k_cache, c.v_cache) for c in case.caches]
@@ -468,12 +479,10 @@ def breakdown(shapes):
 
 
 def main(argv):
-    from experiments.probes._decode_case import decode_case
     if argv[:1] == ["--check"]:
         return check()
     if argv[:1] == ["--breakdown"]:
         return breakdown([tuple(int(x) for x in a.split(",")) for a in argv[1:]] or [(1, 32, 8, 8192), (1, 9, 3, 8192)])
-    from experiments.probes.read_floor import read_floor_us
     shapes = [tuple(int(x) for x in a.split(",")) for a in argv] or SHAPES
     t0 = time.perf_counter()
     for B, H, H_kv, L in shapes:
