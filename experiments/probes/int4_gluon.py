@@ -84,7 +84,7 @@ def _columns(t, lay: gl.constexpr):
 
 
 @gluon.jit
-def _producer(a, STAGES: gl.constexpr, U: gl.constexpr):
+def _producer(a, STAGES: gl.constexpr):
     """One warp: the program's tiles' boxes (codes, scales, x) into the ring, each once its stage
     is released."""
     (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, Y, N, n_tiles, n_chunks, n_groups) = a
@@ -177,7 +177,7 @@ def _int4_stream(w_desc, s_desc, x_desc, Y, N, n_tiles, n_chunks, n_groups, STAG
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
     a = (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, Y, N, n_tiles, n_chunks, n_groups)
-    gl.warp_specialize([(_consumer, (a, STAGES, U, READ_ONLY, ASM, CONSTRAINTS, ZZ, MAGIC, ONE)), (_producer, (a, STAGES, U))],
+    gl.warp_specialize([(_consumer, (a, STAGES, U, READ_ONLY, ASM, CONSTRAINTS, ZZ, MAGIC, ONE)), (_producer, (a, STAGES))],
                        [1], [24])
 
 
