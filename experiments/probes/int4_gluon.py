@@ -25,7 +25,7 @@ boxes, 6 stages, one program an SM), takes 1.2-1.9 µs more than a read-only Tri
 same bytes: 5.22-5.28 µs at 4096² (the floor 3.61-3.69, the launcher's whole GEMV 5.25-5.27,
 3× cuBLAS ≤ 4.52), and the math adds 0.7-4.2 µs to that.
 
-M = 1, bf16 x, symmetric, groups of 64 or 128, K/64 a multiple of NW·U (the Llama shapes and
+M = 1, bf16 x, symmetric with float16 scales (quantize_int4's default), groups of 64 or 128, K/64 a multiple of NW·U (the Llama shapes and
 576×1536). A probe, not the launcher. Needs an sm_90 GPU:
 
     python experiments/probes/int4_gluon.py --check           # every config against the reference
@@ -203,10 +203,11 @@ class GluonInt4:
         G = qm.group_size
         nt, kc = qm.qweight.shape[:2]
         cb = nw * u
-        if qm.layout != "mma" or not qm.symmetric or G not in (64, 128) or (nw * MMA_K) % G or not fits(K, G, nw, u, qm.scale.element_size()):
-            raise ValueError(f"int4_gluon: needs a symmetric mma-layout weight, G 64/128, K/64 a multiple of nw·u and a box's "
-                             f"scales filling 128 bytes (TMA writes shared memory 128-byte aligned); got layout {qm.layout}, "
-                             f"symmetric {qm.symmetric}, G {G}, K/64 {kc}, nw·u {cb}")
+        if (qm.layout != "mma" or not qm.symmetric or qm.scale.dtype != torch.float16 or G not in (64, 128) or (nw * MMA_K) % G
+                or not fits(K, G, nw, u)):
+            raise ValueError(f"int4_gluon: needs a symmetric mma-layout weight with float16 scales, G 64/128, K/64 a multiple of "
+                             f"nw·u and a box's scales filling 128 bytes (TMA writes shared memory 128-byte aligned); got layout "
+                             f"{qm.layout}, symmetric {qm.symmetric}, scales {qm.scale.dtype}, G {G}, K/64 {kc}, nw·u {cb}")
         gb = cb * MMA_K // G
         self.words = qm.qweight.view(nt * kc, 128)
         self.scales = tile_scales(qm)
@@ -225,10 +226,10 @@ class GluonInt4:
         return y
 
 
-def fits(K: int, G: int, nw: int, u: int, scale_bytes: int = 2) -> bool:
-    """Whether a box of nw·u chunks tiles K and its scales fill whole 128-byte lines."""
+def fits(K: int, G: int, nw: int, u: int) -> bool:
+    """Whether a box of nw·u chunks tiles K and its (float16) scales fill whole 128-byte lines."""
     cb = nw * u
-    return (K // MMA_K) % cb == 0 and (cb * MMA_K // G) * MMA_ROWS * scale_bytes % 128 == 0
+    return (K // MMA_K) % cb == 0 and (cb * MMA_K // G) * MMA_ROWS * 2 % 128 == 0
 
 
 def _flat_layout(bits):
