@@ -25,8 +25,8 @@ boxes, 6 stages, one program an SM), takes 1.2-1.9 µs more than a read-only Tri
 same bytes: 5.22-5.28 µs at 4096² (the floor 3.61-3.69, the launcher's whole GEMV 5.25-5.27,
 3× cuBLAS ≤ 4.52), and the math adds 0.7-4.2 µs to that.
 
-M = 1, bf16 x, symmetric with float16 scales (quantize_int4's default), groups of 64 or 128, K/64 a multiple of NW·U (the Llama shapes and
-576×1536). A probe, not the launcher. Needs an sm_90 GPU:
+M = 1, bf16 x, symmetric with float16 scales (quantize_int4's default), groups of 64 or 128, K/64
+a multiple of NW·U (the Llama shapes and 576×1536). A probe, not the launcher. Needs an sm_90 GPU:
 
     python experiments/probes/int4_gluon.py --check           # every config against the reference
     python experiments/probes/int4_gluon.py [N,K ...]          # stream µs beside the launcher and cuBLAS
