@@ -8,7 +8,7 @@ import torch
 
 import kernels.attention_decode
 from kernels.attention_decode import PagedKV, bytes_moved, decode_reference, paged_decode_attention, paged_from_contiguous, quantize_kv
-from lab.benchmarks._common import copy_same_bytes, input_copies, stream_us
+from lab.benchmarks._common import copy_same_bytes, input_copies, rel_err, stream_us
 
 QUANT = {"fp8": (torch.float8_e4m3fn, "head"), "int8": (torch.int8, "token")}  # as the decode suite stores them
 
@@ -42,7 +42,7 @@ class DecodeCase:
 
     def rel_err(self, fn=paged_decode_attention, **kw) -> float:
         o = fn(self.q, **self.caches[0].kwargs(), **(self.scales[0] if self.scales else {}), **kw)
-        return ((o.double() - self.ref).abs().max() / self.ref.abs().max()).item()
+        return rel_err(o, self.ref)
 
 
 def decode_case(B: int, H: int, H_kv: int, L: int, seed: int = 0, block_size: int | None = None, kv: str = "bf16") -> DecodeCase:

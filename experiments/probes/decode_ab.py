@@ -49,7 +49,6 @@ def main(argv):
         over = dict(consts, **({"POLICY": dataclasses.replace(now.POLICY, **policy)} if policy else {}))
         variants["HEAD " + ",".join(f"{k}={v}" for k, v in pairs.items())] = (now, over, launch)
     t0 = time.perf_counter()
-    dev = torch.device("cuda")
     for B, H, H_kv, L, *P in shapes or SHAPES:
         case = decode_case(B, H, H_kv, L, block_size=P[0] if P else None, kv=kv)
         times = {n: [] for n in variants}

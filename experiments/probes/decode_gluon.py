@@ -56,7 +56,7 @@ import kernels.attention_decode as ad
 from experiments.probes._decode_case import decode_case
 from experiments.probes.read_floor import read_floor_us
 from kernels.attention_decode import decode_reference, paged_from_contiguous
-from lab.benchmarks._common import stream_us
+from lab.benchmarks._common import rel_err, stream_us
 
 LOG2E = 1.4426950408889634
 M_WG = gl.constexpr(64)  # wgmma's M: the q rows a warpgroup multiplies (G of them real)
@@ -450,7 +450,7 @@ def check():
                         b.fill_(float("nan"))
                 o = gluon_decode(q, k, v, L, kind=kind, C=C, stages=st)
                 torch.cuda.synchronize()
-                errs.append(((o.double() - ref).abs().max() / ref.abs().max()).item())
+                errs.append(rel_err(o, ref))
             counters = sum(int(bufs[3].item()) != 0 for bufs in _BUFS.values())
             ok = all(e < 2e-2 for e in errs) and counters == 0
             worst = max(worst, *errs)
@@ -499,7 +499,7 @@ def main(argv):
                 o = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st)
                 o2 = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st)  # the counter came back to zero
                 torch.cuda.synchronize()
-                errs[name] = max(((x.double() - case.ref).abs().max() / case.ref.abs().max()).item() for x in (o, o2))
+                errs[name] = max(rel_err(x, case.ref) for x in (o, o2))
                 variants[name] = lambda fn=fn: stream_us(fn())
             except Exception as e:  # a config that does not compile or fit: say so, go on
                 print(f"  {name}: {type(e).__name__}: {str(e)[:300]}", flush=True)
@@ -520,7 +520,7 @@ def main(argv):
             us = statistics.median(times[n])
             line += f" | {n} {us:.2f} ({case.copy_us / us:.2f} of copy{f', err {errs[n]:.1e}' if n in errs else ''})"
         print(line + f"  t={time.perf_counter() - t0:.0f}s", flush=True)
-        del case, kvs
+        case = kvs = variants = None  # free the caches before the next shape
         torch.cuda.empty_cache()
 
 

@@ -41,7 +41,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.wo_matmul import MMA_K, MMA_ROWS, _MMA_TYPES, _mma_asm, bytes_moved, dequantize, quantize_int4, wo_matmul
-from lab.benchmarks._common import copy_same_bytes, stream_us
+from lab.benchmarks._common import copy_same_bytes, rel_err, stream_us
 
 
 @gluon.constexpr_function
@@ -277,7 +277,7 @@ def check():
                 y = torch.full((1, N), float("nan"), dtype=x.dtype, device=dev)
                 f(x, y)
                 torch.cuda.synchronize()
-                errs.append(((y.double() - ref).abs().max() / ref.abs().max()).item())
+                errs.append(rel_err(y, ref))
             ok = all(e < 1e-2 for e in errs)  # bf16 output: ~4e-3
             worst = max(worst, *errs)
             print(f"check N={N} K={K} G={G} nw{nw}u{u}s{st}p{per_sm}: err {errs[0]:.1e} {errs[1]:.1e}{'' if ok else '  FAILED'}", flush=True)
@@ -302,7 +302,7 @@ def main(argv):
         variants = {"cuBLAS": lambda: stream_us([lambda d=d: F.linear(x, d) for d in dense]),
                     "copy": lambda: stream_us(copy_same_bytes(bytes_moved(1, N, K, qm), dev)),
                     "HEAD": lambda: stream_us([lambda q=q: wo_matmul(x, q) for q in qms])}
-        errs = {"HEAD": ((wo_matmul(x, qm).double() - ref).abs().max() / ref.abs().max()).item()}
+        errs = {"HEAD": rel_err(wo_matmul(x, qm), ref)}
         floor = read_floor_us(qm.nbytes)
         for nw, u, st, per_sm, ro in [c + (False,) for c in CONFIGS] + [c + (True,) for c in READ_CONFIGS]:
             name = f"{'read ' if ro else ''}nw{nw}u{u}s{st}p{per_sm}"
@@ -311,7 +311,7 @@ def main(argv):
             try:
                 fs = [GluonInt4(q, nw, u, st, ro, per_sm) for q in qms]
                 if not ro:
-                    errs[name] = ((fs[0](x).double() - ref).abs().max() / ref.abs().max()).item()
+                    errs[name] = rel_err(fs[0](x), ref)
                 variants[name] = lambda fs=fs: stream_us([lambda f=f: f(x, y) for f in fs])
             except Exception as e:  # a config that does not compile or fit: say so, go on
                 print(f"  {name}: {type(e).__name__}: {str(e)[:300]}", flush=True)

@@ -147,7 +147,7 @@ def main(argv):
                     res.append(f"steal x{slack} ({iters} steps) {timed(lambda k, v: regs(k, v, iters, True), S, out, 'steal'):.2f}")
                 line += f"\n  n{block_n}, {S} programs a head ({per} tiles each): " + ", ".join(res)
         print(line, flush=True)
-        del kvs
+        kvs = None  # free the caches before the next shape
         torch.cuda.empty_cache()
 
 
