@@ -17,11 +17,17 @@ lets the loads run ahead across chunks: these kernels are written in it.
         wgmma layout (a row lives in one thread quad: no cross-warp reductions); each item leaves
         a partial as the split kernel does, and kernels.attention_decode's merge kernel combines
         them (the items of a pair are its splits)
+  swapped math (kinds ending in "t", G <= 8): sᵀ = K qᵀ and Oᵀ += Vᵀ Pᵀ, keys as wgmma's M and
+        the query rows as its N of 8, 1/8 of the tensor-core work of m64; the max crosses the 4
+        warps (a shared-memory reduction a tile) and P goes through shared memory
+  merge="poll": the decode kernel bumps a per-pair counter (release) after each partial, and a
+        merge grid launched under PDL waits on its pair's counter (acquire) instead of the grid
   kinds: "s" / "d" one partition of 4 warps issuing its own loads (static / ticket items);
         "ws1" / "ws2" warp-specialized, a producer warp streams the same items (static) and one
         or two consumer warpgroups compute (with two, each takes every other tile of an item and
         leaves its own partial)
   read_only: the one-partition kernel's loads and barriers, nothing computed or written
+  per_sm: programs an SM (2 fit at 3 stages)
 
 The tickets: each program draws 2 tickets first (the next item and the one after) and one more
 after each item, and stops at its first item past the last. A program that starts past the last
@@ -36,6 +42,9 @@ kernel's structure reads in ~11.75), tickets make that slower (11.90), and the m
 µs over the stream in every arrangement (the kernel alone 12.8-13.2, the call with its merge
 14.1-16.3, the launcher 13.4-14.3). One timing run ended in a launch failure at 32/8, 32K inside
 the graph of all configs' calls; run alone, every config matched the reference there.
+Session 17 ("Decode, session 17"): the swapped math cuts that to ~1.9 µs, the kernel alone reads
+at 0.87-0.92 of the copy, and the call (13.6-14.0 µs) only ties the launcher's, because the merge
+still costs 1.2-1.3 µs; waiting per pair (merge="poll") costs more, 1.4-3.1 µs over the merge kernel.
 
 Contiguous bf16 caches [B, H_kv, S, D] with every sequence at L keys only (a probe, not the
 launcher). Needs an sm_90 GPU:
@@ -47,6 +56,8 @@ launcher). Needs an sm_90 GPU:
 import os, statistics, sys, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 import torch
+import triton
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
@@ -78,14 +89,15 @@ def _launch_dependents(num_warps: gl.constexpr):
 
 
 @gluon.jit
-def _stage_buffers(k_desc, v_desc, STAGES: gl.constexpr):
-    """The K and V rings (STAGES tiles each) and two q buffers of M_WG rows (G_BOX of them loaded)."""
+def _stage_buffers(k_desc, v_desc, STAGES: gl.constexpr, Q_ROWS: gl.constexpr):
+    """The K and V rings (STAGES tiles each) and two q buffers of Q_ROWS rows (G_BOX of them
+    loaded): M_WG for q Kᵀ, G_BOX when swapped (K qᵀ)."""
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
     D: gl.constexpr = k_desc.block_type.shape[1]
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
-    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([M_WG, D], gl.bfloat16)
-    return k_bufs, v_bufs, gl.allocate_shared_memory(gl.bfloat16, [2, M_WG, D], q_layout)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([Q_ROWS, D], gl.bfloat16)
+    return k_bufs, v_bufs, gl.allocate_shared_memory(gl.bfloat16, [2, Q_ROWS, D], q_layout)
 
 
 @gluon.jit
@@ -189,10 +201,93 @@ def _store_partial(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, ac
     gl.store(PL + hr_s, l_i, mask=rows_s < G)
 
 
+# Swapped (K qᵀ): the keys are wgmma's M and the G_BOX query rows its N (8 for G <= 8), so a
+# 4-row group pads to 8 columns rather than 64 rows: 1/8 of the tensor-core work. The price: the
+# softmax's max runs over M, across the warpgroup's 4 warps (a shared-memory reduction and a
+# barrier a tile), and P goes through shared memory as the B operand of Oᵀ += Vᵀ Pᵀ.
 @gluon.jit
-def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chunks, total, G, ml_stride, qk_scale,
+def _attend_tile_t(q_s, k_t, v_t, p_s, key0, L, qk_scale, m_i, l_i, acc, s_layout: gl.constexpr):
+    """_attend_tile swapped: scores sᵀ [BLOCK_N, G_BOX], output accᵀ [D, G_BOX], l_i kept
+    per key row ([BLOCK_N, G_BOX], summed once per item) so only the max crosses warps."""
+    BLOCK_N: gl.constexpr = k_t.type.shape[0]
+    ROWS: gl.constexpr = q_s.type.shape[0]
+    sc = warpgroup_mma(k_t, q_s.permute((1, 0)), gl.zeros([BLOCK_N, ROWS], gl.float32, s_layout), use_acc=False)
+    sc = sc * qk_scale  # log2 domain
+    keys = key0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, s_layout))
+    sc = gl.where((keys < L)[:, None], sc, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(sc, 0))
+    p = gl.exp2(sc - m_new[None, :])
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha[None, :] + p
+    acc = acc * alpha[None, :]  # s_layout and the output's are one layout (N = G_BOX both)
+    p_s.store(gl.permute(p.to(gl.bfloat16), (1, 0)))
+    fence_async_shared()
+    gl.thread_barrier()  # every warp's P rows are in shared memory before the warpgroup reads them
+    acc = warpgroup_mma(v_t.permute((1, 0)), p_s.permute((1, 0)), acc)
+    return m_new, l_i, acc
+
+
+@gluon.jit
+def _store_partial_t(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, acc, s_layout: gl.constexpr):
+    """_store_partial from the swapped state: columns < G."""
+    D: gl.constexpr = acc.type.shape[0]
+    ROWS: gl.constexpr = acc.type.shape[1]
+    dims = gl.arange(0, D, layout=gl.SliceLayout(1, s_layout))
+    cols = gl.arange(0, ROWS, layout=gl.SliceLayout(0, s_layout))
+    head_row = (pair * G + cols).to(gl.int64)
+    gl.store(PO + ((head_row * n_splits + split) * D)[None, :] + dims[:, None], acc, mask=(cols < G)[None, :])
+    hr = head_row * ml_stride + split
+    gl.store(PM + hr, m_i, mask=cols < G)
+    gl.store(PL + hr, gl.sum(l_i, 0), mask=cols < G)
+
+
+@gluon.constexpr_function
+def _math_layouts(SWAP, BLOCK_N, D):
+    """(scores, output, P operand) layouts: wgmma accumulators of BLOCK_N / D columns, or, swapped,
+    one layout of G_BOX = 8 columns for both (the P operand then goes through shared memory)."""
+    if SWAP:
+        return _wgmma_layout(8), _wgmma_layout(8), None
+    o = _wgmma_layout(D)
+    return _wgmma_layout(BLOCK_N), o, gl.DotOperandLayout(operand_index=0, parent=o, k_width=2)
+
+
+@gluon.jit
+def _fresh_state(SWAP: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
+    """An item's (m, l, acc) before its first tile."""
+    if SWAP:
+        m_i = gl.full([8], float("-inf"), gl.float32, gl.SliceLayout(0, s_layout))
+        l_i = gl.zeros([BLOCK_N, 8], gl.float32, s_layout)
+        acc = gl.zeros([D, 8], gl.float32, o_layout)
+    else:
+        m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([M_WG], gl.float32, gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([M_WG, D], gl.float32, o_layout)
+    return m_i, l_i, acc
+
+
+@gluon.jit
+def _attend(SWAP: gl.constexpr, q_s, k_t, v_t, p_s, key0, L, qk_scale, m_i, l_i, acc, s_layout: gl.constexpr,
+            o_layout: gl.constexpr, p_layout: gl.constexpr):
+    if SWAP:
+        m_i, l_i, acc = _attend_tile_t(q_s, k_t, v_t, p_s, key0, L, qk_scale, m_i, l_i, acc, s_layout)
+    else:
+        m_i, l_i, acc = _attend_tile(q_s, k_t, v_t, key0, L, qk_scale, m_i, l_i, acc, s_layout, o_layout, p_layout)
+    return m_i, l_i, acc
+
+
+@gluon.jit
+def _finish(SWAP: gl.constexpr, PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, acc, s_layout: gl.constexpr,
+            o_layout: gl.constexpr):
+    if SWAP:
+        _store_partial_t(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, acc, s_layout)
+    else:
+        _store_partial(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, acc, s_layout, o_layout)
+
+
+@gluon.jit
+def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, SIG, L, S_rows, n_chunks, total, G, ml_stride, qk_scale,
                        C: gl.constexpr, STAGES: gl.constexpr, DYNAMIC: gl.constexpr, READ_ONLY: gl.constexpr,
-                       num_warps: gl.constexpr):
+                       SWAP: gl.constexpr, SIGNAL: gl.constexpr, num_warps: gl.constexpr):
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
     D: gl.constexpr = k_desc.block_type.shape[1]
     gl.static_assert(C >= STAGES - 1, "the loads run at most one item ahead")
@@ -201,7 +296,10 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
     _launch_dependents(num_warps)
     last = total + 2 * P - 1  # see the module doc
 
-    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES)
+    G_BOX: gl.constexpr = q_desc.block_type.shape[0]
+    gl.static_assert(not SWAP or G_BOX == 8, "swapped: one wgmma N of 8 query rows")
+    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES, G_BOX if SWAP else M_WG)
+    p_s = gl.allocate_shared_memory(gl.bfloat16, [G_BOX, BLOCK_N], gl.NVMMASharedLayout.get_default_for([G_BOX, BLOCK_N], gl.bfloat16))
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -209,9 +307,9 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
 
-    s_layout: gl.constexpr = _wgmma_layout(BLOCK_N)
-    o_layout: gl.constexpr = _wgmma_layout(D)
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[0]
+    o_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[1]
+    p_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[2]
 
     cur = pid  # no ticket for the first item: its loads start at once
     nxt_t = _draw(CNT, 1, DYNAMIC, num_warps)  # tickets in flight: read one item after they are drawn
@@ -224,9 +322,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
     seq = 0  # items done
     while cur < total:
         pair, chunk, slot = _walk_item(cur, seq, n_chunks)
-        m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([M_WG], gl.float32, gl.SliceLayout(1, s_layout))
-        acc = gl.zeros([M_WG, D], gl.float32, o_layout)
+        m_i, l_i, acc = _fresh_state(SWAP, BLOCK_N, D, s_layout, o_layout)
         if not READ_ONLY:
             mbarrier.wait(q_ready.index(slot), (seq // 2) & 1)
         q_s = q_bufs.index(slot)
@@ -249,11 +345,14 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
             key0 = (chunk * C + t) * BLOCK_N
             if not READ_ONLY:
                 if key0 < L:
-                    m_i, l_i, acc = _attend_tile(q_s, k_bufs.index(s), v_bufs.index(s), key0, L, qk_scale, m_i, l_i, acc,
-                                                 s_layout, o_layout, p_layout)
+                    m_i, l_i, acc = _attend(SWAP, q_s, k_bufs.index(s), v_bufs.index(s), p_s, key0, L, qk_scale, m_i, l_i,
+                                            acc, s_layout, o_layout, p_layout)
             n += 1
         if not READ_ONLY:  # the item's partial: split index = chunk
-            _store_partial(PO, PM, PL, pair, G, chunk, n_chunks, ml_stride, m_i, l_i, acc, s_layout, o_layout)
+            _finish(SWAP, PO, PM, PL, pair, G, chunk, n_chunks, ml_stride, m_i, l_i, acc, s_layout, o_layout)
+            if SIGNAL:  # every warp's partial stores, then one release: the polling merge may read them
+                gl.thread_barrier()
+                gl.atomic_add(SIG + pair, 1, sem="release", scope="gpu")
         seq += 1
         cur = nxt
         nxt_t = fut_t
@@ -274,7 +373,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, L, S_rows, n_chu
 def _ws_producer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
     """One warp: the static item sequence's K/V tiles into the ring (waiting for a stage to be
     released by its consumer) and each item's q rows into one of two q buffers."""
-    (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, ready, empty, q_ready, q_empty,
+    (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, p_bufs, ready, empty, q_ready, q_empty,
      PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale) = a
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
     G_BOX: gl.constexpr = q_desc.block_type.shape[0]
@@ -304,16 +403,16 @@ def _ws_producer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
 
 
 @gluon.jit
-def _ws_consumer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, c: gl.constexpr):
+def _ws_consumer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, SWAP: gl.constexpr, c: gl.constexpr):
     """One warpgroup: tiles t ≡ c (mod NC) of every item, its own online softmax, one partial per
     item (split NC·chunk + c), each stage released as soon as its PV product is done."""
-    (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, ready, empty, q_ready, q_empty,
+    (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, p_bufs, ready, empty, q_ready, q_empty,
      PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale) = a
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
     D: gl.constexpr = k_desc.block_type.shape[1]
-    s_layout: gl.constexpr = _wgmma_layout(BLOCK_N)
-    o_layout: gl.constexpr = _wgmma_layout(D)
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[0]
+    o_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[1]
+    p_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[2]
     pid = gl.program_id(0)
     P = gl.num_programs(0)
     n = 0
@@ -323,35 +422,38 @@ def _ws_consumer(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, c: 
         pair, chunk, slot = _walk_item(item, seq, n_chunks)
         mbarrier.wait(q_ready.index(slot), (seq // 2) & 1)
         q_s = q_bufs.index(slot)
-        m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([M_WG], gl.float32, gl.SliceLayout(1, s_layout))
-        acc = gl.zeros([M_WG, D], gl.float32, o_layout)
+        m_i, l_i, acc = _fresh_state(SWAP, BLOCK_N, D, s_layout, o_layout)
         for t in gl.static_range(C):
             if t % NC == c:
                 s = (n + t) % STAGES
                 mbarrier.wait(ready.index(s), ((n + t) // STAGES) & 1)
                 key0 = (chunk * C + t) * BLOCK_N
                 if key0 < L:
-                    m_i, l_i, acc = _attend_tile(q_s, k_bufs.index(s), v_bufs.index(s), key0, L, qk_scale, m_i, l_i, acc,
-                                                 s_layout, o_layout, p_layout)
+                    m_i, l_i, acc = _attend(SWAP, q_s, k_bufs.index(s), v_bufs.index(s), p_bufs.index(c), key0, L, qk_scale,
+                                            m_i, l_i, acc, s_layout, o_layout, p_layout)
                 mbarrier.arrive(empty.index(s))
         mbarrier.arrive(q_empty.index(slot))
-        _store_partial(PO, PM, PL, pair, G, chunk * NC + c, n_chunks * NC, ml_stride, m_i, l_i, acc, s_layout, o_layout)
+        _finish(SWAP, PO, PM, PL, pair, G, chunk * NC + c, n_chunks * NC, ml_stride, m_i, l_i, acc, s_layout, o_layout)
         n += C
         seq += 1
         item += P
 
 
 @gluon.jit
-def _ws_consumer1(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr):
-    _ws_consumer(a, C, STAGES, NC, 1)
+def _ws_consumer1(a, C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, SWAP: gl.constexpr):
+    _ws_consumer(a, C, STAGES, NC, SWAP, 1)
 
 
 @gluon.jit
 def _decode_ws(q_desc, k_desc, v_desc, PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale,
-               C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
+               C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, SWAP: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+               num_warps: gl.constexpr):
     _launch_dependents(num_warps)
-    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES)
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    G_BOX: gl.constexpr = q_desc.block_type.shape[0]
+    gl.static_assert(not SWAP or G_BOX == 8, "swapped: one wgmma N of 8 query rows")
+    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES, G_BOX if SWAP else M_WG)
+    p_bufs = gl.allocate_shared_memory(gl.bfloat16, [NC, G_BOX, BLOCK_N], gl.NVMMASharedLayout.get_default_for([G_BOX, BLOCK_N], gl.bfloat16))
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -362,13 +464,42 @@ def _decode_ws(q_desc, k_desc, v_desc, PO, PM, PL, L, S_rows, n_chunks, total, G
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=NC)
-    a = (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, ready, empty, q_ready, q_empty,
+    a = (q_desc, k_desc, v_desc, k_bufs, v_bufs, q_bufs, p_bufs, ready, empty, q_ready, q_empty,
          PO, PM, PL, L, S_rows, n_chunks, total, G, ml_stride, qk_scale)
     if NC == 2:  # the second consumer first among the workers: its 4 warps then make an aligned warpgroup
-        gl.warp_specialize([(_ws_consumer, (a, C, STAGES, NC, 0)), (_ws_consumer1, (a, C, STAGES, NC)), (_ws_producer, (a, C, STAGES, NC))],
-                           [4, 1], [CONSUMER_REGS, 24])
+        gl.warp_specialize([(_ws_consumer, (a, C, STAGES, NC, SWAP, 0)), (_ws_consumer1, (a, C, STAGES, NC, SWAP)),
+                            (_ws_producer, (a, C, STAGES, NC))], [4, 1], [CONSUMER_REGS, 24])
     else:
-        gl.warp_specialize([(_ws_consumer, (a, C, STAGES, NC, 0)), (_ws_producer, (a, C, STAGES, NC))], [1], [24])
+        gl.warp_specialize([(_ws_consumer, (a, C, STAGES, NC, SWAP, 0)), (_ws_producer, (a, C, STAGES, NC))], [1], [24])
+
+
+# ---------------------------------------------------------------------------------------------
+# The polling merge: launched under PDL while the decode kernel runs, each program waits for its
+# (sequence, KV head)'s partials (a counter the decode kernel bumps with release semantics once
+# per item) rather than for the whole grid, so the merge of the first pairs done overlaps the rest
+# of the stream and the tail after the last partial is one L2 round trip and one merge.
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _merge_polling(PO, PM, PL, O, SIG, DONE, H, G, num_splits, ml_stride, stride_ob, stride_oh,
+                   HEAD_DIM: tl.constexpr, DIMS: tl.constexpr, CHUNK: tl.constexpr, STAGES: tl.constexpr,
+                   BACKOFF_NS: tl.constexpr):
+    """kernels.attention_decode._decode_merge's grid (B, H, HEAD_DIM // DIMS) and merge, after its
+    pair's counter reaches num_splits. The last program of a pair to pass zeroes the counters for
+    the next call (the next decode kernel starts after this grid ends: it is not launched with PDL)."""
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    pair = b * (H // G) + h // G
+    seen = tl.atomic_add(SIG + pair, 0, sem="acquire", scope="gpu")
+    while seen < num_splits:
+        if BACKOFF_NS > 0:  # sleep between polls: the waiting programs share SMs with the decode kernel
+            seen = tl.inline_asm_elementwise("nanosleep.u32 $2; mov.u32 $0, $1;", "=r,r,r", [seen, seen * 0 + BACKOFF_NS],
+                                             dtype=tl.int32, is_pure=False, pack=1)
+        seen = tl.atomic_add(SIG + pair, 0, sem="acquire", scope="gpu")
+    ad._merge_partials(PO, PM, PL, O, b, h, 1, H, num_splits, ml_stride, stride_ob, stride_oh, tl.program_id(2) * DIMS,
+                       HEAD_DIM, DIMS, 1, CHUNK, STAGES)
+    if tl.atomic_add(DONE + pair, 1, sem="relaxed", scope="gpu") == G * tl.num_programs(2) - 1:
+        tl.atomic_xchg(SIG + pair, 0, sem="relaxed", scope="gpu")
+        tl.atomic_xchg(DONE + pair, 0, sem="relaxed", scope="gpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,11 +509,15 @@ def _decode_ws(q_desc, k_desc, v_desc, PO, PM, PL, L, S_rows, n_chunks, total, G
 TILE_BYTES = 16384  # of K per tile, as the split kernel's rule: 64 keys at D = 128, 128 at D = 64
 
 
-def gluon_decode(q, k, v, L, *, kind="ws2", C=4, stages=4, read_only=False, merge=True, out=None, programs=None):
+def gluon_decode(q, k, v, L, *, kind="ws2", C=4, stages=4, read_only=False, merge=True, out=None, per_sm=1, backoff_ns=0):
     """o [B, H, D] of one query per sequence over the contiguous bf16 cache k, v [B, H_kv, S, D],
     every sequence L <= S keys. kind: "s" / "d" the one-partition kernel with static / ticket
     items (read_only: nothing computed, out returned unwritten), "ws1" / "ws2" the warp-specialized
-    one with 1 / 2 consumer warpgroups."""
+    one with 1 / 2 consumer warpgroups; a trailing "t" swaps the math (K qᵀ, G <= 8). merge:
+    True the launcher's merge kernel (under PDL, after the whole grid), "poll" the polling merge
+    (one-partition kinds), False none (out is returned unwritten)."""
+    swap = kind.endswith("t")
+    kind = kind.removesuffix("t")
     B, H_kv, S, D = k.shape
     H = q.shape[1]
     G = H // H_kv
@@ -394,36 +529,55 @@ def gluon_decode(q, k, v, L, *, kind="ws2", C=4, stages=4, read_only=False, merg
     q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [g_box, D], gl.NVMMASharedLayout.get_default_for([g_box, D], gl.bfloat16))
     n_chunks = ad._cdiv(ad._cdiv(L, block_n), C)
     total = B * H_kv * n_chunks
-    P = programs or ad._sm_count(q.device)
+    P = per_sm * ad._sm_count(q.device)
     nc = int(kind[2:]) if kind.startswith("ws") else 1
     splits = n_chunks * nc
     ml_stride = ad._cdiv(splits, 32) * 32
-    key = (q.device, B * H * splits * D, B * H * ml_stride)
+    poll = merge == "poll" and not read_only
+    if poll and kind.startswith("ws"):
+        raise ValueError(f"merge='poll' needs a one-partition kind (s, d, st, dt), not {kind!r}")
+    key = (q.device, B * H * splits * D, B * H * ml_stride, B * H_kv)
     if key not in _BUFS:
         _BUFS[key] = (torch.empty(B * H * splits * D, dtype=torch.float32, device=q.device),
                       torch.empty(B * H * ml_stride, dtype=torch.float32, device=q.device),
                       torch.empty(B * H * ml_stride, dtype=torch.float32, device=q.device),
-                      torch.zeros(1, dtype=torch.int32, device=q.device))
-    po, pm, pl, cnt = _BUFS[key]
+                      torch.zeros(1, dtype=torch.int32, device=q.device),  # the ticket counter
+                      torch.zeros(2, B * H_kv, dtype=torch.int32, device=q.device))  # the polling merge's counters
+    po, pm, pl, cnt, sig = _BUFS[key]
     qk_scale = LOG2E / D ** 0.5
     if not kind.startswith("ws"):
-        _decode_persistent[(P,)](q_desc, k_desc, v_desc, po, pm, pl, cnt, L, S, n_chunks, total, G, ml_stride, qk_scale,
-                                 C=C, STAGES=stages, DYNAMIC=kind == "d", READ_ONLY=read_only, num_warps=4)
+        _decode_persistent[(P,)](q_desc, k_desc, v_desc, po, pm, pl, cnt, sig[0], L, S, n_chunks, total, G, ml_stride, qk_scale,
+                                 C=C, STAGES=stages, DYNAMIC=kind == "d", READ_ONLY=read_only, SWAP=swap, SIGNAL=poll,
+                                 num_warps=4)
     else:
         _decode_ws[(P,)](q_desc, k_desc, v_desc, po, pm, pl, L, S, n_chunks, total, G, ml_stride, qk_scale,
-                         C=C, STAGES=stages, NC=nc, CONSUMER_REGS=192, num_warps=4)
+                         C=C, STAGES=stages, NC=nc, SWAP=swap, CONSUMER_REGS=192, num_warps=4)
     out = torch.empty_like(q) if out is None else out
     if merge and not read_only:
         dims = ad._merge_dims(B * H, D, ad._sm_count(q.device))
-        ad._decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                                            HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(ad._pow2(splits), ad.MERGE_KERNEL_TILE // dims)),
-                                            STAGES=ad.MERGE_STAGES, PDL=True, TRIGGER=False, num_warps=1, launch_pdl=True)
+        chunk = max(1, min(ad._pow2(splits), ad.MERGE_KERNEL_TILE // dims))
+        if poll:
+            _merge_polling[(B, H, D // dims)](po, pm, pl, out, sig[0], sig[1], H, G, splits, ml_stride, out.stride(0), out.stride(1),
+                                              HEAD_DIM=D, DIMS=dims, CHUNK=chunk, STAGES=ad.MERGE_STAGES, BACKOFF_NS=backoff_ns,
+                                              num_warps=1, launch_pdl=True)
+        else:
+            ad._decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
+                                                HEAD_DIM=D, DIMS=dims, CHUNK=chunk, STAGES=ad.MERGE_STAGES, PDL=True, TRIGGER=False,
+                                                num_warps=1, launch_pdl=True)
     return out
 
 
 _BUFS = {}
-CONFIGS = [  # (kind, C, stages)
-    ("ws2", 4, 4), ("ws2", 4, 5), ("ws2", 2, 4), ("ws2", 8, 6), ("ws2", 8, 4), ("ws1", 4, 4), ("ws1", 4, 5), ("s", 4, 4), ("d", 4, 4)]
+CONFIGS = [  # (kind, C, stages, more gluon_decode keywords); session 15 also timed ws2 c4s5 c2s4 c8s6 c8s4
+    # and ws1 c4s5, session 17 st c8s6, ws1t c1s4 c4s4, ws2t c2s4 c8s6 and st at 2-3 programs an SM with
+    # 2-3 stages (all slower)
+    ("ws2", 4, 4, {}), ("s", 4, 4, {}), ("d", 4, 4, {}), ("st", 4, 4, {}), ("st", 2, 3, {}), ("ws2t", 4, 4, {}),
+    ("st", 4, 4, {"merge": "poll"}), ("st", 2, 3, {"merge": "poll"}), ("st", 2, 3, {"merge": "poll", "per_sm": 2}),
+    ("st", 2, 2, {"merge": "poll", "per_sm": 2}), ("st", 1, 2, {"merge": "poll", "per_sm": 2})]
+
+
+def _config_name(kind, C, st, kw):
+    return f"{kind} c{C}s{st}" + "".join(f" {k}={v}" for k, v in kw.items())
 READ_CONFIGS = [("s", 4, 4), ("s", 8, 6)]
 SHAPES = [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768), (4, 32, 8, 8192), (16, 32, 8, 8192), (1, 32, 8, 131072)]
 ROUNDS = 3
@@ -442,32 +596,32 @@ def check():
         v = torch.randn_like(k)
         pk = paged_from_contiguous(k, v, torch.full((B,), L, dtype=torch.int32, device=dev))
         ref = decode_reference(q, **pk.kwargs())
-        for kind, C, st in CONFIGS:
+        for kind, C, st, kw in CONFIGS:
             errs = []
             for _ in range(2):
                 for bufs in _BUFS.values():
                     for b in bufs[:3]:
                         b.fill_(float("nan"))
-                o = gluon_decode(q, k, v, L, kind=kind, C=C, stages=st)
+                o = gluon_decode(q, k, v, L, kind=kind, C=C, stages=st, **kw)
                 torch.cuda.synchronize()
                 errs.append(rel_err(o, ref))
-            counters = sum(int(bufs[3].item()) != 0 for bufs in _BUFS.values())
+            counters = sum(int(bufs[3].item()) != 0 or bool(bufs[4].any()) for bufs in _BUFS.values())
             ok = all(e < 2e-2 for e in errs) and counters == 0
             worst = max(worst, *errs)
-            print(f"check B={B} {H}/{H_kv} L={L} {kind} c{C}s{st}: err {errs[0]:.1e} {errs[1]:.1e}, counters left nonzero {counters}"
+            print(f"check B={B} {H}/{H_kv} L={L} {_config_name(kind, C, st, kw)}: err {errs[0]:.1e} {errs[1]:.1e}, counters left nonzero {counters}"
                   f"{'' if ok else '  FAILED'}", flush=True)
     print(f"check: worst err {worst:.1e}", flush=True)
 
 
 def breakdown(shapes):
     """Where a persistent call's time goes: the whole call, its kernel without the merge, and
-    the stream alone, one-partition (s) and warp-specialized (ws2), beside the launcher."""
+    the stream alone, one-partition (s) and warp-specialized (ws2), each also swapped, beside the launcher."""
     for B, H, H_kv, L in shapes:
         case = decode_case(B, H, H_kv, L)
         kvs = [(c.k_cache, c.v_cache) for c in case.caches]
         run = lambda **kw: stream_us([lambda k=k, v=v: gluon_decode(case.q, k, v, L, out=case.out, **kw) for k, v in kvs])
         variants = {"HEAD": lambda: case.time()}
-        for kind in ("s", "ws2"):
+        for kind in ("s", "st", "ws2", "ws2t"):
             variants[f"{kind} c4s4"] = lambda kind=kind: run(kind=kind)
             variants[f"{kind} c4s4 no merge"] = lambda kind=kind: run(kind=kind, merge=False)
         variants["s c4s4 read-only"] = lambda: run(kind="s", read_only=True)
@@ -492,12 +646,13 @@ def main(argv):
         floor = read_floor_us(nbytes)
         variants = {"HEAD": lambda: case.time()}
         errs = {"HEAD": case.rel_err()}
-        for kind, C, st in CONFIGS:
-            name = f"{kind} c{C}s{st}"
-            fn = lambda kind=kind, C=C, st=st: [lambda k=k, v=v: gluon_decode(case.q, k, v, L, kind=kind, C=C, stages=st, out=case.out) for k, v in kvs]
+        for kind, C, st, kw in CONFIGS:
+            name = _config_name(kind, C, st, kw)
+            fn = lambda kind=kind, C=C, st=st, kw=kw: [lambda k=k, v=v: gluon_decode(case.q, k, v, L, kind=kind, C=C, stages=st, out=case.out, **kw)
+                                                       for k, v in kvs]
             try:
-                o = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st)
-                o2 = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st)  # the counter came back to zero
+                o = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st, **kw)
+                o2 = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st, **kw)  # the counters came back to zero
                 torch.cuda.synchronize()
                 errs[name] = max(rel_err(x, case.ref) for x in (o, o2))
                 variants[name] = lambda fn=fn: stream_us(fn())
