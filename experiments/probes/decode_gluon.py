@@ -89,15 +89,20 @@ def _launch_dependents(num_warps: gl.constexpr):
 
 
 @gluon.jit
-def _stage_buffers(k_desc, v_desc, STAGES: gl.constexpr, Q_ROWS: gl.constexpr):
-    """The K and V rings (STAGES tiles each) and two q buffers of Q_ROWS rows (G_BOX of them
-    loaded): M_WG for q Kᵀ, G_BOX when swapped (K qᵀ)."""
+def _stage_buffers(k_desc, v_desc, q_desc, STAGES: gl.constexpr, SWAP: gl.constexpr, N_P: gl.constexpr):
+    """The K and V rings (STAGES tiles each), two q buffers and N_P P buffers (one a consumer
+    warpgroup, used when swapped). The q buffers hold M_WG rows for q Kᵀ (G_BOX of them loaded),
+    G_BOX when swapped (K qᵀ), where G_BOX = 8 is wgmma's N."""
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
     D: gl.constexpr = k_desc.block_type.shape[1]
+    G_BOX: gl.constexpr = q_desc.block_type.shape[0]
+    gl.static_assert(not SWAP or G_BOX == 8, "swapped: one wgmma N of 8 query rows")
+    Q_ROWS: gl.constexpr = G_BOX if SWAP else M_WG
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
-    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([Q_ROWS, D], gl.bfloat16)
-    return k_bufs, v_bufs, gl.allocate_shared_memory(gl.bfloat16, [2, Q_ROWS, D], q_layout)
+    q_bufs = gl.allocate_shared_memory(gl.bfloat16, [2, Q_ROWS, D], gl.NVMMASharedLayout.get_default_for([Q_ROWS, D], gl.bfloat16))
+    p_bufs = gl.allocate_shared_memory(gl.bfloat16, [N_P, G_BOX, BLOCK_N], gl.NVMMASharedLayout.get_default_for([G_BOX, BLOCK_N], gl.bfloat16))
+    return k_bufs, v_bufs, q_bufs, p_bufs
 
 
 @gluon.jit
@@ -296,10 +301,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, SIG, L, S_rows, 
     _launch_dependents(num_warps)
     last = total + 2 * P - 1  # see the module doc
 
-    G_BOX: gl.constexpr = q_desc.block_type.shape[0]
-    gl.static_assert(not SWAP or G_BOX == 8, "swapped: one wgmma N of 8 query rows")
-    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES, G_BOX if SWAP else M_WG)
-    p_s = gl.allocate_shared_memory(gl.bfloat16, [G_BOX, BLOCK_N], gl.NVMMASharedLayout.get_default_for([G_BOX, BLOCK_N], gl.bfloat16))
+    k_bufs, v_bufs, q_bufs, p_bufs = _stage_buffers(k_desc, v_desc, q_desc, STAGES, SWAP, 1)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -345,7 +347,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, SIG, L, S_rows, 
             key0 = (chunk * C + t) * BLOCK_N
             if not READ_ONLY:
                 if key0 < L:
-                    m_i, l_i, acc = _attend(SWAP, q_s, k_bufs.index(s), v_bufs.index(s), p_s, key0, L, qk_scale, m_i, l_i,
+                    m_i, l_i, acc = _attend(SWAP, q_s, k_bufs.index(s), v_bufs.index(s), p_bufs.index(0), key0, L, qk_scale, m_i, l_i,
                                             acc, s_layout, o_layout, p_layout)
             n += 1
         if not READ_ONLY:  # the item's partial: split index = chunk
@@ -449,11 +451,7 @@ def _decode_ws(q_desc, k_desc, v_desc, PO, PM, PL, L, S_rows, n_chunks, total, G
                C: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, SWAP: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                num_warps: gl.constexpr):
     _launch_dependents(num_warps)
-    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
-    G_BOX: gl.constexpr = q_desc.block_type.shape[0]
-    gl.static_assert(not SWAP or G_BOX == 8, "swapped: one wgmma N of 8 query rows")
-    k_bufs, v_bufs, q_bufs = _stage_buffers(k_desc, v_desc, STAGES, G_BOX if SWAP else M_WG)
-    p_bufs = gl.allocate_shared_memory(gl.bfloat16, [NC, G_BOX, BLOCK_N], gl.NVMMASharedLayout.get_default_for([G_BOX, BLOCK_N], gl.bfloat16))
+    k_bufs, v_bufs, q_bufs, p_bufs = _stage_buffers(k_desc, v_desc, q_desc, STAGES, SWAP, NC)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
