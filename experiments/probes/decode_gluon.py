@@ -362,6 +362,7 @@ def _cluster_wait(num_warps: gl.constexpr):
 def _cluster_merge_t(O, pair, G, rank, m_i, l_i, acc, s_layout: gl.constexpr, CL: gl.constexpr, num_warps: gl.constexpr):
     """The swapped state's rows d ≡ rank (mod CL) of o[pair·G + g, d], g < G, merged over the cluster."""
     D: gl.constexpr = acc.type.shape[0]
+    gl.static_assert(num_warps == 4, "the asm's buffer holds 128 threads' rows")
     row8: gl.constexpr = gl.BlockedLayout([1, 8], [32, 1], [num_warps, 1], [1, 0])  # a thread's 8 columns: one asm call
     o = gl.convert_layout(acc, row8)
     zero = gl.zeros([D, 8], gl.float32, row8)
