@@ -53,7 +53,7 @@ cover the GPU at B = 1 (7 clusters of 16 or 15 of 8 fit on an H200, for 8 pairs)
 the math loop, not the loads, sets the pace (17.7 µs; loads alone 10.5). 128-key tiles halve the
 loop's fixed cost a key: st c2s2 at block_n=128 runs B = 1, 32/8, 8K at 0.90 of the copy on an
 H200 and 0.87 on an H100, 7.5 and 6 % faster than the launcher, and 9/3 8K 13 and 10 % faster
-(still 0.62 / 0.66 of its copy); from 16K, and at B = 4, the launcher is as fast or faster.
+(still 0.62 / 0.66 of its copy); at 32/8 from 16K, and at B = 4, the launcher is as fast or faster.
 
 Contiguous bf16 caches [B, H_kv, S, D] with every sequence at L keys only (a probe, not the
 launcher). Needs an sm_90 GPU:
