@@ -622,7 +622,7 @@ def gluon_decode(q, k, v, L, *, kind="ws2", C=4, stages=4, read_only=False, merg
     v_desc = TensorDescriptor.from_tensor(v.view(B * H_kv * S, D), [block_n, D], kv_layout)
     q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [g_box, D], gl.NVMMASharedLayout.get_default_for([g_box, D], gl.bfloat16))
     if cluster:
-        if kind + ("t" if swap else "") != "st" or not 2 <= cluster <= 16:
+        if kind != "s" or not swap or not 2 <= cluster <= 16:
             raise ValueError(f"cluster={cluster}: needs kind 'st' and 2 to 16 programs a cluster")
         C = max(ad._cdiv(ad._cdiv(L, block_n), cluster), stages - 1)  # chunks past L load nothing, leave m = -inf
         n_chunks = cluster
@@ -700,6 +700,11 @@ TILE_CONFIGS = [("st", 4, 4, {}), ("st", 2, 3, {"block_n": 128}), ("st", 4, 3, {
 
 def _config_name(kind, C, st, kw):
     return f"{kind} c{C}s{st}" + "".join(f" {k}={v}" for k, v in kw.items())
+
+
+def _writes_out(kw) -> bool:
+    """Whether a config's call writes o (read_only and merge=False leave it unwritten)."""
+    return not kw.get("read_only") and kw.get("merge", True) is not False
 READ_CONFIGS = [("s", 4, 4), ("s", 8, 6)]
 SHAPES = [(1, 32, 8, 8192), (1, 9, 3, 8192), (1, 32, 8, 32768), (1, 9, 3, 32768), (4, 32, 8, 8192), (16, 32, 8, 8192), (1, 32, 8, 131072)]
 ROUNDS = 3
@@ -719,7 +724,7 @@ def check():
         pk = paged_from_contiguous(k, v, torch.full((B,), L, dtype=torch.int32, device=dev))
         ref = decode_reference(q, **pk.kwargs())
         for kind, C, st, kw in CONFIGS:
-            if kw.get("read_only") or kw.get("merge") is False:
+            if not _writes_out(kw):
                 continue
             errs = []
             try:
@@ -786,7 +791,7 @@ def main(argv):
                 o = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st, **kw)
                 o2 = gluon_decode(case.q, *kvs[0], L, kind=kind, C=C, stages=st, **kw)  # the counters came back to zero
                 torch.cuda.synchronize()
-                if not kw.get("read_only") and kw.get("merge") is not False:
+                if _writes_out(kw):
                     errs[name] = max(rel_err(x, case.ref) for x in (o, o2))
                 variants[name] = lambda fn=fn: stream_us(fn())
             except Exception as e:  # a config that does not compile or fit: say so, go on
