@@ -4,6 +4,8 @@
 #   bash experiments/gpu_baselines.sh PART      PART = kernels | model | attention | all
 #                                               | kernels_a | kernels_b | kernels_c (the kernel
 #                                                 suites in calls of under 10 min, one run: RUN_ID=...)
+#                                               | kernels_decode (attention_decode alone, RUN_ID=...:
+#                                                 the point that replaces a baseline's decode rows)
 #
 # Expects (see the device notes): wheels for hydra-core, omegaconf, antlr4, plotly and gguf in
 # .whl/, and the SmolLM2 GGUF at $LAB_MODEL_PATH (joined from two carried parts by the caller).
@@ -37,6 +39,8 @@ case "$PART" in
     lab +experiment=kernels 'scenario.suites=[wo_matmul]' ;;
   kernels_a)
     lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[attention_decode,wo_matmul]' ;;
+  kernels_decode)
+    lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[attention_decode]' ;;
   kernels_c)
     lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[sampling]' ;;
   kernels_b)

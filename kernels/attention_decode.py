@@ -53,6 +53,11 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
   fp8 per tensor/head (e4m3's exponent covers the range) and int8 per token (its uniform grid
   needs a scale that tracks each token's outliers).
 
+On sm_90, where the work is small (at most ~12 tiles of 128 keys an SM) and the cache is a
+bf16/fp16 one viewed as one block per sequence, the launcher takes a persistent Gluon kernel
+instead (kernels/attention_decode_hopper.py: loads that run ahead across work items, swapped
+wgmma math, this module's merge kernel); `persistent=` overrides the rule.
+
 Knobs, read at call time and set from split/tile sweeps on an H200 (`lab.benchmarks.
 attention_decode.tune()`): `POLICY` (splits, fused merge, programmatic dependent launch) and
 `default_config` (the tile: TILE_BYTES of K per tile, STAGES by table walk). No runtime autotuning:
@@ -625,7 +630,8 @@ def default_num_splits(B: int, H_kv: int, capacity: int, device: torch.device, p
 def decode_plan(B: int, H_kv: int, capacity: int, D: int, kv_bytes: int, device: torch.device, *, paged: bool,
                 block_size: int | None = None, num_splits: int | None = None, config: DecodeConfig | None = None) -> tuple[int, DecodeConfig]:
     """(splits, tile config) of the split kernel for a launch: what `paged_decode_attention` runs
-    when num_splits and config are None, and what a benchmark or probe should ask to print the same.
+    when num_splits and config are None (and it does not take the persistent kernel:
+    kernels.attention_decode_hopper.plan), and what a benchmark or probe should ask to print the same.
     capacity: the block table's max_blocks · block_size; paged: a walk of more than one block per
     sequence (False: a contiguous cache viewed as one block), whose block_size is then required;
     kv_bytes: the cache's element size. The split count weighs the tile rule's tiles (runs cut at
@@ -716,6 +722,7 @@ def paged_decode_attention(
     out: torch.Tensor | None = None,
     fused_merge: bool | None = None,
     config: DecodeConfig | None = None,
+    persistent: bool | None = None,
 ) -> torch.Tensor:
     """Attention of one new query per sequence over its paged cache.
 
@@ -725,6 +732,10 @@ def paged_decode_attention(
     num_splits: KV-length splits (flash-decoding); default: `decode_plan`'s (POLICY, weighing the tile).
     fused_merge: merge the splits in the split kernel or in a second one (default: `default_fused_merge`).
     config: the split kernel's tile config (default: `decode_plan`'s: `default_config`).
+    persistent: the persistent Hopper kernel (kernels/attention_decode_hopper.py: sm_90, a bf16/fp16
+    cache viewed as one block per sequence, G <= 8, D = 64/128) instead of the split kernel. None:
+    where its `plan` takes this call (small B·H_kv·capacity) and num_splits, config and fused_merge
+    are not given; True: always (an error names what the call lacks); False: never.
     """
     if not isinstance(layout, KVLayout):
         _fail("layout", f"must be a KVLayout (HND or NHD), got {layout!r}")
@@ -769,6 +780,10 @@ def paged_decode_attention(
         _fail("num_splits", f"must be a positive int or None, got {num_splits!r}")
     if fused_merge not in (None, True, False):
         _fail("fused_merge", f"must be True, False or None (POLICY's choice), got {fused_merge!r}")
+    if persistent not in (None, True, False):
+        _fail("persistent", f"must be True, False or None (the dispatch rule's choice), got {persistent!r}")
+    if persistent and (num_splits is not None or config is not None or fused_merge is not None):
+        _fail("persistent", "is True: the persistent kernel takes its own plan; num_splits, config and fused_merge are the split kernel's")
     if config is not None:
         if not isinstance(config, DecodeConfig):
             _fail("config", f"must be a DecodeConfig or None, got {type(config).__name__}")
@@ -782,12 +797,16 @@ def paged_decode_attention(
     if B == 0:
         return out
 
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if persistent or (persistent is None and num_splits is None and config is None and fused_merge is None
+                      and dev.type == "cuda" and not interpreting):
+        if _persistent(q, k_cache, v_cache, block_table, seq_lens, scale, out, layout, required=bool(persistent)):
+            return out
     G = H // H_kv
     capacity = block_table.shape[1] * P
     one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
     splits, config = decode_plan(B, H_kv, capacity, D, k_cache.element_size(), dev, paged=not one_block, block_size=P,
                                  num_splits=num_splits, config=config)
-    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get
     # stand-ins of the right dtype (int32 counters, fp32 partials) for the same reason
     pdl, merge_pdl = _pdl_modes(dev, interpreting)
@@ -797,15 +816,7 @@ def paged_decode_attention(
         if merge == 2:
             counters = arrival_counters(dev, B * H_kv)
             merge, counters = (1, seq_lens) if counters is None else (2, counters)
-    # one allocation: [B, H, splits, D] unnormalized outputs, then [B, H, ml_stride] running max
-    # (log2 domain) and running sum, rows padded to 32 floats (whole 128-byte lines: see
-    # _merge_partials), each array starting on a line
-    rows_bh = B * H if merge else 1
-    ml_stride = _cdiv(splits, 32) * 32
-    n_o = _cdiv(rows_bh * splits * D, 32) * 32
-    n_ml = rows_bh * ml_stride
-    buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=dev)
-    po, pm, pl = buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :]
+    po, pm, pl, ml_stride = partials_buffer(B * H if merge else 1, splits, D, dev)
     rows = _pow2(G)
     ks = q if ks is None else ks
     vs = q if vs is None else vs
@@ -826,13 +837,55 @@ def paged_decode_attention(
         INTERLEAVE=POLICY.interleave(splits),
     )
     if merge == 1:
-        dims = _merge_dims(B * H, D, _sm_count(dev))
-        _decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                                         HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(_pow2(splits), MERGE_KERNEL_TILE // dims)),
-                                         STAGES=MERGE_STAGES, PDL=merge_pdl, TRIGGER=pdl,
-                                         **({} if interpreting else {"num_warps": 1}),
-                                         **({"launch_pdl": True} if merge_pdl else {}))
+        launch_merge(po, pm, pl, out, splits, ml_stride)
     return out
+
+
+def _persistent(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, layout: KVLayout, required: bool) -> bool:
+    """Run the persistent Hopper kernel where it takes this call (required: always, or an error
+    naming what the call lacks); False where the split kernel should."""
+    try:  # only here: Gluon's Hopper API is loaded by the calls that may take it
+        from kernels import attention_decode_hopper as hopper
+    except ImportError as e:
+        if required:
+            _fail("persistent", f"is True, but the persistent kernel needs Triton's Gluon Hopper API (triton.experimental.gluon): {e}")
+        return False
+    why = hopper.unsupported(q, k_cache, v_cache, block_table, layout, k_cache.dtype in QUANT_DTYPES)
+    if why is not None:
+        if required:
+            _fail("persistent", f"is True, but the persistent kernel {why}")
+        return False
+    B, H, D = q.shape
+    plan = hopper.plan(B, k_cache.shape[1], k_cache.shape[2], D, _sm_count(q.device), force=required)
+    if plan is None:
+        return False
+    hopper.decode_persistent(q, k_cache, v_cache, block_table, seq_lens, scale, out, plan)
+    return True
+
+
+def partials_buffer(rows_bh: int, splits: int, D: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(po, pm, pl, ml_stride) in one allocation: [rows_bh, splits, D] unnormalized outputs, then
+    [rows_bh, ml_stride] running max (log2 domain) and running sum, rows padded to 32 floats (whole
+    128-byte lines: see _merge_partials), each array starting on a line."""
+    ml_stride = _cdiv(splits, 32) * 32
+    n_o = _cdiv(rows_bh * splits * D, 32) * 32
+    n_ml = rows_bh * ml_stride
+    buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=device)
+    return buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :], ml_stride
+
+
+def launch_merge(po, pm, pl, out: torch.Tensor, splits: int, ml_stride: int) -> None:
+    """The second kernel: out [B, H, D] from `splits` partials per head (partials_buffer's layout),
+    written by the kernel launched just before it on this stream (taking PDL where POLICY says)."""
+    B, H, D = out.shape
+    interpreting = _interpreting()
+    pdl, merge_pdl = _pdl_modes(out.device, interpreting)
+    dims = _merge_dims(B * H, D, _sm_count(out.device))
+    _decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
+                                     HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(_pow2(splits), MERGE_KERNEL_TILE // dims)),
+                                     STAGES=MERGE_STAGES, PDL=merge_pdl, TRIGGER=pdl,
+                                     **({} if interpreting else {"num_warps": 1}),
+                                     **({"launch_pdl": True} if merge_pdl else {}))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 import kernels.attention_decode as ad
+from kernels.attention_decode_hopper import (  # the launcher's persistent kernel ("st" with 128-key tiles, per-sequence lengths) shares these
+    _attend_tile_t, _fresh_state_t, _lanes, _launch_dependents, _store_partial_t, _wgmma_layout)
 from experiments.probes._decode_case import decode_case
 from experiments.probes.read_floor import read_floor_us
 from kernels.attention_decode import decode_reference, paged_from_contiguous
@@ -81,21 +83,6 @@ from lab.benchmarks._common import rel_err, stream_us
 
 LOG2E = 1.4426950408889634
 M_WG = gl.constexpr(64)  # wgmma's M: the q rows a warpgroup multiplies (G of them real)
-
-
-@gluon.jit
-def _lanes(num_warps: gl.constexpr):
-    """0 .. 32·num_warps - 1, one a thread."""
-    return gl.arange(0, 32 * num_warps, layout=gl.BlockedLayout([1], [32], [num_warps], [0]))
-
-
-@gluon.jit
-def _launch_dependents(num_warps: gl.constexpr):
-    """griddepcontrol.launch_dependents (Gluon has no builtin for it): the merge kernel, launched
-    with programmatic dependent launch, may be made resident now; it waits for this grid's
-    completion before reading a partial."""
-    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; mov.u32 $0, $1;", "=r,r", [_lanes(num_warps)],
-                              dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -177,12 +164,6 @@ def _issue(item, tt, n, q_slot, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, 
             tma.async_copy_global_to_shared(q_desc, [pair * G, 0], qb, q_bufs.index(q_slot).slice(0, G_BOX), pred=q_live)
 
 
-@gluon.constexpr_function
-def _wgmma_layout(n):
-    """One warpgroup's wgmma accumulator layout, n columns: the scores (n = BLOCK_N) or the output (n = D)."""
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
-
-
 @gluon.jit
 def _attend_tile(q_s, k_t, v_t, key0, L, qk_scale, m_i, l_i, acc, s_layout: gl.constexpr, o_layout: gl.constexpr,
                  p_layout: gl.constexpr):
@@ -216,46 +197,6 @@ def _store_partial(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, ac
     gl.store(PL + hr_s, l_i, mask=rows_s < G)
 
 
-# Swapped (K qᵀ): the keys are wgmma's M and the G_BOX query rows its N (8 for G <= 8), so a
-# 4-row group pads to 8 columns rather than 64 rows: 1/8 of the tensor-core work. The price: the
-# softmax's max runs over M, across the warpgroup's 4 warps (a shared-memory reduction and a
-# barrier a tile), and P goes through shared memory as the B operand of Oᵀ += Vᵀ Pᵀ.
-@gluon.jit
-def _attend_tile_t(q_s, k_t, v_t, p_s, key0, L, qk_scale, m_i, l_i, acc, s_layout: gl.constexpr):
-    """_attend_tile swapped: scores sᵀ [BLOCK_N, G_BOX], output accᵀ [D, G_BOX], l_i kept
-    per key row ([BLOCK_N, G_BOX], summed once per item) so only the max crosses warps."""
-    BLOCK_N: gl.constexpr = k_t.type.shape[0]
-    ROWS: gl.constexpr = q_s.type.shape[0]
-    sc = warpgroup_mma(k_t, q_s.permute((1, 0)), gl.zeros([BLOCK_N, ROWS], gl.float32, s_layout), use_acc=False)
-    sc = sc * qk_scale  # log2 domain
-    keys = key0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, s_layout))
-    sc = gl.where((keys < L)[:, None], sc, float("-inf"))
-    m_new = gl.maximum(m_i, gl.max(sc, 0))
-    p = gl.exp2(sc - m_new[None, :])
-    alpha = gl.exp2(m_i - m_new)
-    l_i = l_i * alpha[None, :] + p
-    acc = acc * alpha[None, :]  # s_layout and the output's are one layout (N = G_BOX both)
-    p_s.store(gl.permute(p.to(gl.bfloat16), (1, 0)))
-    fence_async_shared()
-    gl.thread_barrier()  # every warp's P rows are in shared memory before the warpgroup reads them
-    acc = warpgroup_mma(v_t.permute((1, 0)), p_s.permute((1, 0)), acc)
-    return m_new, l_i, acc
-
-
-@gluon.jit
-def _store_partial_t(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, acc, s_layout: gl.constexpr):
-    """_store_partial from the swapped state: columns < G."""
-    D: gl.constexpr = acc.type.shape[0]
-    ROWS: gl.constexpr = acc.type.shape[1]
-    dims = gl.arange(0, D, layout=gl.SliceLayout(1, s_layout))
-    cols = gl.arange(0, ROWS, layout=gl.SliceLayout(0, s_layout))
-    head_row = (pair * G + cols).to(gl.int64)
-    gl.store(PO + ((head_row * n_splits + split) * D)[None, :] + dims[:, None], acc, mask=(cols < G)[None, :])
-    hr = head_row * ml_stride + split
-    gl.store(PM + hr, m_i, mask=cols < G)
-    gl.store(PL + hr, gl.sum(l_i, 0), mask=cols < G)
-
-
 @gluon.constexpr_function
 def _math_layouts(SWAP, BLOCK_N, D):
     """(scores, output, P operand) layouts: wgmma accumulators of BLOCK_N / D columns, or, swapped,
@@ -270,9 +211,7 @@ def _math_layouts(SWAP, BLOCK_N, D):
 def _fresh_state(SWAP: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
     """An item's (m, l, acc) before its first tile."""
     if SWAP:
-        m_i = gl.full([8], float("-inf"), gl.float32, gl.SliceLayout(0, s_layout))
-        l_i = gl.zeros([BLOCK_N, 8], gl.float32, s_layout)
-        acc = gl.zeros([D, 8], gl.float32, o_layout)
+        m_i, l_i, acc = _fresh_state_t(BLOCK_N, D, 8, s_layout)
     else:
         m_i = gl.full([M_WG], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([M_WG], gl.float32, gl.SliceLayout(1, s_layout))
@@ -284,7 +223,7 @@ def _fresh_state(SWAP: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr, s_l
 def _attend(SWAP: gl.constexpr, q_s, k_t, v_t, p_s, key0, L, qk_scale, m_i, l_i, acc, s_layout: gl.constexpr,
             o_layout: gl.constexpr, p_layout: gl.constexpr):
     if SWAP:
-        m_i, l_i, acc = _attend_tile_t(q_s, k_t, v_t, p_s, key0, L, qk_scale, m_i, l_i, acc, s_layout)
+        m_i, l_i, acc = _attend_tile_t(q_s, k_t, v_t, p_s, key0, L, qk_scale, m_i, l_i, acc, s_layout, 4)  # one warpgroup
     else:
         m_i, l_i, acc = _attend_tile(q_s, k_t, v_t, key0, L, qk_scale, m_i, l_i, acc, s_layout, o_layout, p_layout)
     return m_i, l_i, acc
