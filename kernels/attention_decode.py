@@ -53,9 +53,9 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
   fp8 per tensor/head (e4m3's exponent covers the range) and int8 per token (its uniform grid
   needs a scale that tracks each token's outliers).
 
-On sm_90, where the work is small (at most ~12 tiles of 128 keys an SM) and the cache is a
-bf16/fp16 one viewed as one block per sequence, the launcher takes a persistent Gluon kernel
-instead (kernels/attention_decode_hopper.py: loads that run ahead across work items, swapped
+On sm_90, in calls captured into a CUDA graph where the work is small (at most ~12 tiles of 128
+keys an SM) and the cache is a bf16/fp16 one viewed as one block per sequence, the launcher takes
+a persistent Gluon kernel instead (kernels/attention_decode_hopper.py: loads that run ahead across work items, swapped
 wgmma math, this module's merge kernel); `persistent=` overrides the rule.
 
 Knobs, read at call time and set from split/tile sweeps on an H200 (`lab.benchmarks.
@@ -734,8 +734,11 @@ def paged_decode_attention(
     config: the split kernel's tile config (default: `decode_plan`'s: `default_config`).
     persistent: the persistent Hopper kernel (kernels/attention_decode_hopper.py: sm_90, a bf16/fp16
     cache viewed as one block per sequence, G <= 8, D = 64/128) instead of the split kernel. None:
-    where its `plan` takes this call (small B·H_kv·capacity) and num_splits, config and fused_merge
-    are not given; True: always (an error names what the call lacks); False: never.
+    while a CUDA graph is being captured, where its `plan` takes this call (small B·H_kv·capacity)
+    and num_splits, config and fused_merge are not given. Not in eager calls: at these sizes they
+    are bound by the host, and its launch (Gluon's JIT path, three TMA descriptors) costs more host
+    time than the split kernel's (H100 host, B = 1, 8K: 182 µs against 112-139), where a graph
+    replays it for nothing. True: always (an error names what the call lacks); False: never.
     """
     if not isinstance(layout, KVLayout):
         _fail("layout", f"must be a KVLayout (HND or NHD), got {layout!r}")
@@ -799,7 +802,7 @@ def paged_decode_attention(
 
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     if persistent or (persistent is None and num_splits is None and config is None and fused_merge is None
-                      and dev.type == "cuda" and not interpreting):
+                      and dev.type == "cuda" and not interpreting and torch.cuda.is_current_stream_capturing()):
         if _persistent(q, k_cache, v_cache, block_table, seq_lens, scale, out, layout, required=bool(persistent)):
             return out
     G = H // H_kv

@@ -37,6 +37,7 @@ not run under TRITON_INTERPRET, so its tests need the GPU (tests/kernels/test_at
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,7 @@ class PersistentPlan:
         return f"persistent c{self.chunk_tiles}s{self.stages}x{self.programs}"
 
 
+@functools.lru_cache(maxsize=4096)  # a decode loop asks the same thing every step
 def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False) -> PersistentPlan | None:
     """The plan for B·H_kv (sequence, KV head) pairs of `capacity` keys on `sms` SMs (one program
     each), or None where the split kernel is as fast (more than MAX_TILES_PER_SM tiles an SM;
@@ -108,23 +110,34 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
 
 def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                 layout: ad.KVLayout, quantized: bool) -> str | None:
-    """Why this (validated) call cannot take the kernel, or None where it can."""
-    dev = q.device
-    if dev.type != "cuda" or torch.cuda.get_device_capability(dev) != (9, 0):
-        return f"needs an sm_90 GPU (Hopper's wgmma and TMA); q is on {dev}"
-    if q.dtype not in DTYPES or quantized:
-        return f"needs a bfloat16/float16 cache of q's dtype, without scales; got q {q.dtype}, cache {k_cache.dtype}"
+    """Why this (validated) call cannot take the kernel, or None where it can. Cheapest checks
+    first: every decode call on a GPU asks (a paged walk is refused at the first)."""
     if layout is not ad.KVLayout.HND or block_table.shape[1] != 1:
         return (f"needs the HND layout viewed as one block per sequence (a block table of one column); "
                 f"got {layout.name} with {block_table.shape[1]} blocks per sequence")
+    if q.dtype not in DTYPES or quantized:
+        return f"needs a bfloat16/float16 cache of q's dtype, without scales; got q {q.dtype}, cache {k_cache.dtype}"
     B, H, D = q.shape
     H_kv = k_cache.shape[1]
     if H // H_kv > G_BOX or D not in MIN_ITEMS:
         return f"needs at most {G_BOX} query heads per KV head and D in {sorted(MIN_ITEMS)}; got {H}/{H_kv} heads, D = {D}"
+    if not _sm90(q.device):
+        return f"needs an sm_90 GPU (Hopper's wgmma and TMA); q is on {q.device}"
     for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         if not x.is_contiguous() or x.data_ptr() % 16:
             return f"needs {name} contiguous and 16-byte aligned (TMA), got strides {tuple(x.stride())}"
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _sm90(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _smem_layout(rows: int, D: int, dtype: torch.dtype):
+    """The 128-byte-swizzled shared layout of a [rows, D] TMA box (built once: it is asked every call)."""
+    return gl.NVMMASharedLayout.get_default_for([rows, D], DTYPES[dtype])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,11 +344,10 @@ def decode_persistent(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     sequence): the persistent kernel under `plan_`, then the split kernel's merge."""
     B, H, D = q.shape
     N, H_kv, P, _ = k_cache.shape
-    dt = DTYPES[q.dtype]
-    kv_layout = gl.NVMMASharedLayout.get_default_for([BLOCK_N, D], dt)
+    kv_layout = _smem_layout(BLOCK_N, D, q.dtype)
     k_desc = TensorDescriptor.from_tensor(k_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
     v_desc = TensorDescriptor.from_tensor(v_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
-    q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [G_BOX, D], gl.NVMMASharedLayout.get_default_for([G_BOX, D], dt))
+    q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [G_BOX, D], _smem_layout(G_BOX, D, q.dtype))
     splits = plan_.n_chunks
     po, pm, pl, ml_stride = ad.partials_buffer(B * H, splits, D, q.device)
     _decode_persistent[(plan_.programs,)](

@@ -106,20 +106,32 @@ def test_every_item_size_and_grid(C, stages, programs):
     _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs), scale=0.3)
 
 
+def _captured(fn):
+    """fn() captured into a CUDA graph (after one eager call) and replayed once."""
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    torch.cuda.synchronize()
+
+
 @needs_sm90
-def test_dispatch_takes_it_for_small_batches_only(monkeypatch):
+def test_dispatch_takes_it_in_graphs_for_small_batches_only(monkeypatch):
     calls = []
     real = hopper.decode_persistent
     monkeypatch.setattr(hopper, "decode_persistent", lambda *a: calls.append(a[-1]) or real(*a))
     q, k, v, table, lens = _cache(1, 32, 8, 8192, 128, [8000], torch.bfloat16, seed=3)
-    o = paged_decode_attention(q, k, v, table, lens)
-    assert [str(p) for p in calls] == [str(hopper.plan(1, 8, 8192, 128, ad._sm_count(q.device)))]
-    torch.testing.assert_close(o, paged_decode_attention(q, k, v, table, lens, persistent=False), atol=2e-2, rtol=2e-2)
-    paged_decode_attention(q, k, v, table, lens, num_splits=4)  # the split kernel's knobs: the split kernel
+    out = torch.empty_like(q)
+    _captured(lambda: paged_decode_attention(q, k, v, table, lens, out=out))
+    assert [str(p) for p in calls] == [str(hopper.plan(1, 8, 8192, 128, ad._sm_count(q.device)))]  # the eager call: the split kernel
+    torch.testing.assert_close(out, paged_decode_attention(q, k, v, table, lens, persistent=False), atol=2e-2, rtol=2e-2)
+    _captured(lambda: paged_decode_attention(q, k, v, table, lens, num_splits=4))  # the split kernel's knobs: the split kernel
     paged = paged_from_contiguous(k, v, lens, block_size=16)
-    paged_decode_attention(q, **paged.kwargs())  # a paged walk
+    _captured(lambda: paged_decode_attention(q, **paged.kwargs()))  # a paged walk
     q4, k4, v4, table4, lens4 = _cache(4, 32, 8, 8192, 128, [8192] * 4, torch.bfloat16, seed=4)
-    paged_decode_attention(q4, k4, v4, table4, lens4)  # 15.5 tiles an SM: the split kernel is faster
+    _captured(lambda: paged_decode_attention(q4, k4, v4, table4, lens4))  # 15.5 tiles an SM: the split kernel is faster
     assert len(calls) == 1
     with pytest.raises(ValueError, match="persistent is True, but the persistent kernel needs the HND layout"):
         paged_decode_attention(q, **paged.kwargs(), persistent=True)
