@@ -25,8 +25,9 @@ in Gluon, Triton's explicit-layout language, so that its loads run ahead across 
 128-key tiles halve the loop's fixed cost a key against 64 (~1.1 µs a tile at one program an SM
 is the math's price, not the stream's). Against the split kernel (the decode suite's stream rows,
 contiguous bf16 cache; results/baselines/README.md, "Decode, session 19"): B = 1, 32/8 heads 1K
-6.50 -> 5.86 µs on an H200, 8K 13.46 -> 13.14 (0.78 -> 0.80 of the same-size copy); 9/3 heads 8K
-6.85 -> 6.41, B = 16 1K 9.44 -> 8.66; on an H100 up to 11 % at small caches. Reading the block
+6.51 -> 5.85 µs on an H200, 8K 13.46 -> 13.28 (0.78 -> 0.79 of the same-size copy); 9/3 heads 8K
+6.85 -> 6.40, B = 16 1K 9.44 -> 8.68; on an H100 up to 11 % at small caches. The launcher takes it
+only in calls captured into a CUDA graph: its launch costs more host time than the split kernel's. Reading the block
 table and seq_lens before the first load costs ~0.5 µs against the probe, which took one L for
 every sequence (13.62 against 13.07 µs at 32/8, 8K, experiments/probes/decode_dispatch.py).
 

@@ -54,6 +54,9 @@ the math loop, not the loads, sets the pace (17.7 µs; loads alone 10.5). 128-ke
 loop's fixed cost a key: st c2s2 at block_n=128 runs B = 1, 32/8, 8K at 0.90 of the copy on an
 H200 and 0.87 on an H100, 7.5 and 6 % faster than the launcher, and 9/3 8K 13 and 10 % faster
 (still 0.62 / 0.66 of its copy); at 32/8 from 16K, and at B = 4, the launcher is as fast or faster.
+Session 19 put this kernel in the launcher (kernels/attention_decode_hopper.py, with seq_lens and the
+block table); the fractions above are of this probe's own copy timing, 5-10 % slower than the
+decode suite's for the same bytes (results/baselines/README.md, "Decode, session 19").
 
 Contiguous bf16 caches [B, H_kv, S, D] with every sequence at L keys only (a probe, not the
 launcher). Needs an sm_90 GPU:
