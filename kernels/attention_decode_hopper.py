@@ -159,6 +159,16 @@ def _launch_dependents(num_warps: gl.constexpr):
                               dtype=gl.int32, is_pure=False, pack=1)
 
 
+@gluon.jit
+def _barriers(n: gl.constexpr):
+    """n mbarriers in shared memory, each completing a phase on one arrival (and the TMA bytes it
+    was told to expect)."""
+    bars = gl.allocate_shared_memory(gl.int64, [n, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(n):
+        mbarrier.init(bars.index(i), count=1)
+    return bars
+
+
 @gluon.constexpr_function
 def _wgmma_layout(n):
     """One warpgroup's wgmma accumulator layout, n columns."""
@@ -284,12 +294,8 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES, BLOCK_N, D], v_desc.layout)
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, ROWS, D], q_desc.layout)
     p_s = gl.allocate_shared_memory(q_desc.dtype, [ROWS, BLOCK_N], gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_N], q_desc.dtype))
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(ready.index(i), count=1)
-    for i in gl.static_range(2):
-        mbarrier.init(q_ready.index(i), count=1)
+    ready = _barriers(STAGES)  # a K/V stage's tiles have landed
+    q_ready = _barriers(2)  # an item's query rows have landed
     s_layout: gl.constexpr = _wgmma_layout(ROWS)
 
     # where the next items live is read one item before their loads are issued: a table read

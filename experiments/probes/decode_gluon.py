@@ -78,7 +78,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 import kernels.attention_decode as ad
 from kernels.attention_decode_hopper import (  # the launcher's persistent kernel ("st" with 128-key tiles, per-sequence lengths) shares these
-    _attend_tile_t, _fresh_state_t, _lanes, _launch_dependents, _store_partial_t, _wgmma_layout)
+    _attend_tile_t, _barriers, _fresh_state_t, _lanes, _launch_dependents, _store_partial_t, _wgmma_layout)
 from experiments.probes._decode_case import decode_case
 from experiments.probes.read_floor import read_floor_us
 from kernels.attention_decode import decode_reference, paged_from_contiguous
@@ -333,12 +333,8 @@ def _decode_persistent(q_desc, k_desc, v_desc, PO, PM, PL, CNT, SIG, O, L, S_row
     last = total + 2 * P - 1  # see the module doc
 
     k_bufs, v_bufs, q_bufs, p_bufs = _stage_buffers(k_desc, v_desc, q_desc, STAGES, SWAP, 1)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(ready.index(i), count=1)
-    for i in gl.static_range(2):
-        mbarrier.init(q_ready.index(i), count=1)
+    ready = _barriers(STAGES)
+    q_ready = _barriers(2)
 
     s_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[0]
     o_layout: gl.constexpr = _math_layouts(SWAP, BLOCK_N, D)[1]
