@@ -69,6 +69,7 @@ import enum
 import functools
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -802,7 +803,7 @@ def paged_decode_attention(
 
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     if persistent or (persistent is None and num_splits is None and config is None and fused_merge is None
-                      and dev.type == "cuda" and not interpreting and torch.cuda.is_current_stream_capturing()):
+                      and dev.type == "cuda" and not interpreting):
         if _persistent(q, k_cache, v_cache, block_table, seq_lens, scale, out, layout, required=bool(persistent)):
             return out
     G = H // H_kv
@@ -846,12 +847,17 @@ def paged_decode_attention(
 
 def _persistent(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, layout: KVLayout, required: bool) -> bool:
     """Run the persistent Hopper kernel where it takes this call (required: always, or an error
-    naming what the call lacks); False where the split kernel should."""
+    naming what the call lacks); False where the split kernel should. Without required it runs
+    only in a CUDA graph capture; an eager call it would take compiles and loads it (once per
+    variant) and leaves the work to the split kernel, so the capture loads no module."""
     try:  # only here: Gluon's Hopper API is loaded by the calls that may take it
         from kernels import attention_decode_hopper as hopper
-    except ImportError as e:
+    except Exception as e:  # a Triton without that API (or another form of it): the split kernel, said once
         if required:
-            _fail("persistent", f"is True, but the persistent kernel needs Triton's Gluon Hopper API (triton.experimental.gluon): {e}")
+            _fail("persistent", f"is True, but the persistent kernel needs Triton's Gluon Hopper API (triton.experimental.gluon): {e!r}")
+        if not _NO_GLUON:
+            _NO_GLUON.append(e)
+            warnings.warn(f"kernels.attention_decode: the persistent Hopper kernel is off ({e!r}); every call takes the split kernel")
         return False
     why = hopper.unsupported(q, k_cache, v_cache, block_table, layout, k_cache.dtype in QUANT_DTYPES)
     if why is not None:
@@ -862,8 +868,12 @@ def _persistent(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, l
     plan = hopper.plan(B, k_cache.shape[1], k_cache.shape[2], D, _sm_count(q.device), force=required)
     if plan is None:
         return False
-    hopper.decode_persistent(q, k_cache, v_cache, block_table, seq_lens, scale, out, plan)
-    return True
+    capturing = torch.cuda.is_current_stream_capturing()
+    hopper._run(q, k_cache, v_cache, block_table, seq_lens, scale, out, plan, warm_only=not (required or capturing))
+    return required or capturing
+
+
+_NO_GLUON: list = []
 
 
 def partials_buffer(rows_bh: int, splits: int, D: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -877,18 +887,21 @@ def partials_buffer(rows_bh: int, splits: int, D: int, device: torch.device) -> 
     return buf[:n_o], buf[n_o : n_o + n_ml], buf[n_o + n_ml :], ml_stride
 
 
-def launch_merge(po, pm, pl, out: torch.Tensor, splits: int, ml_stride: int) -> None:
+def launch_merge(po, pm, pl, out: torch.Tensor, splits: int, ml_stride: int, warm_only: bool = False) -> None:
     """The second kernel: out [B, H, D] from `splits` partials per head (partials_buffer's layout),
-    written by the kernel launched just before it on this stream (taking PDL where POLICY says)."""
+    written by the kernel launched just before it on this stream (taking PDL where POLICY says).
+    warm_only: compile and load it, launch nothing."""
     B, H, D = out.shape
     interpreting = _interpreting()
     pdl, merge_pdl = _pdl_modes(out.device, interpreting)
     dims = _merge_dims(B * H, D, _sm_count(out.device))
-    _decode_merge[(B, H, D // dims)](po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1),
-                                     HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(_pow2(splits), MERGE_KERNEL_TILE // dims)),
-                                     STAGES=MERGE_STAGES, PDL=merge_pdl, TRIGGER=pdl,
-                                     **({} if interpreting else {"num_warps": 1}),
-                                     **({"launch_pdl": True} if merge_pdl else {}))
+    args = (po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1))
+    meta = dict(HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(_pow2(splits), MERGE_KERNEL_TILE // dims)), STAGES=MERGE_STAGES,
+                PDL=merge_pdl, TRIGGER=pdl, **({} if interpreting else {"num_warps": 1}), **({"launch_pdl": True} if merge_pdl else {}))
+    if warm_only:
+        _decode_merge.warmup(*args, grid=(B, H, D // dims), **meta)._init_handles()
+    else:
+        _decode_merge[(B, H, D // dims)](*args, **meta)
 
 
 # ---------------------------------------------------------------------------------------------

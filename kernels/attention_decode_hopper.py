@@ -2,7 +2,7 @@
 kernels/attention_decode.py's launcher dispatches to, beside the same float64 reference
 (`kernels.attention_decode.decode_reference`).
 
-    o = paged_decode_attention(q, k_cache, v_cache, block_table, seq_lens)   # takes it where `plan` does
+    o = paged_decode_attention(q, k_cache, v_cache, block_table, seq_lens)   # in a CUDA graph capture: takes it where `plan` does
 
 Why a second kernel. At batch 1 an 8K cache is 8-32 MB: a few µs of DRAM time, so the call's
 fixed costs decide how close it gets to a copy of the same bytes. The split kernel leaves most SMs
@@ -10,7 +10,7 @@ idle in its last µs (each program's pipeline drains alone) and pays Triton's so
 restart at each split. This kernel (experiments/probes/decode_gluon.py, sessions 15-18) is written
 in Gluon, Triton's explicit-layout language, so that its loads run ahead across work items:
 
-  grid: one program an SM, persistent; program p takes items p, p + P, p + 2P, ...
+  grid: one program an SM, persistent (`programs` of them); program p takes items p, p + programs, ...
   items: C tiles of BLOCK_N = 128 keys of one (sequence, KV head) (`plan` picks C from the work an SM)
   loads: TMA (cp.async.bulk.tensor) into a ring of STAGES K/V tile buffers, STAGES - 1 tiles ahead,
         across item boundaries; each item's query rows with its first tile, into one of two buffers
@@ -113,6 +113,8 @@ def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, b
                 layout: ad.KVLayout, quantized: bool) -> str | None:
     """Why this (validated) call cannot take the kernel, or None where it can. Cheapest checks
     first: every decode call on a GPU asks (a paged walk is refused at the first)."""
+    if k_cache.numel() == 0:
+        return f"needs a cache of at least one key slot; got shape {tuple(k_cache.shape)}"
     if layout is not ad.KVLayout.HND or block_table.shape[1] != 1:
         return (f"needs the HND layout viewed as one block per sequence (a block table of one column); "
                 f"got {layout.name} with {block_table.shape[1]} blocks per sequence")
@@ -255,13 +257,13 @@ def _locate(item, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total):
 
 @gluon.jit
 def _issue(item, tt, n, q_slot, L, row0, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
-           n_chunks, total, G, C: gl.constexpr, STAGES: gl.constexpr):
+           n_chunks, total, G, TILES: gl.constexpr, STAGES: gl.constexpr):
     """TMA loads of tile tt of `item` into stage n % STAGES (and, with its first tile, its query
     rows into q slot q_slot). A tile past L or past the last item arrives with no bytes, so the
     barrier phases stay in step with the tiles consumed."""
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
     s = n % STAGES
-    key0 = ((item % n_chunks) * C + tt) * BLOCK_N
+    key0 = ((item % n_chunks) * TILES + tt) * BLOCK_N
     live = key0 < L  # L is 0 past the last item
     bar = ready.index(s)
     mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=live)
@@ -278,16 +280,16 @@ def _issue(item, tt, n, q_slot, L, row0, k_desc, v_desc, q_desc, k_bufs, v_bufs,
 
 @gluon.jit
 def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, capacity, n_chunks, total, G,
-                       ml_stride, qk_scale, C: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
-    """Items pid, pid + P, ...: item = pair · n_chunks + chunk, pair = b · H_kv + KV head, chunk
-    c covering keys [c·C·BLOCK_N, (c + 1)·C·BLOCK_N) of sequence b, whose partial is split c."""
+                       ml_stride, qk_scale, TILES: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+    """Items pid, pid + programs, ...: item = pair · n_chunks + chunk, pair = b · H_kv + KV head, chunk
+    c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c."""
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
     D: gl.constexpr = k_desc.block_type.shape[1]
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
-    gl.static_assert(C >= STAGES - 1, "the loads run at most one item ahead")
+    gl.static_assert(TILES >= STAGES - 1, "the loads run at most one item ahead")
     gl.static_assert(num_warps == 4, "one warpgroup")
     pid = gl.program_id(0)
-    P = gl.num_programs(0)
+    programs = gl.num_programs(0)
     _launch_dependents(num_warps)
 
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, D], k_desc.layout)
@@ -302,38 +304,38 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     # on the way to the first load of an item would stall the stream for an L2 round trip
     cur = pid
     cur_L, cur_row = _locate(cur, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
-    nxt_L, nxt_row = _locate(cur + P, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
+    nxt_L, nxt_row = _locate(cur + programs, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
     for u in gl.static_range(STAGES - 1):  # the prologue: the first item's first tiles
         _issue(cur, u, u, 0, cur_L, cur_row, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
-               n_chunks, total, G, C, STAGES)
+               n_chunks, total, G, TILES, STAGES)
     n = 0  # tiles consumed
     seq = 0  # items done
     while cur < total:
-        fut_L, fut_row = _locate(cur + 2 * P, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
+        fut_L, fut_row = _locate(cur + 2 * programs, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
         chunk = cur % n_chunks
         slot = seq % 2
         m_i, l_i, acc = _fresh_state_t(BLOCK_N, D, ROWS, s_layout)
         mbarrier.wait(q_ready.index(slot), (seq // 2) & 1)
-        for t in gl.static_range(C):
+        for t in gl.static_range(TILES):
             gl.thread_barrier()  # every warp is done with the stage the next load overwrites (tile n - 1's)
             fence_async_shared()
             ahead = t + STAGES - 1  # the tile loaded now, counted from this item's first
-            if ahead < C:
+            if ahead < TILES:
                 _issue(cur, ahead, n + STAGES - 1, slot, cur_L, cur_row, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs,
-                       ready, q_ready, n_chunks, total, G, C, STAGES)
+                       ready, q_ready, n_chunks, total, G, TILES, STAGES)
             else:
-                _issue(cur + P, ahead - C, n + STAGES - 1, 1 - slot, nxt_L, nxt_row, k_desc, v_desc, q_desc, k_bufs, v_bufs,
-                       q_bufs, ready, q_ready, n_chunks, total, G, C, STAGES)
+                _issue(cur + programs, ahead - TILES, n + STAGES - 1, 1 - slot, nxt_L, nxt_row, k_desc, v_desc, q_desc, k_bufs, v_bufs,
+                       q_bufs, ready, q_ready, n_chunks, total, G, TILES, STAGES)
             s = n % STAGES
             mbarrier.wait(ready.index(s), (n // STAGES) & 1)
-            key0 = (chunk * C + t) * BLOCK_N
+            key0 = (chunk * TILES + t) * BLOCK_N
             if key0 < cur_L:
                 m_i, l_i, acc = _attend_tile_t(q_bufs.index(slot), k_bufs.index(s), v_bufs.index(s), p_s, key0, cur_L, qk_scale,
                                                m_i, l_i, acc, s_layout, num_warps)
             n += 1
         _store_partial_t(PO, PM, PL, cur // n_chunks, G, chunk, n_chunks, ml_stride, m_i, l_i, acc, s_layout)
         seq += 1
-        cur += P
+        cur += programs
         cur_L, cur_row = nxt_L, nxt_row
         nxt_L, nxt_row = fut_L, fut_row
     for i in gl.static_range(STAGES):
@@ -347,18 +349,49 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
 # ---------------------------------------------------------------------------------------------
 def decode_persistent(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                       seq_lens: torch.Tensor, scale: float, out: torch.Tensor, plan_: PersistentPlan) -> torch.Tensor:
-    """o into `out` for inputs `unsupported` passes (HND caches [N, H_kv, P, D], one block per
-    sequence): the persistent kernel under `plan_`, then the split kernel's merge."""
+    """o into `out` of one query per sequence (q [B, H, D]) over an HND cache [N, H_kv, P, D] viewed
+    as one block per sequence: the persistent kernel under `plan_` (any plan whose items cover P
+    keys), then the split kernel's merge. paged_decode_attention validates the rest of its inputs."""
+    if plan_.n_chunks * plan_.chunk_tiles * BLOCK_N < k_cache.shape[2]:
+        raise ValueError(f"decode_persistent: {plan_!r} covers {plan_.n_chunks * plan_.chunk_tiles * BLOCK_N} keys a sequence, "
+                         f"fewer than the cache's {k_cache.shape[2]}")
+    why = unsupported(q, k_cache, v_cache, block_table, ad.KVLayout.HND, k_cache.dtype != q.dtype)
+    if why is not None:
+        raise ValueError(f"decode_persistent: the kernel {why}")
+    return _run(q, k_cache, v_cache, block_table, seq_lens, scale, out, plan_)
+
+
+_LOADED: set = set()  # the kernel variants compiled and loaded by warm_only calls
+
+
+def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: PersistentPlan, warm_only: bool = False):
+    """decode_persistent without its checks (the launcher made them). warm_only: compile and load
+    the kernels this call would launch and launch nothing; the launcher does so in eager calls,
+    so that a CUDA graph captured later loads no module while capturing."""
     B, H, D = q.shape
     N, H_kv, P, _ = k_cache.shape
+    splits = plan_.n_chunks
+    ml_stride = ad._cdiv(splits, 32) * 32  # as partials_buffer pads it
+    ints = (block_table.stride(0), H_kv, P, splits, B * H_kv * splits, H // H_kv, ml_stride)
+    if warm_only:
+        # what Triton specializes a variant on: ints == 1 or % 16, pointer alignment, the descriptors' types and sizes
+        key = (q.device, q.dtype, D, plan_.chunk_tiles, plan_.stages, *((v == 1, v % 16 == 0) for v in (*ints, N * H_kv * P, B * H)),
+               block_table.data_ptr() % 16 == 0, seq_lens.data_ptr() % 16 == 0, out.stride(0) % 16 == 0, out.stride(1) % 16 == 0)
+        if key in _LOADED:
+            return out
     kv_layout = _smem_layout(BLOCK_N, D, q.dtype)
     k_desc = TensorDescriptor.from_tensor(k_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
     v_desc = TensorDescriptor.from_tensor(v_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
     q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [G_BOX, D], _smem_layout(G_BOX, D, q.dtype))
-    splits = plan_.n_chunks
     po, pm, pl, ml_stride = ad.partials_buffer(B * H, splits, D, q.device)
-    _decode_persistent[(plan_.programs,)](
-        q_desc, k_desc, v_desc, block_table, seq_lens, po, pm, pl, block_table.stride(0), H_kv, P, splits,
-        B * H_kv * splits, H // H_kv, ml_stride, scale * ad.LOG2E, C=plan_.chunk_tiles, STAGES=plan_.stages, num_warps=4)
+    args = (q_desc, k_desc, v_desc, block_table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
+    meta = dict(TILES=plan_.chunk_tiles, STAGES=plan_.stages, num_warps=4)
+    grid = (plan_.programs,)
+    if warm_only:
+        _decode_persistent.warmup(*args, grid=grid, **meta)._init_handles()
+        ad.launch_merge(po, pm, pl, out, splits, ml_stride, warm_only=True)
+        _LOADED.add(key)
+        return out
+    _decode_persistent[grid](*args, **meta)
     ad.launch_merge(po, pm, pl, out, splits, ml_stride)
     return out

@@ -1,6 +1,6 @@
 """Where should the decode launcher take the persistent Hopper kernel (kernels/attention_decode_hopper.py)?
-Times, at shapes on both sides of its MAX_TILES_PER_SM bound, the launcher as it dispatches
-(persistent=None), the split kernel (persistent=False) and the persistent kernel at every item
+Times, at shapes on both sides of its MAX_TILES_PER_SM bound, the launcher as it dispatches in a
+CUDA graph (persistent=None; its error is an eager call's, the split kernel's), the split kernel (persistent=False) and the persistent kernel at every item
 size (C tiles of 128 keys, 2 stages up to C = 2, 3 above), each against the float64 reference,
 beside a copy of the same bytes, and (--probe) the session-18 probe's kernel at the rule's item
 size (experiments/probes/decode_gluon.py, kind "st", one L for every sequence, no block table):

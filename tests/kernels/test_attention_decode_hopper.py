@@ -34,16 +34,33 @@ def test_plan_follows_the_work_an_sm_gets():
         assert p.n_chunks * p.chunk_tiles * hopper.BLOCK_N >= cap > (p.n_chunks - 1) * p.chunk_tiles * hopper.BLOCK_N
         assert 1 <= p.programs <= min(132, B * H_kv * p.n_chunks)
     with pytest.raises(ValueError, match="2 <= stages <= chunk_tiles \\+ 1"):
-        hopper.PersistentPlan(1, 1, 4, 4)  # no load ahead: the first item's query rows would never be asked for
+        hopper.PersistentPlan(1, 1, 4, 4)  # no load ahead: the kernel would wait on an item's query rows before asking for them
     with pytest.raises(ValueError, match="2 <= stages <= chunk_tiles \\+ 1"):
         hopper.PersistentPlan(1, 3, 4, 4)
 
 
+def test_unsupported_names_what_a_call_lacks():
+    # each refusal on its own (CPU tensors pass every check but the last, the device's)
+    bf = lambda *s: torch.randn(*s, dtype=torch.bfloat16)
+    q, k = bf(2, 8, 64), bf(2, 2, 32, 64)
+    table = torch.arange(2, dtype=torch.int32)[:, None]
+    why = lambda **kw: hopper.unsupported(**{**dict(q=q, k_cache=k, v_cache=k, block_table=table, layout=ad.KVLayout.HND,
+                                                     quantized=False), **kw})
+    assert "sm_90" in why()
+    assert "HND" in why(layout=ad.KVLayout.NHD) and "one block per sequence" in why(block_table=table.repeat(1, 2))
+    assert "bfloat16/float16" in why(q=q.float()) and "without scales" in why(quantized=True)
+    assert "at most 8 query heads" in why(q=bf(2, 18, 64)) and "D in [64, 128]" in why(q=bf(2, 8, 32), k_cache=bf(2, 2, 32, 32))
+    assert "at least one key slot" in why(k_cache=bf(2, 2, 0, 64))
+    with pytest.raises(ValueError, match="covers 128 keys a sequence, fewer than the cache's 200"):
+        hopper.decode_persistent(q, bf(2, 2, 200, 64), bf(2, 2, 200, 64), table, torch.tensor([5, 5], dtype=torch.int32), 0.1,
+                                 torch.empty_like(q), hopper.PersistentPlan(1, 2, 1, 4))
+
+
 def test_launcher_says_why_it_cannot_take_the_persistent_kernel():
-    q = torch.randn(1, 4, 64, device=DEVICE)
-    k = torch.randn(1, 2, 32, 64, device=DEVICE)
-    paged = paged_from_contiguous(k, k.clone())
-    with pytest.raises(ValueError, match="persistent.*(sm_90|bfloat16)"):
+    q = torch.randn(1, 4, 64, device=DEVICE, dtype=torch.bfloat16 if GPU else torch.float32)
+    k = torch.randn(1, 2, 32, 64, device=DEVICE, dtype=q.dtype)
+    paged = paged_from_contiguous(k, k.clone(), block_size=16)  # two blocks a sequence: refused on every device
+    with pytest.raises(ValueError, match="persistent is True, but the persistent kernel needs the HND layout viewed as one block"):
         paged_decode_attention(q, **paged.kwargs(), persistent=True)
     with pytest.raises(ValueError, match="persistent is True: the persistent kernel takes its own plan"):
         paged_decode_attention(q, **paged.kwargs(), persistent=True, num_splits=2)
@@ -96,23 +113,33 @@ def test_matches_reference(case, dtype):
 
 
 @needs_sm90
+@pytest.mark.parametrize("D,dtype", [(128, torch.bfloat16), (64, torch.float16)], ids=["D128-bf16", "D64-fp16"])
 @pytest.mark.parametrize("C,stages,programs", [(1, 2, 5), (2, 2, 3), (3, 3, 2), (4, 3, 1), (2, 3, 7), (4, 3, 64), (1, 2, 200)])
-def test_every_item_size_and_grid(C, stages, programs):
+def test_every_item_size_and_grid(C, stages, programs, D, dtype):
     # items of 1-4 tiles, 1-2 tiles in flight, programs that walk several items (across pairs and
     # sequences of different lengths), and more programs than items
-    B, H, H_kv, S, D = 3, 12, 3, 1500, 128
-    q, k, v, table, lens = _cache(B, H, H_kv, S, D, [1500, 611, 130], torch.bfloat16, seed=10 * C + stages)
+    B, H, H_kv, S = 3, 12, 3, 1500
+    q, k, v, table, lens = _cache(B, H, H_kv, S, D, [1500, 611, 130], dtype, seed=10 * C + stages)
     tiles = ad._cdiv(S, hopper.BLOCK_N)
     _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs), scale=0.3)
 
 
-def _captured(fn):
-    """fn() captured into a CUDA graph (after one eager call) and replayed once."""
+@needs_sm90
+def test_tensors_smaller_than_a_box():
+    # 2 query rows against an 8-row box, 40 cache rows against a 128-row one: TMA fills the rest with zeros
+    q, k, v, table, lens = _cache(1, 2, 1, 40, 64, [37], torch.bfloat16, seed=8)
+    _check(q, k, v, table, lens)
+
+
+def _captured(fn, out=None):
+    """fn() captured into a CUDA graph (after one eager call) and replayed once, `out` poisoned first."""
     fn()
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         fn()
+    if out is not None:
+        out.fill_(float("nan"))
     g.replay()
     torch.cuda.synchronize()
 
@@ -120,21 +147,20 @@ def _captured(fn):
 @needs_sm90
 def test_dispatch_takes_it_in_graphs_for_small_batches_only(monkeypatch):
     calls = []
-    real = hopper.decode_persistent
-    monkeypatch.setattr(hopper, "decode_persistent", lambda *a: calls.append(a[-1]) or real(*a))
+    real = hopper._run
+    monkeypatch.setattr(hopper, "_run", lambda *a, **kw: calls.append((a[-1], kw.get("warm_only", False))) or real(*a, **kw))
     q, k, v, table, lens = _cache(1, 32, 8, 8192, 128, [8000], torch.bfloat16, seed=3)
     out = torch.empty_like(q)
-    _captured(lambda: paged_decode_attention(q, k, v, table, lens, out=out))
-    assert [str(p) for p in calls] == [str(hopper.plan(1, 8, 8192, 128, ad._sm_count(q.device)))]  # the eager call: the split kernel
+    _captured(lambda: paged_decode_attention(q, k, v, table, lens, out=out), out)
+    rule = hopper.plan(1, 8, 8192, 128, ad._sm_count(q.device))
+    assert calls == [(rule, True), (rule, False)]  # eager: loads the kernels, runs the split kernel; captured: runs it
     torch.testing.assert_close(out, paged_decode_attention(q, k, v, table, lens, persistent=False), atol=2e-2, rtol=2e-2)
     _captured(lambda: paged_decode_attention(q, k, v, table, lens, num_splits=4))  # the split kernel's knobs: the split kernel
     paged = paged_from_contiguous(k, v, lens, block_size=16)
     _captured(lambda: paged_decode_attention(q, **paged.kwargs()))  # a paged walk
     q4, k4, v4, table4, lens4 = _cache(4, 32, 8, 8192, 128, [8192] * 4, torch.bfloat16, seed=4)
     _captured(lambda: paged_decode_attention(q4, k4, v4, table4, lens4))  # 15.5 tiles an SM: the split kernel is faster
-    assert len(calls) == 1
-    with pytest.raises(ValueError, match="persistent is True, but the persistent kernel needs the HND layout"):
-        paged_decode_attention(q, **paged.kwargs(), persistent=True)
+    assert len(calls) == 2  # none of these took it, nor the persistent=False call above
 
 
 @needs_sm90
