@@ -876,11 +876,17 @@ def _persistent(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, l
 _NO_GLUON: list = []
 
 
+def ml_row_floats(splits: int) -> int:
+    """Floats in a head's row of running maxima (or sums): `splits` padded to whole 128-byte lines
+    (see _merge_partials)."""
+    return _cdiv(splits, 32) * 32
+
+
 def partials_buffer(rows_bh: int, splits: int, D: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """(po, pm, pl, ml_stride) in one allocation: [rows_bh, splits, D] unnormalized outputs, then
-    [rows_bh, ml_stride] running max (log2 domain) and running sum, rows padded to 32 floats (whole
-    128-byte lines: see _merge_partials), each array starting on a line."""
-    ml_stride = _cdiv(splits, 32) * 32
+    [rows_bh, ml_stride] running max (log2 domain) and running sum, ml_stride = ml_row_floats(splits),
+    each array starting on a line."""
+    ml_stride = ml_row_floats(splits)
     n_o = _cdiv(rows_bh * splits * D, 32) * 32
     n_ml = rows_bh * ml_stride
     buf = torch.empty(n_o + 2 * n_ml, dtype=torch.float32, device=device)

@@ -27,9 +27,9 @@ is the math's price, not the stream's). Against the split kernel (the decode sui
 contiguous bf16 cache; results/baselines/README.md, "Decode, session 19"): B = 1, 32/8 heads 1K
 6.51 -> 5.85 µs on an H200, 8K 13.46 -> 13.28 (0.78 -> 0.79 of the same-size copy); 9/3 heads 8K
 6.85 -> 6.40, B = 16 1K 9.44 -> 8.68; on an H100 up to 11 % at small caches. The launcher takes it
-only in calls captured into a CUDA graph: its launch costs more host time than the split kernel's. Reading the block
-table and seq_lens before the first load costs ~0.5 µs against the probe, which took one L for
-every sequence (13.62 against 13.07 µs at 32/8, 8K, experiments/probes/decode_dispatch.py).
+only in calls captured into a CUDA graph: its launch costs more host time than the split kernel's.
+Reading the block table and seq_lens before the first load costs ~0.5 µs against the probe, which
+took one L for every sequence (13.62 against 13.07 µs at 32/8, 8K, experiments/probes/decode_dispatch.py).
 
 What it takes (`unsupported` names what a call lacks): an sm_90 GPU, a bf16/fp16 cache of q's
 dtype (no fp8/int8 scales), HND layout viewed as one block per sequence (the contiguous cache; a
@@ -105,8 +105,14 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
     busiest = {C: ad._cdiv(n, sms) for C, n in items.items()}  # items on the busiest program
     least = min(busiest[C] * C for C in items)
     tied = [C for C in items if busiest[C] * C == least]
-    C = max([C for C in tied if busiest[C] >= MIN_ITEMS[D]] or tied)
-    return PersistentPlan(C, 2 if C <= 2 else 3, ad._cdiv(tiles, C), min(items[C], sms))
+    return sized_plan(max([C for C in tied if busiest[C] >= MIN_ITEMS[D]] or tied), B, H_kv, capacity, sms)
+
+
+def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int) -> PersistentPlan:
+    """The plan at item size C (what `plan` settles on, and what a sweep of item sizes times):
+    2 stages up to C = 2, 3 above; one program per item up to one per SM."""
+    n_chunks = ad._cdiv(ad._cdiv(max(capacity, 1), BLOCK_N), C)
+    return PersistentPlan(C, 2 if C <= 2 else 3, n_chunks, min(B * H_kv * n_chunks, sms))
 
 
 def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
@@ -371,7 +377,7 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     B, H, D = q.shape
     N, H_kv, P, _ = k_cache.shape
     splits = plan_.n_chunks
-    ml_stride = ad._cdiv(splits, 32) * 32  # as partials_buffer pads it
+    ml_stride = ad.ml_row_floats(splits)
     ints = (block_table.stride(0), H_kv, P, splits, B * H_kv * splits, H // H_kv, ml_stride)
     if warm_only:
         # what Triton specializes a variant on: ints == 1 or % 16, pointer alignment, the descriptors' types and sizes
@@ -383,7 +389,7 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     k_desc = TensorDescriptor.from_tensor(k_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
     v_desc = TensorDescriptor.from_tensor(v_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
     q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [G_BOX, D], _smem_layout(G_BOX, D, q.dtype))
-    po, pm, pl, ml_stride = ad.partials_buffer(B * H, splits, D, q.device)
+    po, pm, pl, _ = ad.partials_buffer(B * H, splits, D, q.device)
     args = (q_desc, k_desc, v_desc, block_table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
     meta = dict(TILES=plan_.chunk_tiles, STAGES=plan_.stages, num_warps=4)
     grid = (plan_.programs,)

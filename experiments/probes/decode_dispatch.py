@@ -35,11 +35,9 @@ def main(argv):
         sms = ad._sm_count(case.q.device)
         rule = hopper.plan(B, H_kv, L, D, sms)
         variants = {"launcher": dict(), "split": dict(persistent=False)}
-        tiles = ad._cdiv(L, hopper.BLOCK_N)
-        for C in range(1, hopper.MAX_CHUNK_TILES + 1):
-            if C <= tiles:
-                p = hopper.PersistentPlan(C, 2 if C <= 2 else 3, ad._cdiv(tiles, C), min(B * H_kv * ad._cdiv(tiles, C), sms))
-                variants[f"c{p.chunk_tiles}s{p.stages}"] = dict(plan_=p)
+        for C in range(1, min(hopper.MAX_CHUNK_TILES, ad._cdiv(L, hopper.BLOCK_N)) + 1):
+            p = hopper.sized_plan(C, B, H_kv, L, sms)
+            variants[f"c{p.chunk_tiles}s{p.stages}"] = dict(plan_=p)
 
         if probe and rule is not None:
             variants["probe"] = dict(probe=rule)
