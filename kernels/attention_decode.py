@@ -54,9 +54,10 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
   needs a scale that tracks each token's outliers).
 
 On sm_90, in calls captured into a CUDA graph where the work is small (at most ~12 tiles of 128
-keys an SM) and the cache is a bf16/fp16 one viewed as one block per sequence, the launcher takes
-a persistent Gluon kernel instead (kernels/attention_decode_hopper.py: loads that run ahead across work items, swapped
-wgmma math, this module's merge kernel); `persistent=` overrides the rule.
+keys an SM) and the cache is a bf16/fp16 HND one (blocks of 16-64 keys or whole tiles, or one
+block per sequence), the launcher takes a persistent Gluon kernel instead (kernels/
+attention_decode_hopper.py: loads that run ahead across work items, swapped wgmma math, this
+module's merge kernel); `persistent=` overrides the rule.
 
 Knobs, read at call time and set from split/tile sweeps on an H200 (`lab.benchmarks.
 attention_decode.tune()`): `POLICY` (splits, fused merge, programmatic dependent launch) and
@@ -734,9 +735,10 @@ def paged_decode_attention(
     fused_merge: merge the splits in the split kernel or in a second one (default: `default_fused_merge`).
     config: the split kernel's tile config (default: `decode_plan`'s: `default_config`).
     persistent: the persistent Hopper kernel (kernels/attention_decode_hopper.py: sm_90, a bf16/fp16
-    cache viewed as one block per sequence, G <= 8, D = 64/128) instead of the split kernel. None:
-    while a CUDA graph is being captured, where its `plan` takes this call (small B·H_kv·capacity)
-    and num_splits, config and fused_merge are not given. Not in eager calls: at these sizes they
+    HND cache, blocks of 16/32/64 keys, of whole 128-key tiles or one a sequence, G <= 8, D = 64/128)
+    instead of the split kernel. None: while a CUDA graph is being captured, where its `plan` takes
+    this call (small B·H_kv·capacity) and num_splits, config and fused_merge are not given. Not in
+    eager calls: at these sizes they
     are bound by the host, and its launch (Gluon's JIT path, three TMA descriptors) costs more host
     time than the split kernel's (H100 host, B = 1, 8K: 182 µs against 112-139), where a graph
     replays it for nothing. True: always (an error names what the call lacks); False: never.
@@ -865,7 +867,9 @@ def _persistent(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, l
             _fail("persistent", f"is True, but the persistent kernel {why}")
         return False
     B, H, D = q.shape
-    plan = hopper.plan(B, k_cache.shape[1], k_cache.shape[2], D, _sm_count(q.device), force=required)
+    P = k_cache.shape[2]
+    plan = hopper.plan(B, k_cache.shape[1], block_table.shape[1] * P, D, _sm_count(q.device), force=required,
+                       box=hopper.box_keys(block_table, P))
     if plan is None:
         return False
     capturing = torch.cuda.is_current_stream_capturing()

@@ -13,7 +13,10 @@ in Gluon, Triton's explicit-layout language, so that its loads run ahead across 
   grid: one program an SM, persistent (`programs` of them); program p takes items p, p + programs, ...
   items: C tiles of BLOCK_N = 128 keys of one (sequence, KV head) (`plan` picks C from the work an SM)
   loads: TMA (cp.async.bulk.tensor) into a ring of STAGES K/V tile buffers, STAGES - 1 tiles ahead,
-        across item boundaries; each item's query rows with its first tile, into one of two buffers
+        across item boundaries; each item's query rows with its first tile, into one of two buffers.
+        A box is a tile where a block holds whole tiles (or a sequence is one block), else a block
+        (8 boxes of 16 keys); paged, the block table entries are read a tile before the loads that
+        use them. The launcher leaves blocks smaller than a tile to the split kernel (see `plan`)
   math: swapped, sᵀ = K qᵀ and Oᵀ += Vᵀ Pᵀ: the 128 keys are wgmma's M and the G <= 8 query rows of
         a group its N of 8, 1/8 of the tensor-core work of q Kᵀ padded to M = 64. The softmax's max
         then runs across the 4 warps (a shared-memory reduction a tile) and P goes through shared
@@ -31,10 +34,15 @@ only in calls captured into a CUDA graph: its launch costs more host time than t
 Reading the block table and seq_lens before the first load costs ~0.5 µs against the probe, which
 took one L for every sequence (13.62 against 13.07 µs at 32/8, 8K, experiments/probes/decode_dispatch.py).
 
+Paged blocks of whole tiles cost nothing against the contiguous view (session 20, blocks of 128
+and 256 keys: 6-18 % faster than the split kernel's walk at B = 1 on an H200 and an H100).
+
 What it takes (`unsupported` names what a call lacks): an sm_90 GPU, a bf16/fp16 cache of q's
-dtype (no fp8/int8 scales), HND layout viewed as one block per sequence (the contiguous cache; a
-block table of one column), G = H / H_kv <= 8, D = 64 or 128, contiguous q and caches. Gluon does
-not run under TRITON_INTERPRET, so its tests need the GPU (tests/kernels/test_attention_decode_hopper.py).
+dtype (no fp8/int8 scales), HND layout with blocks of 16, 32, 64 or a multiple of 128 keys, or
+viewed as one block per sequence (the contiguous cache: a block table of one column, any length),
+each block's [P, D] rows dense (any block and head strides: a slice of a longer buffer, or
+head-major blocks), G = H / H_kv <= 8, D = 64 or 128, contiguous q. Gluon does not run under
+TRITON_INTERPRET, so its tests need the GPU (tests/kernels/test_attention_decode_hopper.py).
 """
 from __future__ import annotations
 
@@ -51,6 +59,9 @@ import kernels.attention_decode as ad
 
 BLOCK_N = 128  # keys a tile
 G_BOX = 8  # query rows a group pads to: wgmma's N
+# Keys in the smallest block. A box must span whole 8-row periods of the 128-byte swizzle (8 would);
+# at 8, 16 boxes a tile, ptxas spills at 4-tile items.
+MIN_BLOCK = 16
 # The dispatch rule, from experiments/probes/decode_dispatch.py (session 19: stream timing, the
 # split kernel beside this one at every item size, two H200 runs and one H100; results/baselines/
 # README.md, "Decode, session 19"). Up to ~12 tiles of 128 keys an SM this kernel, at the best
@@ -66,6 +77,13 @@ MAX_CHUNK_TILES = 4
 # the bytes, fewer, longer items won every tie (9/3 heads, 8K: one item of 2 tiles 6.07-6.18 µs,
 # two of 1 7.18-7.28).
 MIN_ITEMS = {64: 1, 128: 2}
+# Blocks smaller than a tile (one TMA box a block, 8 a tile at 16 keys) are not dispatched: the
+# split kernel's walk was faster at every shape but one (H200, session 20, blocks of 16,
+# experiments/probes/decode_dispatch.py --block 16: B = 1, 32/8 heads 8K 18.2 against 16.5 µs;
+# 9/3 heads 32K 20.1 against 13.4; B = 64, 9/3, 1K 33.7 against 20.9; only B = 1, 32/8, 1K
+# 7.44 against 7.72). Each box costs a copy of 2-4 KB, and Triton puts a CTA barrier before every
+# TMA copy: 16 a tile. Blocks of whole tiles run as fast as the contiguous view (128 and 256 keys,
+# B = 1, 32/8 heads 8K: 13.50 / 13.89 against the split kernel's 14.78 / 15.06).
 DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
@@ -91,15 +109,15 @@ class PersistentPlan:
 
 
 @functools.lru_cache(maxsize=4096)  # a decode loop asks the same thing every step
-def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False) -> PersistentPlan | None:
+def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False, box: int = BLOCK_N) -> PersistentPlan | None:
     """The plan for B·H_kv (sequence, KV head) pairs of `capacity` keys on `sms` SMs (one program
-    each), or None where the split kernel is as fast (more than MAX_TILES_PER_SM tiles an SM;
-    force: a plan anyway). The item size C minimizes the tiles of the busiest program,
-    ceil(items / sms) · C, ties broken by MIN_ITEMS. From the block table's capacity, not
-    seq_lens, as the split count is: no device-to-host sync."""
+    each), or None where the split kernel is as fast: more than MAX_TILES_PER_SM tiles an SM, or
+    boxes (`box_keys`) smaller than a tile (force: a plan anyway). The item size C minimizes the
+    tiles of the busiest program, ceil(items / sms) · C, ties broken by MIN_ITEMS. From the block
+    table's capacity, not seq_lens, as the split count is: no device-to-host sync."""
     tiles = ad._cdiv(max(capacity, 1), BLOCK_N)
     pairs = B * H_kv
-    if pairs * tiles / sms > MAX_TILES_PER_SM and not force:
+    if (pairs * tiles / sms > MAX_TILES_PER_SM or box < BLOCK_N) and not force:
         return None
     items = {C: pairs * ad._cdiv(tiles, C) for C in range(1, min(MAX_CHUNK_TILES, tiles) + 1)}
     busiest = {C: ad._cdiv(n, sms) for C, n in items.items()}  # items on the busiest program
@@ -118,24 +136,41 @@ def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int) -> Persistent
 def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                 layout: ad.KVLayout, quantized: bool) -> str | None:
     """Why this (validated) call cannot take the kernel, or None where it can. Cheapest checks
-    first: every decode call on a GPU asks (a paged walk is refused at the first)."""
+    first: every decode call on a GPU asks."""
     if k_cache.numel() == 0:
         return f"needs a cache of at least one key slot; got shape {tuple(k_cache.shape)}"
-    if layout is not ad.KVLayout.HND or block_table.shape[1] != 1:
-        return (f"needs the HND layout viewed as one block per sequence (a block table of one column); "
-                f"got {layout.name} with {block_table.shape[1]} blocks per sequence")
+    P = k_cache.shape[2]
+    boxes_fit = block_table.shape[1] == 1 or P % BLOCK_N == 0 or (BLOCK_N % P == 0 and P >= MIN_BLOCK)
+    if layout is not ad.KVLayout.HND or not boxes_fit:
+        return (f"needs the HND layout, and blocks of a multiple of {BLOCK_N} keys, of a power of two from {MIN_BLOCK} to "
+                f"{BLOCK_N // 2}, or one block per sequence (a block table of one column); got {layout.name} with "
+                f"{block_table.shape[1]} blocks of {P} keys per sequence")
     if q.dtype not in DTYPES or quantized:
         return f"needs a bfloat16/float16 cache of q's dtype, without scales; got q {q.dtype}, cache {k_cache.dtype}"
     B, H, D = q.shape
     H_kv = k_cache.shape[1]
     if H // H_kv > G_BOX or D not in MIN_ITEMS:
         return f"needs at most {G_BOX} query heads per KV head and D in {sorted(MIN_ITEMS)}; got {H}/{H_kv} heads, D = {D}"
+    s = k_cache.stride()
+    if v_cache.stride() != s or s[2] != D or s[0] % D or s[1] % D:
+        return (f"needs k_cache and v_cache of one layout, each block's [P, D] rows dense and every block and head "
+                f"starting on a row (strides (a·{D}, b·{D}, {D}, 1)); got {s} and {v_cache.stride()}")
+    if _span_rows(k_cache) >= 2**31:
+        return f"needs a cache spanning fewer than 2**31 rows of D (TMA coordinates are int32); got {_span_rows(k_cache)}"
+    if not q.is_contiguous():
+        return f"needs q contiguous, got strides {tuple(q.stride())}"
+    for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        if x.data_ptr() % 16:
+            return f"needs {name} 16-byte aligned (TMA), got address {x.data_ptr():#x}"
     if not _sm90(q.device):
         return f"needs an sm_90 GPU (Hopper's wgmma and TMA); q is on {q.device}"
-    for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        if not x.is_contiguous() or x.data_ptr() % 16:
-            return f"needs {name} contiguous and 16-byte aligned (TMA), got strides {tuple(x.stride())}"
     return None
+
+
+def _span_rows(cache: torch.Tensor) -> int:
+    """Rows of D elements from a cache's first element to its last (`unsupported` checked that every
+    block and head starts on a row): the [rows, D] view its TMA descriptors address."""
+    return sum((n - 1) * st for n, st in zip(cache.shape, cache.stride())) // cache.shape[-1] + 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -251,31 +286,60 @@ def _store_partial_t(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, 
 # The kernel
 # ---------------------------------------------------------------------------------------------
 @gluon.jit
-def _locate(item, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total):
-    """(keys, first row in the cache's [N·H_kv·P, D] view) of item's (sequence, KV head): the
-    sequence's block (one a sequence) and its length clamped to the capacity; 0 keys past the last item."""
+def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK: gl.constexpr):
+    """(keys, base) of item's (sequence, KV head), its length clamped to the capacity, 0 keys past
+    the last item. base: with ONE_BLOCK (one block a sequence) the cache row of its key 0, read
+    here, an item before its loads; else (its block table row's offset, its KV head's row in a
+    block), for `_tile_rows`, which reads the table a tile before each tile's loads."""
     pair = gl.minimum(item, total - 1) // n_chunks
     b = pair // H_kv
     L = gl.minimum(gl.load(LENS + b), capacity) * (item < total).to(gl.int32)
-    row0 = (gl.load(BT + b * bt_stride) * H_kv + pair % H_kv) * capacity
-    return L, row0
+    if ONE_BLOCK:  # one table read an item: the per-tile read costs 2-6 % at D = 64 (experiments/probes/decode_dispatch.py)
+        return L, gl.load(BT + b * bt_stride) * block_rows + (pair % H_kv) * head_rows
+    else:
+        return L, (b * bt_stride, (pair % H_kv) * head_rows)
 
 
 @gluon.jit
-def _issue(item, tt, n, q_slot, L, row0, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+def _tile_rows(BT, base, key0, block_rows, block, capacity, PAGE: gl.constexpr, PAGES: gl.constexpr, ONE_BLOCK: gl.constexpr):
+    """The cache rows (of its [rows, D] view: block n starts at row n·block_rows, the KV head's rows
+    head_row further) where the PAGES boxes of PAGE keys of the tile at key0 start, every thread
+    holding all of them: block table entries, read a tile before the loads that use them (`_issue`)
+    so that no table read stands between a stage's release and its next load. Entries past the
+    table's width read as block 0; past the sequence, `_issue` loads row 0 instead (a valid
+    address; those rows are masked)."""
+    pages = gl.arange(0, PAGES, layout=gl.BlockedLayout([PAGES], [32], [gl.num_warps()], [0]))
+    keys = key0 + pages * PAGE
+    if ONE_BLOCK:
+        return base + keys
+    else:
+        bt_row, head_row = base
+        ids = gl.load(BT + bt_row + keys // block, mask=keys < capacity, other=0)
+        return ids * block_rows + head_row + keys % block
+
+
+@gluon.jit
+def _issue(item, tt, n, q_slot, L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
            n_chunks, total, G, TILES: gl.constexpr, STAGES: gl.constexpr):
-    """TMA loads of tile tt of `item` into stage n % STAGES (and, with its first tile, its query
-    rows into q slot q_slot). A tile past L or past the last item arrives with no bytes, so the
-    barrier phases stay in step with the tiles consumed."""
-    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    """TMA loads of tile tt of `item`, its boxes at `rows` (`_tile_rows`), into stage n % STAGES (and,
+    with its first tile, its query rows into q slot q_slot). A tile past L or past the last item
+    arrives with no bytes, so the barrier phases stay in step with the tiles consumed; a live
+    tile's boxes past L load block 0's rows, so that every live tile brings the same bytes."""
+    PAGE: gl.constexpr = k_desc.block_type.shape[0]
+    BLOCK_N: gl.constexpr = k_bufs.type.shape[1]
+    PAGES: gl.constexpr = BLOCK_N // PAGE
     s = n % STAGES
     key0 = ((item % n_chunks) * TILES + tt) * BLOCK_N
     live = key0 < L  # L is 0 past the last item
     bar = ready.index(s)
-    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=live)
+    mbarrier.expect(bar, PAGES * (k_desc.block_type.nbytes + v_desc.block_type.nbytes), pred=live)
     mbarrier.arrive(bar, pred=key0 >= L)
-    tma.async_copy_global_to_shared(k_desc, [row0 + key0, 0], bar, k_bufs.index(s), pred=live)
-    tma.async_copy_global_to_shared(v_desc, [row0 + key0, 0], bar, v_bufs.index(s), pred=live)
+    pages = gl.arange(0, PAGES, layout=rows.type.layout)
+    rows = gl.where(key0 + pages * PAGE < L, rows, 0)
+    for j in gl.static_range(PAGES):
+        row = gl.sum(gl.where(pages == j, rows, 0), 0)  # in-thread: every thread holds every row
+        tma.async_copy_global_to_shared(k_desc, [row, 0], bar, k_bufs.index(s).slice(j * PAGE, PAGE), pred=live)
+        tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s).slice(j * PAGE, PAGE), pred=live)
     if tt == 0:
         qb = q_ready.index(q_slot)
         q_live = item < total
@@ -285,15 +349,21 @@ def _issue(item, tt, n, q_slot, L, row0, k_desc, v_desc, q_desc, k_bufs, v_bufs,
 
 
 @gluon.jit
-def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, capacity, n_chunks, total, G,
-                       ml_stride, qk_scale, TILES: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, block_rows, head_rows, block, capacity,
+                       n_chunks, total, G,
+                       ml_stride, qk_scale, BLOCK_N: gl.constexpr, TILES: gl.constexpr, STAGES: gl.constexpr,
+                       ONE_BLOCK: gl.constexpr, num_warps: gl.constexpr):
     """Items pid, pid + programs, ...: item = pair · n_chunks + chunk, pair = b · H_kv + KV head, chunk
-    c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c."""
-    BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+    c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c.
+    A tile is BLOCK_N // PAGE boxes of PAGE = min(block, BLOCK_N) keys (the descriptors' box), each
+    within one block of `block` keys."""
+    PAGE: gl.constexpr = k_desc.block_type.shape[0]
+    PAGES: gl.constexpr = BLOCK_N // PAGE
     D: gl.constexpr = k_desc.block_type.shape[1]
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
     gl.static_assert(TILES >= STAGES - 1, "the loads run at most one item ahead")
     gl.static_assert(num_warps == 4, "one warpgroup")
+    gl.static_assert(PAGES * PAGE == BLOCK_N, "boxes tile a tile")
     pid = gl.program_id(0)
     programs = gl.num_programs(0)
     _launch_dependents(num_warps)
@@ -306,18 +376,27 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     q_ready = _barriers(2)  # an item's query rows have landed
     s_layout: gl.constexpr = _wgmma_layout(ROWS)
 
-    # where the next items live is read one item before their loads are issued: a table read
-    # on the way to the first load of an item would stall the stream for an L2 round trip
+    # seq_lens are read one item before that item's loads are issued, block table entries one
+    # tile before: a table read on the way to a load would stall the stream for an L2 round trip
     cur = pid
-    cur_L, cur_row = _locate(cur, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
-    nxt_L, nxt_row = _locate(cur + programs, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
+    cur_L, cur_at = _locate(cur, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK)
+    nxt_L, nxt_at = _locate(cur + programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK)
+    key_c = (cur % n_chunks) * TILES * BLOCK_N  # the current item's first key
+    key_n = ((cur + programs) % n_chunks) * TILES * BLOCK_N
     for u in gl.static_range(STAGES - 1):  # the prologue: the first item's first tiles
-        _issue(cur, u, u, 0, cur_L, cur_row, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+        rows = _tile_rows(BT, cur_at, key_c + u * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
+        _issue(cur, u, u, 0, cur_L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
                n_chunks, total, G, TILES, STAGES)
+    if STAGES - 1 < TILES:  # the next tile to issue
+        pend = _tile_rows(BT, cur_at, key_c + (STAGES - 1) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
+    else:
+        pend = _tile_rows(BT, nxt_at, key_n, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
     n = 0  # tiles consumed
     seq = 0  # items done
     while cur < total:
-        fut_L, fut_row = _locate(cur + 2 * programs, BT, LENS, bt_stride, H_kv, capacity, n_chunks, total)
+        fut_L, fut_at = _locate(cur + 2 * programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total,
+                                ONE_BLOCK)
+        key_f = ((cur + 2 * programs) % n_chunks) * TILES * BLOCK_N
         chunk = cur % n_chunks
         slot = seq % 2
         m_i, l_i, acc = _fresh_state_t(BLOCK_N, D, ROWS, s_layout)
@@ -325,16 +404,24 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
         for t in gl.static_range(TILES):
             gl.thread_barrier()  # every warp is done with the stage the next load overwrites (tile n - 1's)
             fence_async_shared()
-            ahead = t + STAGES - 1  # the tile loaded now, counted from this item's first
-            if ahead < TILES:
-                _issue(cur, ahead, n + STAGES - 1, slot, cur_L, cur_row, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs,
+            # the tile loaded now is t + STAGES - 1 counted from this item's first (spelt out: a
+            # constexpr, so each branch is chosen at compile time), the one loaded next t + STAGES
+            if t + STAGES - 1 < TILES:
+                _issue(cur, t + STAGES - 1, n + STAGES - 1, slot, cur_L, pend, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs,
                        ready, q_ready, n_chunks, total, G, TILES, STAGES)
             else:
-                _issue(cur + programs, ahead - TILES, n + STAGES - 1, 1 - slot, nxt_L, nxt_row, k_desc, v_desc, q_desc, k_bufs, v_bufs,
-                       q_bufs, ready, q_ready, n_chunks, total, G, TILES, STAGES)
+                _issue(cur + programs, t + STAGES - 1 - TILES, n + STAGES - 1, 1 - slot, nxt_L, pend, k_desc, v_desc, q_desc,
+                       k_bufs, v_bufs, q_bufs, ready, q_ready, n_chunks, total, G, TILES, STAGES)
+            if t + STAGES < TILES:
+                pend = _tile_rows(BT, cur_at, key_c + (t + STAGES) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
+            elif t + STAGES < 2 * TILES:
+                pend = _tile_rows(BT, nxt_at, key_n + (t + STAGES - TILES) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES,
+                                  ONE_BLOCK)
+            else:
+                pend = _tile_rows(BT, fut_at, key_f, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
             s = n % STAGES
             mbarrier.wait(ready.index(s), (n // STAGES) & 1)
-            key0 = (chunk * TILES + t) * BLOCK_N
+            key0 = key_c + t * BLOCK_N
             if key0 < cur_L:
                 m_i, l_i, acc = _attend_tile_t(q_bufs.index(slot), k_bufs.index(s), v_bufs.index(s), p_s, key0, cur_L, qk_scale,
                                                m_i, l_i, acc, s_layout, num_warps)
@@ -342,8 +429,8 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
         _store_partial_t(PO, PM, PL, cur // n_chunks, G, chunk, n_chunks, ml_stride, m_i, l_i, acc, s_layout)
         seq += 1
         cur += programs
-        cur_L, cur_row = nxt_L, nxt_row
-        nxt_L, nxt_row = fut_L, fut_row
+        cur_L, cur_at, key_c = nxt_L, nxt_at, key_n
+        nxt_L, nxt_at, key_n = fut_L, fut_at, key_f
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
     for i in gl.static_range(2):
@@ -355,16 +442,24 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
 # ---------------------------------------------------------------------------------------------
 def decode_persistent(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                       seq_lens: torch.Tensor, scale: float, out: torch.Tensor, plan_: PersistentPlan) -> torch.Tensor:
-    """o into `out` of one query per sequence (q [B, H, D]) over an HND cache [N, H_kv, P, D] viewed
-    as one block per sequence: the persistent kernel under `plan_` (any plan whose items cover P
-    keys), then the split kernel's merge. paged_decode_attention validates the rest of its inputs."""
-    if plan_.n_chunks * plan_.chunk_tiles * BLOCK_N < k_cache.shape[2]:
+    """o into `out` of one query per sequence (q [B, H, D]) over an HND cache [N, H_kv, P, D] and its
+    block table: the persistent kernel under `plan_` (any plan whose items cover the table's
+    max_blocks · P keys), then the split kernel's merge. paged_decode_attention validates the rest
+    of its inputs."""
+    capacity = block_table.shape[1] * k_cache.shape[2]
+    if plan_.n_chunks * plan_.chunk_tiles * BLOCK_N < capacity:
         raise ValueError(f"decode_persistent: {plan_!r} covers {plan_.n_chunks * plan_.chunk_tiles * BLOCK_N} keys a sequence, "
-                         f"fewer than the cache's {k_cache.shape[2]}")
+                         f"fewer than the block table's {capacity}")
     why = unsupported(q, k_cache, v_cache, block_table, ad.KVLayout.HND, k_cache.dtype != q.dtype)
     if why is not None:
         raise ValueError(f"decode_persistent: the kernel {why}")
     return _run(q, k_cache, v_cache, block_table, seq_lens, scale, out, plan_)
+
+
+def box_keys(block_table: torch.Tensor, block: int) -> int:
+    """Keys a TMA box loads: a tile (BLOCK_N) where a block holds whole tiles or a sequence is one
+    block (the box may run past it: those keys are masked), else one block of a tile's BLOCK_N // block."""
+    return BLOCK_N if block_table.shape[1] == 1 or block % BLOCK_N == 0 else block
 
 
 _LOADED: set = set()  # the kernel variants compiled and loaded by warm_only calls
@@ -378,20 +473,25 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     N, H_kv, P, _ = k_cache.shape
     splits = plan_.n_chunks
     ml_stride = ad.ml_row_floats(splits)
-    ints = (block_table.stride(0), H_kv, P, splits, B * H_kv * splits, H // H_kv, ml_stride)
+    page = box_keys(block_table, P)
+    s = k_cache.stride()
+    ints = (block_table.stride(0), H_kv, s[0] // D, s[1] // D, P, block_table.shape[1] * P, splits, B * H_kv * splits, H // H_kv,
+            ml_stride)
     if warm_only:
         # what Triton specializes a variant on: ints == 1 or % 16, pointer alignment, the descriptors' types and sizes
-        key = (q.device, q.dtype, D, plan_.chunk_tiles, plan_.stages, *((v == 1, v % 16 == 0) for v in (*ints, N * H_kv * P, B * H)),
+        key = (q.device, q.dtype, D, page, block_table.shape[1] == 1, plan_.chunk_tiles, plan_.stages,
+               *((v == 1, v % 16 == 0) for v in (*ints, _span_rows(k_cache), B * H)),
                block_table.data_ptr() % 16 == 0, seq_lens.data_ptr() % 16 == 0, out.stride(0) % 16 == 0, out.stride(1) % 16 == 0)
         if key in _LOADED:
             return out
     kv_layout = _smem_layout(BLOCK_N, D, q.dtype)
-    k_desc = TensorDescriptor.from_tensor(k_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
-    v_desc = TensorDescriptor.from_tensor(v_cache.view(N * H_kv * P, D), [BLOCK_N, D], kv_layout)
+    rows = (_span_rows(k_cache), D)
+    k_desc = TensorDescriptor.from_tensor(k_cache.as_strided(rows, (D, 1)), [page, D], kv_layout)
+    v_desc = TensorDescriptor.from_tensor(v_cache.as_strided(rows, (D, 1)), [page, D], kv_layout)
     q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [G_BOX, D], _smem_layout(G_BOX, D, q.dtype))
     po, pm, pl, _ = ad.partials_buffer(B * H, splits, D, q.device)
     args = (q_desc, k_desc, v_desc, block_table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
-    meta = dict(TILES=plan_.chunk_tiles, STAGES=plan_.stages, num_warps=4)
+    meta = dict(BLOCK_N=BLOCK_N, ONE_BLOCK=block_table.shape[1] == 1, TILES=plan_.chunk_tiles, STAGES=plan_.stages, num_warps=4)
     grid = (plan_.programs,)
     if warm_only:
         _decode_persistent.warmup(*args, grid=grid, **meta)._init_handles()

@@ -4,10 +4,12 @@ CUDA graph (persistent=None; its error is an eager call's, the split kernel's), 
 size (C tiles of 128 keys, 2 stages up to C = 2, 3 above), each against the float64 reference,
 beside a copy of the same bytes, and (--probe) the session-18 probe's kernel at the rule's item
 size (experiments/probes/decode_gluon.py, kind "st", one L for every sequence, no block table):
-what taking the block table and per-sequence lengths costs. Stream timing (back to back in one CUDA graph over caches larger
-than L2), the median of ROUNDS interleaved rounds. Needs an sm_90 GPU:
+what taking the block table and per-sequence lengths costs; --block P: the same keys in
+shuffled blocks of P (a paged walk; not with --probe, whose kernel reads a contiguous cache). Stream
+timing (back to back in one CUDA graph over caches larger than L2), the median of ROUNDS
+interleaved rounds. Needs an sm_90 GPU:
 
-    python experiments/probes/decode_dispatch.py [--probe] [B,H,H_kv,L ...]
+    python experiments/probes/decode_dispatch.py [--probe] [--block P] [B,H,H_kv,L ...]
 """
 import os, statistics, sys, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
@@ -27,16 +29,24 @@ ROUNDS = 3
 def main(argv):
     probe = "--probe" in argv
     argv = [a for a in argv if a != "--probe"]
+    block = None
+    if "--block" in argv:
+        i = argv.index("--block")
+        block = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
+        if probe:
+            raise SystemExit("decode_dispatch: --probe times a kernel of contiguous caches only; drop --block or --probe")
     shapes = [tuple(int(x) for x in a.split(",")) for a in argv] or SHAPES
     t0 = time.perf_counter()
     for B, H, H_kv, L in shapes:
-        case = decode_case(B, H, H_kv, L)
+        case = decode_case(B, H, H_kv, L, block_size=block)
         D = case.q.shape[-1]
         sms = ad._sm_count(case.q.device)
-        rule = hopper.plan(B, H_kv, L, D, sms)
+        capacity = case.caches[0].block_table.shape[1] * case.caches[0].block_size
+        rule = hopper.plan(B, H_kv, capacity, D, sms, box=hopper.box_keys(case.caches[0].block_table, case.caches[0].block_size))
         variants = {"launcher": dict(), "split": dict(persistent=False)}
-        for C in range(1, min(hopper.MAX_CHUNK_TILES, ad._cdiv(L, hopper.BLOCK_N)) + 1):
-            p = hopper.sized_plan(C, B, H_kv, L, sms)
+        for C in range(1, min(hopper.MAX_CHUNK_TILES, ad._cdiv(capacity, hopper.BLOCK_N)) + 1):
+            p = hopper.sized_plan(C, B, H_kv, capacity, sms)
             variants[f"c{p.chunk_tiles}s{p.stages}"] = dict(plan_=p)
 
         if probe and rule is not None:
@@ -56,7 +66,7 @@ def main(argv):
         for _ in range(ROUNDS):
             for n, kw in variants.items():
                 times[n].append(stream_us([lambda c=c, kw=kw: call(kw, c, case.out) for c in case.caches]))
-        line = f"B={B} {H}/{H_kv} L={L}: copy {case.copy_us:.2f} us, rule: {rule or 'split kernel'}"
+        line = f"B={B} {H}/{H_kv} L={L}{f' P={block}' if block else ''}: copy {case.copy_us:.2f} us, rule: {rule or 'split kernel'}"
         for n in variants:
             us = statistics.median(times[n])
             line += f" | {n} {us:.2f} ({case.copy_us / us:.2f}, err {errs[n]:.1e})"

@@ -27,6 +27,8 @@ def test_plan_follows_the_work_an_sm_gets():
     assert hopper.plan(1, 3, 8192, 64, 132).chunk_tiles == 2  # D = 64: one item of 2 over two of 1
     assert str(hopper.plan(1, 3, 16384, 64, 132)) == "persistent c3s3x129"  # 3 tiles on the busiest, as C = 1
     assert hopper.plan(1, 8, 32768, 128, 132) is None and hopper.plan(4, 8, 8192, 128, 132) is None  # 15.5 tiles an SM
+    assert hopper.plan(1, 8, 8192, 128, 132, box=16) is None  # blocks of 16 keys: the split kernel walks them faster
+    assert hopper.plan(1, 8, 8192, 128, 132, box=16, force=True) == p
     forced = hopper.plan(4, 8, 8192, 128, 132, force=True)
     assert forced.chunk_tiles == hopper.MAX_CHUNK_TILES and forced.n_chunks * forced.chunk_tiles * hopper.BLOCK_N >= 8192
     for B, H_kv, cap, D in ((1, 1, 1, 64), (3, 3, 1000, 64), (2, 8, 129, 128), (1, 2, 40000, 128), (64, 8, 131072, 128)):
@@ -47,11 +49,22 @@ def test_unsupported_names_what_a_call_lacks():
     why = lambda **kw: hopper.unsupported(**{**dict(q=q, k_cache=k, v_cache=k, block_table=table, layout=ad.KVLayout.HND,
                                                      quantized=False), **kw})
     assert "sm_90" in why()
-    assert "HND" in why(layout=ad.KVLayout.NHD) and "one block per sequence" in why(block_table=table.repeat(1, 2))
+    assert "HND" in why(layout=ad.KVLayout.NHD)
+    for P in (8, 24, 96, 200):  # blocks a tile's boxes cannot tile: smaller than 16 keys, or not a power of two nor whole tiles
+        c = bf(4, 2, P, 64)
+        assert f"2 blocks of {P} keys" in why(k_cache=c, v_cache=c, block_table=table.repeat(1, 2))
+    for P in (16, 32, 64, 128, 384):  # accepted (CPU tensors then fail the device check), and one block of any length
+        c = bf(4, 2, P, 64)
+        assert "sm_90" in why(k_cache=c, v_cache=c, block_table=table.repeat(1, 2))
+    c = bf(2, 2, 200, 64)
+    assert "sm_90" in why(k_cache=c, v_cache=c)
+    nhd = bf(2, 32, 2, 64).transpose(1, 2)  # an NHD cache passed as HND: a block's rows are not dense
+    assert "rows dense" in why(k_cache=nhd, v_cache=nhd) and "one layout" in why(v_cache=bf(2, 2, 64, 64)[:, :, :32])
+    assert "sm_90" in why(k_cache=bf(2, 2, 64, 64)[:, :, :32], v_cache=bf(2, 2, 64, 64)[:, :, :32])  # a slice of a longer buffer
     assert "bfloat16/float16" in why(q=q.float()) and "without scales" in why(quantized=True)
     assert "at most 8 query heads" in why(q=bf(2, 18, 64)) and "D in [64, 128]" in why(q=bf(2, 8, 32), k_cache=bf(2, 2, 32, 32))
     assert "at least one key slot" in why(k_cache=bf(2, 2, 0, 64))
-    with pytest.raises(ValueError, match="covers 128 keys a sequence, fewer than the cache's 200"):
+    with pytest.raises(ValueError, match="covers 128 keys a sequence, fewer than the block table's 200"):
         hopper.decode_persistent(q, bf(2, 2, 200, 64), bf(2, 2, 200, 64), table, torch.tensor([5, 5], dtype=torch.int32), 0.1,
                                  torch.empty_like(q), hopper.PersistentPlan(1, 2, 1, 4))
 
@@ -59,8 +72,8 @@ def test_unsupported_names_what_a_call_lacks():
 def test_launcher_says_why_it_cannot_take_the_persistent_kernel():
     q = torch.randn(1, 4, 64, device=DEVICE, dtype=torch.bfloat16 if GPU else torch.float32)
     k = torch.randn(1, 2, 32, 64, device=DEVICE, dtype=q.dtype)
-    paged = paged_from_contiguous(k, k.clone(), block_size=16)  # two blocks a sequence: refused on every device
-    with pytest.raises(ValueError, match="persistent is True, but the persistent kernel needs the HND layout viewed as one block"):
+    paged = paged_from_contiguous(k, k.clone(), block_size=8)  # blocks of 8 keys: refused on every device
+    with pytest.raises(ValueError, match="persistent is True, but the persistent kernel needs the HND layout, and blocks of"):
         paged_decode_attention(q, **paged.kwargs(), persistent=True)
     with pytest.raises(ValueError, match="persistent is True: the persistent kernel takes its own plan"):
         paged_decode_attention(q, **paged.kwargs(), persistent=True, num_splits=2)
@@ -131,6 +144,71 @@ def test_tensors_smaller_than_a_box():
     _check(q, k, v, table, lens)
 
 
+def _paged(B, H, H_kv, S, D, P, lens, dtype, seed, spare=3):
+    """q and an HND cache of blocks of P keys scattered at random among B·ceil(S/P) + spare blocks:
+    NaN in every row past a sequence's length and in the blocks no sequence uses, and block table
+    entries past a sequence's last block that point nowhere (2**30: a load through one faults)."""
+    g = torch.Generator().manual_seed(seed)
+    cols = ad._cdiv(S, P)
+    n_blocks = B * cols + spare
+    q = torch.randn(B, H, D, generator=g).to("cuda", dtype)
+    k = torch.full((n_blocks, H_kv, P, D), float("nan"), dtype=dtype, device="cuda")
+    v = torch.full_like(k, float("nan"))
+    table = torch.randperm(n_blocks, generator=g)[: B * cols].view(B, cols).to(torch.int32)
+    for b, L in enumerate(lens):
+        L = min(L, cols * P)  # the capacity: a longer length is clamped to it
+        for j in range(ad._cdiv(L, P)):
+            n = min(P, L - j * P)
+            k[table[b, j], :, :n] = torch.randn(H_kv, n, D, generator=g).to("cuda", dtype)
+            v[table[b, j], :, :n] = torch.randn(H_kv, n, D, generator=g).to("cuda", dtype)
+        table[b, ad._cdiv(L, P):] = 2**30
+    return q, k, v, table.cuda(), torch.tensor(lens, dtype=torch.int32, device="cuda")
+
+
+PAGED = [  # B, H, H_kv, S (the table's capacity), D, P, seq_lens, dtype
+    (2, 32, 8, 1000, 128, 16, [1000, 333], torch.bfloat16),  # 8 boxes a tile; a partial last block and tile
+    (3, 9, 3, 700, 64, 32, [700, 1, 0], torch.float16),  # a one-key and an empty sequence
+    (2, 8, 1, 300, 128, 64, [300, 5000], torch.bfloat16),  # a length past the capacity is clamped to it
+    (2, 12, 4, 600, 64, 128, [513, 128], torch.float16),  # one box a tile
+    (2, 16, 2, 1100, 128, 256, [1100, 700], torch.bfloat16),  # two tiles a block; capacity 1280
+]
+
+
+@needs_sm90
+@pytest.mark.parametrize("case", PAGED, ids=lambda c: "B{}H{}Hkv{}S{}D{}P{}".format(*c[:6]))
+def test_paged_matches_reference(case):
+    B, H, H_kv, S, D, P, lens, dtype = case
+    _check(*_paged(B, H, H_kv, S, D, P, lens, dtype, seed=S + P))
+
+
+@needs_sm90
+@pytest.mark.parametrize("C,stages,programs", [(1, 2, 5), (2, 3, 3), (3, 3, 2), (4, 3, 64), (1, 2, 200)])
+def test_paged_every_item_size_and_grid(C, stages, programs):
+    # the block table entries are read a tile ahead: across items, pairs and sequences (1-tile
+    # items at 2 stages read the one after the next item's)
+    B, H, H_kv, S, P = 3, 12, 3, 1500, 16
+    q, k, v, table, lens = _paged(B, H, H_kv, S, 128, P, [1500, 611, 130], torch.bfloat16, seed=10 * C + stages)
+    tiles = ad._cdiv(table.shape[1] * P, hopper.BLOCK_N)
+    _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs), scale=0.3)
+
+
+@needs_sm90
+def test_caches_of_other_strides():
+    # what paged_from_contiguous makes at B = 1: shuffled blocks laid out head-major (strides (P·D, N·P·D, D, 1)),
+    # and a contiguous view of the first S keys of a longer buffer (NaN past them)
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 9, 64, generator=g).to("cuda", torch.bfloat16)
+    k, v = (torch.randn(2, 3, 300, 64, generator=g).to("cuda", torch.bfloat16) for _ in range(2))
+    lens = torch.tensor([300, 77], dtype=torch.int32, device="cuda")
+    paged = paged_from_contiguous(k[:1], v[:1], lens[:1], block_size=16, shuffle=True, generator=g)  # at B = 1 a view
+    assert not paged.k_cache.is_contiguous()
+    _check(q[:1], paged.k_cache, paged.v_cache, paged.block_table, paged.seq_lens)
+    kb, vb = (torch.full((2, 3, 512, 64), float("nan"), dtype=torch.bfloat16, device="cuda") for _ in range(2))
+    kb[:, :, :300], vb[:, :, :300] = k, v
+    view = paged_from_contiguous(kb[:, :, :300], vb[:, :, :300], lens)
+    _check(q, view.k_cache, view.v_cache, view.block_table, view.seq_lens)
+
+
 def _captured(fn, out=None):
     """fn() captured into a CUDA graph (after one eager call) and replayed once, `out` poisoned first."""
     fn()
@@ -154,10 +232,17 @@ def test_dispatch_takes_it_in_graphs_for_small_batches_only(monkeypatch):
     _captured(lambda: paged_decode_attention(q, k, v, table, lens, out=out), out)
     rule = hopper.plan(1, 8, 8192, 128, ad._sm_count(q.device))
     assert calls == [(rule, True), (rule, False)]  # eager: loads the kernels, runs the split kernel; captured: runs it
+    paged = paged_from_contiguous(k, v, lens, block_size=256, shuffle=True)
+    out.fill_(float("nan"))
+    _captured(lambda: paged_decode_attention(q, **paged.kwargs(), out=out), out)  # blocks of whole tiles: taken
+    assert calls[2:] == [(rule, True), (rule, False)]
+    torch.testing.assert_close(out, paged_decode_attention(q, k, v, table, lens, persistent=False), atol=2e-2, rtol=2e-2)
+    del calls[2:]
     torch.testing.assert_close(out, paged_decode_attention(q, k, v, table, lens, persistent=False), atol=2e-2, rtol=2e-2)
     _captured(lambda: paged_decode_attention(q, k, v, table, lens, num_splits=4))  # the split kernel's knobs: the split kernel
-    paged = paged_from_contiguous(k, v, lens, block_size=16)
-    _captured(lambda: paged_decode_attention(q, **paged.kwargs()))  # a paged walk
+    for P in (8, 16):  # blocks of 8 keys (unsupported) and of 16 (one box a block: the split kernel is faster)
+        paged = paged_from_contiguous(k, v, lens, block_size=P)
+        _captured(lambda: paged_decode_attention(q, **paged.kwargs()))
     q4, k4, v4, table4, lens4 = _cache(4, 32, 8, 8192, 128, [8192] * 4, torch.bfloat16, seed=4)
     _captured(lambda: paged_decode_attention(q4, k4, v4, table4, lens4))  # 15.5 tiles an SM: the split kernel is faster
     assert len(calls) == 2  # none of these took it, nor the persistent=False call above
