@@ -54,8 +54,8 @@ Scales (`k_scale`, `v_scale`, both required for fp8/int8 caches, absent for floa
   needs a scale that tracks each token's outliers).
 
 On sm_90, in calls captured into a CUDA graph where the work is small (at most ~12 tiles of 128
-keys an SM) and the cache is a bf16/fp16 HND one (blocks of 16-64 keys or whole tiles, or one
-block per sequence), the launcher takes a persistent Gluon kernel instead (kernels/
+keys an SM) and the cache is a bf16/fp16 HND one (blocks of whole 128-key tiles, or one block
+per sequence), the launcher takes a persistent Gluon kernel instead (kernels/
 attention_decode_hopper.py: loads that run ahead across work items, swapped wgmma math, this
 module's merge kernel); `persistent=` overrides the rule.
 
@@ -737,9 +737,8 @@ def paged_decode_attention(
     persistent: the persistent Hopper kernel (kernels/attention_decode_hopper.py: sm_90, a bf16/fp16
     HND cache, blocks of 16/32/64 keys, of whole 128-key tiles or one a sequence, G <= 8, D = 64/128)
     instead of the split kernel. None: while a CUDA graph is being captured, where its `plan` takes
-    this call (small B·H_kv·capacity) and num_splits, config and fused_merge are not given. Not in
-    eager calls: at these sizes they
-    are bound by the host, and its launch (Gluon's JIT path, three TMA descriptors) costs more host
+    this call (small B·H_kv·capacity, blocks of whole tiles) and num_splits, config and fused_merge
+    are not given. Not in eager calls: at these sizes they are bound by the host, and its launch (Gluon's JIT path, three TMA descriptors) costs more host
     time than the split kernel's (H100 host, B = 1, 8K: 182 µs against 112-139), where a graph
     replays it for nothing. True: always (an error names what the call lacks); False: never.
     """

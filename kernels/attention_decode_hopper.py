@@ -141,8 +141,8 @@ def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, b
     if k_cache.numel() == 0:
         return f"needs a cache of at least one key slot; got shape {tuple(k_cache.shape)}"
     P = k_cache.shape[2]
-    boxes_fit = block_table.shape[1] == 1 or P % BLOCK_N == 0 or (BLOCK_N % P == 0 and P >= MIN_BLOCK)
-    if layout is not ad.KVLayout.HND or not boxes_fit:
+    box = box_keys(block_table, P)
+    if layout is not ad.KVLayout.HND or BLOCK_N % box or box < MIN_BLOCK:
         return (f"needs the HND layout, and blocks of a multiple of {BLOCK_N} keys, of a power of two from {MIN_BLOCK} to "
                 f"{BLOCK_N // 2}, or one block per sequence (a block table of one column); got {layout.name} with "
                 f"{block_table.shape[1]} blocks of {P} keys per sequence")
@@ -295,7 +295,7 @@ def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_
     pair = gl.minimum(item, total - 1) // n_chunks
     b = pair // H_kv
     L = gl.minimum(gl.load(LENS + b), capacity) * (item < total).to(gl.int32)
-    if ONE_BLOCK:  # one table read an item: the per-tile read costs 2-6 % at D = 64 (experiments/probes/decode_dispatch.py)
+    if ONE_BLOCK:  # one table read an item: a read a tile cost 2-6 % at D = 64 (results/baselines/README.md, "Decode, session 20")
         return L, gl.load(BT + b * bt_stride) * block_rows + (pair % H_kv) * head_rows
     else:
         return L, (b * bt_stride, (pair % H_kv) * head_rows)
@@ -303,12 +303,12 @@ def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_
 
 @gluon.jit
 def _tile_rows(BT, base, key0, block_rows, block, capacity, PAGE: gl.constexpr, PAGES: gl.constexpr, ONE_BLOCK: gl.constexpr):
-    """The cache rows (of its [rows, D] view: block n starts at row n·block_rows, the KV head's rows
-    head_row further) where the PAGES boxes of PAGE keys of the tile at key0 start, every thread
-    holding all of them: block table entries, read a tile before the loads that use them (`_issue`)
-    so that no table read stands between a stage's release and its next load. Entries past the
-    table's width read as block 0; past the sequence, `_issue` loads row 0 instead (a valid
-    address; those rows are masked)."""
+    """The cache rows (of its [rows, D] view) where the PAGES boxes of PAGE keys of the tile at
+    key0 start, every thread holding all of them. With ONE_BLOCK, base (`_locate`) + keys; else
+    block n starts at row n·block_rows and the KV head's rows head_row further, n from block table
+    entries read a tile before the loads that use them (`_issue`), so that no table read stands
+    between a stage's release and its next load. Entries past the table's width read as block 0;
+    past the sequence, `_issue` loads row 0 instead (a valid address; those rows are masked)."""
     pages = gl.arange(0, PAGES, layout=gl.BlockedLayout([PAGES], [32], [gl.num_warps()], [0]))
     keys = key0 + pages * PAGE
     if ONE_BLOCK:
@@ -351,13 +351,12 @@ def _issue(item, tt, n, q_slot, L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs,
 
 @gluon.jit
 def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, block_rows, head_rows, block, capacity,
-                       n_chunks, total, G,
-                       ml_stride, qk_scale, BLOCK_N: gl.constexpr, TILES: gl.constexpr, STAGES: gl.constexpr,
-                       ONE_BLOCK: gl.constexpr, num_warps: gl.constexpr):
+                       n_chunks, total, G, ml_stride, qk_scale, BLOCK_N: gl.constexpr, TILES: gl.constexpr,
+                       STAGES: gl.constexpr, ONE_BLOCK: gl.constexpr, num_warps: gl.constexpr):
     """Items pid, pid + programs, ...: item = pair · n_chunks + chunk, pair = b · H_kv + KV head, chunk
     c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c.
-    A tile is BLOCK_N // PAGE boxes of PAGE = min(block, BLOCK_N) keys (the descriptors' box), each
-    within one block of `block` keys."""
+    A tile is BLOCK_N // PAGE boxes of PAGE keys (the descriptors' box, `box_keys`), each within
+    one block of `block` keys or, with ONE_BLOCK (a sequence in one block), running past it."""
     PAGE: gl.constexpr = k_desc.block_type.shape[0]
     PAGES: gl.constexpr = BLOCK_N // PAGE
     D: gl.constexpr = k_desc.block_type.shape[1]

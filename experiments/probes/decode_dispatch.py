@@ -42,8 +42,9 @@ def main(argv):
         case = decode_case(B, H, H_kv, L, block_size=block)
         D = case.q.shape[-1]
         sms = ad._sm_count(case.q.device)
-        capacity = case.caches[0].block_table.shape[1] * case.caches[0].block_size
-        rule = hopper.plan(B, H_kv, capacity, D, sms, box=hopper.box_keys(case.caches[0].block_table, case.caches[0].block_size))
+        table, P = case.caches[0].block_table, case.caches[0].block_size
+        capacity = table.shape[1] * P
+        rule = hopper.plan(B, H_kv, capacity, D, sms, box=hopper.box_keys(table, P))
         variants = {"launcher": dict(), "split": dict(persistent=False)}
         for C in range(1, min(hopper.MAX_CHUNK_TILES, ad._cdiv(capacity, hopper.BLOCK_N)) + 1):
             p = hopper.sized_plan(C, B, H_kv, capacity, sms)

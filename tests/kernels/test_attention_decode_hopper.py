@@ -81,20 +81,31 @@ def test_launcher_says_why_it_cannot_take_the_persistent_kernel():
         paged_decode_attention(q, **paged.kwargs(), persistent="yes")
 
 
-def _cache(B, H, H_kv, S, D, lens, dtype, seed, n_blocks=None):
-    """q and a one-block-per-sequence HND cache of n_blocks blocks (default B), sequence b in a
-    random block, NaN in every row past its length (and in the blocks no sequence uses)."""
+def _paged(B, H, H_kv, S, D, P, lens, dtype, seed, spare=3):
+    """q and an HND cache of blocks of P keys scattered at random among B·ceil(S/P) + spare blocks:
+    NaN in every row past a sequence's length and in the blocks no sequence uses, and block table
+    entries past a sequence's last block that point nowhere (2**30: a load through one faults)."""
     g = torch.Generator().manual_seed(seed)
-    n_blocks = n_blocks or B
+    cols = ad._cdiv(S, P)
+    n_blocks = B * cols + spare
     q = torch.randn(B, H, D, generator=g).to("cuda", dtype)
-    k = torch.full((n_blocks, H_kv, S, D), float("nan"), dtype=dtype, device="cuda")
+    k = torch.full((n_blocks, H_kv, P, D), float("nan"), dtype=dtype, device="cuda")
     v = torch.full_like(k, float("nan"))
-    table = torch.randperm(n_blocks, generator=g)[:B].to("cuda", torch.int32)[:, None]
+    table = torch.randperm(n_blocks, generator=g)[: B * cols].view(B, cols).to(torch.int32)
     for b, L in enumerate(lens):
-        L = min(L, S)
-        k[table[b, 0], :, :L] = torch.randn(H_kv, L, D, generator=g).to("cuda", dtype)
-        v[table[b, 0], :, :L] = torch.randn(H_kv, L, D, generator=g).to("cuda", dtype)
-    return q, k, v, table, torch.tensor(lens, dtype=torch.int32, device="cuda")
+        L = min(L, cols * P)  # the capacity: a longer length is clamped to it
+        for j in range(ad._cdiv(L, P)):
+            n = min(P, L - j * P)
+            k[table[b, j], :, :n] = torch.randn(H_kv, n, D, generator=g).to("cuda", dtype)
+            v[table[b, j], :, :n] = torch.randn(H_kv, n, D, generator=g).to("cuda", dtype)
+        table[b, ad._cdiv(L, P):] = 2**30
+    return q, k, v, table.cuda(), torch.tensor(lens, dtype=torch.int32, device="cuda")
+
+
+def _cache(B, H, H_kv, S, D, lens, dtype, seed, n_blocks=None):
+    """q and a one-block-per-sequence HND cache (`_paged` with blocks of S keys) of n_blocks blocks
+    (default B)."""
+    return _paged(B, H, H_kv, S, D, S, lens, dtype, seed, spare=(n_blocks or B) - B)
 
 
 def _check(q, k, v, table, lens, plan=None, scale=None):
@@ -142,27 +153,6 @@ def test_tensors_smaller_than_a_box():
     # 2 query rows against an 8-row box, 40 cache rows against a 128-row one: TMA fills the rest with zeros
     q, k, v, table, lens = _cache(1, 2, 1, 40, 64, [37], torch.bfloat16, seed=8)
     _check(q, k, v, table, lens)
-
-
-def _paged(B, H, H_kv, S, D, P, lens, dtype, seed, spare=3):
-    """q and an HND cache of blocks of P keys scattered at random among B·ceil(S/P) + spare blocks:
-    NaN in every row past a sequence's length and in the blocks no sequence uses, and block table
-    entries past a sequence's last block that point nowhere (2**30: a load through one faults)."""
-    g = torch.Generator().manual_seed(seed)
-    cols = ad._cdiv(S, P)
-    n_blocks = B * cols + spare
-    q = torch.randn(B, H, D, generator=g).to("cuda", dtype)
-    k = torch.full((n_blocks, H_kv, P, D), float("nan"), dtype=dtype, device="cuda")
-    v = torch.full_like(k, float("nan"))
-    table = torch.randperm(n_blocks, generator=g)[: B * cols].view(B, cols).to(torch.int32)
-    for b, L in enumerate(lens):
-        L = min(L, cols * P)  # the capacity: a longer length is clamped to it
-        for j in range(ad._cdiv(L, P)):
-            n = min(P, L - j * P)
-            k[table[b, j], :, :n] = torch.randn(H_kv, n, D, generator=g).to("cuda", dtype)
-            v[table[b, j], :, :n] = torch.randn(H_kv, n, D, generator=g).to("cuda", dtype)
-        table[b, ad._cdiv(L, P):] = 2**30
-    return q, k, v, table.cuda(), torch.tensor(lens, dtype=torch.int32, device="cuda")
 
 
 PAGED = [  # B, H, H_kv, S (the table's capacity), D, P, seq_lens, dtype
