@@ -53,7 +53,6 @@ from dataclasses import dataclass
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -83,9 +82,11 @@ MIN_ITEMS = {64: 1, 128: 2}
 # split kernel's walk was faster at every shape but one (H200, session 20, blocks of 16,
 # experiments/probes/decode_dispatch.py --block 16: B = 1, 32/8 heads 8K 18.2 against 16.5 µs;
 # 9/3 heads 32K 20.1 against 13.4; B = 64, 9/3, 1K 33.7 against 20.9; only B = 1, 32/8, 1K
-# 7.44 against 7.72). Each box costs a copy of 2-4 KB, and Triton puts a CTA barrier before every
-# TMA copy: 16 a tile. Blocks of whole tiles run as fast as the contiguous view (128 and 256 keys,
-# B = 1, 32/8 heads 8K: 13.50 / 13.89 against the split kernel's 14.78 / 15.06).
+# 7.44 against 7.72). Not for the CTA barrier Triton puts before every TMA copy (16 a tile): a
+# cp.async gather of the rows instead (session 21, commit 937aaff) tied the boxes at D = 128 and,
+# faster at D = 64, still lost to the split walk. Blocks of whole tiles run as fast as the
+# contiguous view (128 and 256 keys, B = 1, 32/8 heads 8K: 13.50 / 13.89 against the split
+# kernel's 14.78 / 15.06).
 DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
@@ -302,32 +303,16 @@ def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_
         return L, (b * bt_stride, (pair % H_kv) * head_rows)
 
 
-@gluon.constexpr_function
-def _gather_layout(D, num_warps):
-    """How a gathered [rows, D] tile is copied: 16 bytes a thread, a warp's lanes along whole rows
-    (256 bytes of a row-major bf16 tile an instruction per 16 lanes)."""
-    return gl.BlockedLayout([1, 8], [256 // D, D // 8], [num_warps, 1], [1, 0])
-
-
-@gluon.constexpr_function
-def _row_layout(GATHER, PAGES, D, num_warps):
-    """The layout of a tile's `_tile_rows`: gathered, one row a key where the copying threads hold
-    it; else one a TMA box, every thread holding all of them (the box copies take scalars)."""
-    if GATHER:
-        return gl.SliceLayout(1, _gather_layout(D, num_warps))
-    return gl.BlockedLayout([PAGES], [32], [num_warps], [0])
-
-
 @gluon.jit
-def _tile_rows(BT, base, key0, block_rows, block, capacity, PAGE: gl.constexpr, PAGES: gl.constexpr, layout: gl.constexpr,
-               ONE_BLOCK: gl.constexpr):
-    """The cache rows (of its [rows, D] view) where the PAGES pieces of PAGE keys of the tile at
-    key0 start, in `layout` (`_row_layout`): TMA boxes, or, gathered, single keys (PAGE = 1). With
-    ONE_BLOCK, base (`_locate`) + keys; else block n starts at row n·block_rows and the KV head's
-    rows head_row further, n from block table entries read a tile before the loads that use them
-    (`_issue`), so that no table read stands between a stage's release and its next load. Entries
-    past the table's width read as block 0; past the sequence, `_issue` loads nothing there."""
-    keys = key0 + gl.arange(0, PAGES, layout=layout) * PAGE
+def _tile_rows(BT, base, key0, block_rows, block, capacity, PAGE: gl.constexpr, PAGES: gl.constexpr, ONE_BLOCK: gl.constexpr):
+    """The cache rows (of its [rows, D] view) where the PAGES boxes of PAGE keys of the tile at
+    key0 start, every thread holding all of them. With ONE_BLOCK, base (`_locate`) + keys; else
+    block n starts at row n·block_rows and the KV head's rows head_row further, n from block table
+    entries read a tile before the loads that use them (`_issue`), so that no table read stands
+    between a stage's release and its next load. Entries past the table's width read as block 0;
+    past the sequence, `_issue` loads row 0 instead (a valid address; those rows are masked)."""
+    pages = gl.arange(0, PAGES, layout=gl.BlockedLayout([PAGES], [32], [gl.num_warps()], [0]))
+    keys = key0 + pages * PAGE
     if ONE_BLOCK:
         return base + keys
     else:
@@ -337,43 +322,27 @@ def _tile_rows(BT, base, key0, block_rows, block, capacity, PAGE: gl.constexpr, 
 
 
 @gluon.jit
-def _issue(item, tt, n, q_slot, L, rows, K, V, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
-           n_chunks, total, G, TILES: gl.constexpr, STAGES: gl.constexpr, GATHER: gl.constexpr):
-    """The loads of tile tt of `item`, whose pieces start at `rows` (`_tile_rows`), into stage
-    n % STAGES (and, with its first tile, its query rows into q slot q_slot), one of two ways:
-      TMA: a box a piece; the stage's `ready` barrier completes when they land. A tile past L or
-        past the last item arrives with no bytes, so the barrier phases stay in step with the
-        tiles consumed; a live tile's boxes past L load row 0, so that every live tile brings
-        the same bytes.
-      GATHER: each thread cp.asyncs 16 bytes of its keys' rows, one commit group a tile (empty for
-        a tile with no live keys, so groups stay in step with tiles); rows past L are zero-filled
-        and read nothing, so a table entry past a sequence may point anywhere."""
+def _issue(item, tt, n, q_slot, L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+           n_chunks, total, G, TILES: gl.constexpr, STAGES: gl.constexpr):
+    """TMA loads of tile tt of `item`, its boxes at `rows` (`_tile_rows`), into stage n % STAGES (and,
+    with its first tile, its query rows into q slot q_slot). A tile past L or past the last item
+    arrives with no bytes, so the barrier phases stay in step with the tiles consumed; a live
+    tile's boxes past L load block 0's rows, so that every live tile brings the same bytes."""
+    PAGE: gl.constexpr = k_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = k_bufs.type.shape[1]
+    PAGES: gl.constexpr = BLOCK_N // PAGE
     s = n % STAGES
     key0 = ((item % n_chunks) * TILES + tt) * BLOCK_N
-    if GATHER:
-        D: gl.constexpr = k_bufs.type.shape[2]
-        layout: gl.constexpr = _gather_layout(D, gl.num_warps())
-        keys = key0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
-        dims = gl.arange(0, D, layout=gl.SliceLayout(0, layout))
-        at = rows.to(gl.int64)[:, None] * D + dims[None, :]
-        live = (keys < L)[:, None]  # L is 0 past the last item
-        async_copy.async_copy_global_to_shared(k_bufs.index(s), K + at, mask=live)
-        async_copy.async_copy_global_to_shared(v_bufs.index(s), V + at, mask=live)
-        async_copy.commit_group()
-    else:
-        PAGE: gl.constexpr = k_desc.block_type.shape[0]
-        PAGES: gl.constexpr = BLOCK_N // PAGE
-        live = key0 < L  # L is 0 past the last item
-        bar = ready.index(s)
-        mbarrier.expect(bar, PAGES * (k_desc.block_type.nbytes + v_desc.block_type.nbytes), pred=live)
-        mbarrier.arrive(bar, pred=key0 >= L)
-        pages = gl.arange(0, PAGES, layout=rows.type.layout)
-        rows = gl.where(key0 + pages * PAGE < L, rows, 0)
-        for j in gl.static_range(PAGES):
-            row = gl.sum(gl.where(pages == j, rows, 0), 0)  # in-thread: every thread holds every row
-            tma.async_copy_global_to_shared(k_desc, [row, 0], bar, k_bufs.index(s).slice(j * PAGE, PAGE), pred=live)
-            tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s).slice(j * PAGE, PAGE), pred=live)
+    live = key0 < L  # L is 0 past the last item
+    bar = ready.index(s)
+    mbarrier.expect(bar, PAGES * (k_desc.block_type.nbytes + v_desc.block_type.nbytes), pred=live)
+    mbarrier.arrive(bar, pred=key0 >= L)
+    pages = gl.arange(0, PAGES, layout=rows.type.layout)
+    rows = gl.where(key0 + pages * PAGE < L, rows, 0)
+    for j in gl.static_range(PAGES):
+        row = gl.sum(gl.where(pages == j, rows, 0), 0)  # in-thread: every thread holds every row
+        tma.async_copy_global_to_shared(k_desc, [row, 0], bar, k_bufs.index(s).slice(j * PAGE, PAGE), pred=live)
+        tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s).slice(j * PAGE, PAGE), pred=live)
     if tt == 0:
         qb = q_ready.index(q_slot)
         q_live = item < total
@@ -383,17 +352,16 @@ def _issue(item, tt, n, q_slot, L, rows, K, V, k_desc, v_desc, q_desc, k_bufs, v
 
 
 @gluon.jit
-def _decode_persistent(q_desc, k_desc, v_desc, K, V, BT, LENS, PO, PM, PL, bt_stride, H_kv, block_rows, head_rows, block, capacity,
+def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, block_rows, head_rows, block, capacity,
                        n_chunks, total, G, ml_stride, qk_scale, BLOCK_N: gl.constexpr, TILES: gl.constexpr,
-                       STAGES: gl.constexpr, ONE_BLOCK: gl.constexpr, GATHER: gl.constexpr, num_warps: gl.constexpr):
+                       STAGES: gl.constexpr, ONE_BLOCK: gl.constexpr, num_warps: gl.constexpr):
     """Items pid, pid + programs, ...: item = pair · n_chunks + chunk, pair = b · H_kv + KV head, chunk
     c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c.
     A tile is BLOCK_N // PAGE boxes of PAGE keys (the descriptors' box, `box_keys`), each within
     one block of `block` keys or, with ONE_BLOCK (a sequence in one block), running past it."""
-    PAGE: gl.constexpr = 1 if GATHER else k_desc.block_type.shape[0]
+    PAGE: gl.constexpr = k_desc.block_type.shape[0]
     PAGES: gl.constexpr = BLOCK_N // PAGE
     D: gl.constexpr = k_desc.block_type.shape[1]
-    row_layout: gl.constexpr = _row_layout(GATHER, PAGES, D, num_warps)
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
     gl.static_assert(TILES >= STAGES - 1, "the loads run at most one item ahead")
     gl.static_assert(num_warps == 4, "one warpgroup")
@@ -418,13 +386,13 @@ def _decode_persistent(q_desc, k_desc, v_desc, K, V, BT, LENS, PO, PM, PL, bt_st
     key_c = (cur % n_chunks) * TILES * BLOCK_N  # the current item's first key
     key_n = ((cur + programs) % n_chunks) * TILES * BLOCK_N
     for u in gl.static_range(STAGES - 1):  # the prologue: the first item's first tiles
-        rows = _tile_rows(BT, cur_at, key_c + u * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, row_layout, ONE_BLOCK)
-        _issue(cur, u, u, 0, cur_L, rows, K, V, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
-               n_chunks, total, G, TILES, STAGES, GATHER)
+        rows = _tile_rows(BT, cur_at, key_c + u * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
+        _issue(cur, u, u, 0, cur_L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+               n_chunks, total, G, TILES, STAGES)
     if STAGES - 1 < TILES:  # the next tile to issue
-        pend = _tile_rows(BT, cur_at, key_c + (STAGES - 1) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, row_layout, ONE_BLOCK)
+        pend = _tile_rows(BT, cur_at, key_c + (STAGES - 1) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
     else:
-        pend = _tile_rows(BT, nxt_at, key_n, block_rows, block, capacity, PAGE, PAGES, row_layout, ONE_BLOCK)
+        pend = _tile_rows(BT, nxt_at, key_n, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
     n = 0  # tiles consumed
     seq = 0  # items done
     while cur < total:
@@ -441,25 +409,20 @@ def _decode_persistent(q_desc, k_desc, v_desc, K, V, BT, LENS, PO, PM, PL, bt_st
             # the tile loaded now is t + STAGES - 1 counted from this item's first (spelt out: a
             # constexpr, so each branch is chosen at compile time), the one loaded next t + STAGES
             if t + STAGES - 1 < TILES:
-                _issue(cur, t + STAGES - 1, n + STAGES - 1, slot, cur_L, pend, K, V, k_desc, v_desc, q_desc, k_bufs, v_bufs,
-                       q_bufs, ready, q_ready, n_chunks, total, G, TILES, STAGES, GATHER)
+                _issue(cur, t + STAGES - 1, n + STAGES - 1, slot, cur_L, pend, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs,
+                       ready, q_ready, n_chunks, total, G, TILES, STAGES)
             else:
-                _issue(cur + programs, t + STAGES - 1 - TILES, n + STAGES - 1, 1 - slot, nxt_L, pend, K, V, k_desc, v_desc,
-                       q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready, n_chunks, total, G, TILES, STAGES, GATHER)
+                _issue(cur + programs, t + STAGES - 1 - TILES, n + STAGES - 1, 1 - slot, nxt_L, pend, k_desc, v_desc, q_desc,
+                       k_bufs, v_bufs, q_bufs, ready, q_ready, n_chunks, total, G, TILES, STAGES)
             if t + STAGES < TILES:
-                pend = _tile_rows(BT, cur_at, key_c + (t + STAGES) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, row_layout, ONE_BLOCK)
+                pend = _tile_rows(BT, cur_at, key_c + (t + STAGES) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
             elif t + STAGES < 2 * TILES:
                 pend = _tile_rows(BT, nxt_at, key_n + (t + STAGES - TILES) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES,
-                                  row_layout, ONE_BLOCK)
+                                  ONE_BLOCK)
             else:
-                pend = _tile_rows(BT, fut_at, key_f, block_rows, block, capacity, PAGE, PAGES, row_layout, ONE_BLOCK)
+                pend = _tile_rows(BT, fut_at, key_f, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
             s = n % STAGES
-            if GATHER:  # this thread's copies of tile n are in (those of the STAGES - 1 tiles after it may not be),
-                async_copy.wait_group(STAGES - 1)
-                fence_async_shared()  # visible to wgmma's async proxy,
-                gl.thread_barrier()  # and every other thread's too
-            else:
-                mbarrier.wait(ready.index(s), (n // STAGES) & 1)
+            mbarrier.wait(ready.index(s), (n // STAGES) & 1)
             key0 = key_c + t * BLOCK_N
             if key0 < cur_L:
                 m_i, l_i, acc = _attend_tile_t(q_bufs.index(slot), k_bufs.index(s), v_bufs.index(s), p_s, key0, cur_L, qk_scale,
@@ -501,7 +464,6 @@ def box_keys(block_table: torch.Tensor, block: int) -> int:
     return BLOCK_N if block_table.shape[1] == 1 or block % BLOCK_N == 0 else block
 
 
-_GATHER = True  # blocks smaller than a tile: cp.async gather (True) or one TMA box a block (experiments/probes/decode_gather.py)
 _LOADED: set = set()  # the kernel variants compiled and loaded by warm_only calls
 
 
@@ -514,28 +476,24 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     splits = plan_.n_chunks
     ml_stride = ad.ml_row_floats(splits)
     page = box_keys(block_table, P)
-    gather = page < BLOCK_N and _GATHER
     s = k_cache.stride()
     ints = (block_table.stride(0), H_kv, s[0] // D, s[1] // D, P, block_table.shape[1] * P, splits, B * H_kv * splits, H // H_kv,
             ml_stride)
     if warm_only:
         # what Triton specializes a variant on: ints == 1 or % 16, pointer alignment, the descriptors' types and sizes
-        key = (q.device, q.dtype, D, page, gather, block_table.shape[1] == 1, plan_.chunk_tiles, plan_.stages,
+        key = (q.device, q.dtype, D, page, block_table.shape[1] == 1, plan_.chunk_tiles, plan_.stages,
                *((v == 1, v % 16 == 0) for v in (*ints, _span_rows(k_cache), B * H)),
                block_table.data_ptr() % 16 == 0, seq_lens.data_ptr() % 16 == 0, out.stride(0) % 16 == 0, out.stride(1) % 16 == 0)
         if key in _LOADED:
             return out
     kv_layout = _smem_layout(BLOCK_N, D, q.dtype)
     rows = (_span_rows(k_cache), D)
-    k_rows, v_rows = k_cache.as_strided(rows, (D, 1)), v_cache.as_strided(rows, (D, 1))
-    box = BLOCK_N if gather else page
-    k_desc = TensorDescriptor.from_tensor(k_rows, [box, D], kv_layout)
-    v_desc = TensorDescriptor.from_tensor(v_rows, [box, D], kv_layout)
+    k_desc = TensorDescriptor.from_tensor(k_cache.as_strided(rows, (D, 1)), [page, D], kv_layout)
+    v_desc = TensorDescriptor.from_tensor(v_cache.as_strided(rows, (D, 1)), [page, D], kv_layout)
     q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [G_BOX, D], _smem_layout(G_BOX, D, q.dtype))
     po, pm, pl, _ = ad.partials_buffer(B * H, splits, D, q.device)
-    args = (q_desc, k_desc, v_desc, k_rows, v_rows, block_table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
-    meta = dict(BLOCK_N=BLOCK_N, ONE_BLOCK=block_table.shape[1] == 1, TILES=plan_.chunk_tiles, STAGES=plan_.stages, GATHER=gather,
-                num_warps=4)
+    args = (q_desc, k_desc, v_desc, block_table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
+    meta = dict(BLOCK_N=BLOCK_N, ONE_BLOCK=block_table.shape[1] == 1, TILES=plan_.chunk_tiles, STAGES=plan_.stages, num_warps=4)
     grid = (plan_.programs,)
     if warm_only:
         _decode_persistent.warmup(*args, grid=grid, **meta)._init_handles()
