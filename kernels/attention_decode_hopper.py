@@ -10,7 +10,8 @@ idle in its last µs (each program's pipeline drains alone) and pays Triton's so
 restart at each split. This kernel (experiments/probes/decode_gluon.py, sessions 15-18) is written
 in Gluon, Triton's explicit-layout language, so that its loads run ahead across work items:
 
-  grid: one program an SM, persistent (`programs` of them); program p takes items p, p + programs, ...
+  grid: one program an SM (two at D = 64 where `plan` says), persistent; program p takes items p,
+        p + programs, ...
   items: C tiles of BLOCK_N = 128 keys of one (sequence, KV head) (`plan` picks C from the work an SM)
   loads: TMA (cp.async.bulk.tensor) into a ring of STAGES K/V tile buffers, STAGES - 1 tiles ahead,
         across item boundaries; each item's query rows with its first tile, into one of two buffers.
@@ -78,6 +79,17 @@ MAX_CHUNK_TILES = 4
 # the bytes, fewer, longer items won every tie (9/3 heads, 8K: one item of 2 tiles 6.07-6.18 µs,
 # two of 1 7.18-7.28).
 MIN_ITEMS = {64: 1, 128: 2}
+# Two programs an SM at D = 64, where two rings of 2 stages fit (2 · 68 KB; at D = 128 one ring
+# of 2 takes 132 KB): while one program does a tile's math, the other's loads run. `plan` takes
+# the largest item size that leaves more items than SMs, and two programs an SM where that gives
+# each program TWO_PER_SM_TILES tiles. H200, session 21 (experiments/probes/decode_dispatch.py,
+# stream, µs, against one program an SM at the session-19 rule): 9/3 heads B = 1 16K 8.06
+# against 8.45, 32K 11.53 against 12.43, B = 2 8K 7.45 / 8.00, B = 16 1K 7.59 / 8.18 (3 % behind
+# 2-tile items, the best), B = 16 2K 10.89 / 11.76, B = 4 8K 11.03 / 11.12. Not with one tile a
+# program (B = 1 8K: 6.52 against one program's 2-tile items, 6.10), nor at ~12 tiles an SM, where
+# one program of 3 stages streams as well (64K: 20.33 against 19.39; B = 64 1K 18.84 / 17.76).
+TWO_PER_SM_D = 64
+TWO_PER_SM_TILES = range(2, 5)
 # Blocks smaller than a tile (one TMA box a block, 8 a tile at 16 keys) are not dispatched: the
 # split kernel's walk was faster at every shape but one (H200, session 20, blocks of 16,
 # experiments/probes/decode_dispatch.py --block 16: B = 1, 32/8 heads 8K 18.2 against 16.5 µs;
@@ -94,8 +106,9 @@ DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 class PersistentPlan:
     """chunk_tiles (C): tiles of BLOCK_N keys an item; stages: K/V tiles in the ring (stages - 1
     in flight ahead, at least one: the loads of an item start before it is waited on); n_chunks:
-    items a (sequence, KV head), the merge's splits; programs: the grid. Shared memory: stages ·
-    2·BLOCK_N·D·2 bytes (3 stages at D = 128: 192 KB of an SM's 227)."""
+    items a (sequence, KV head), the merge's splits; programs: the grid (one an SM, or two at D = 64:
+    TWO_PER_SM_TILES). Shared memory: stages · 2·BLOCK_N·D·2 bytes a program (3 stages at D = 128:
+    192 KB of an SM's 227; 2 at D = 64: 64 KB)."""
 
     chunk_tiles: int
     stages: int
@@ -113,27 +126,34 @@ class PersistentPlan:
 
 @functools.lru_cache(maxsize=4096)  # a decode loop asks the same thing every step
 def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False, box: int = BLOCK_N) -> PersistentPlan | None:
-    """The plan for B·H_kv (sequence, KV head) pairs of `capacity` keys on `sms` SMs (one program
-    each), or None where the split kernel is as fast: more than MAX_TILES_PER_SM tiles an SM, or
-    boxes (`box_keys`) smaller than a tile (force: a plan anyway). The item size C minimizes the
-    tiles of the busiest program, ceil(items / sms) · C, ties broken by MIN_ITEMS. From the block
-    table's capacity, not seq_lens, as the split count is: no device-to-host sync."""
+    """The plan for B·H_kv (sequence, KV head) pairs of `capacity` keys on `sms` SMs, or None where
+    the split kernel is as fast: more than MAX_TILES_PER_SM tiles an SM, or boxes (`box_keys`)
+    smaller than a tile (force: a plan anyway). At D = TWO_PER_SM_D, two programs an SM where
+    the largest item size C that leaves more items than SMs gives each TWO_PER_SM_TILES tiles;
+    else one program an SM, C minimizing the tiles of the busiest program, ceil(items / sms) · C,
+    ties broken by MIN_ITEMS. From the block table's capacity, not seq_lens, as the split count
+    is: no device-to-host sync."""
     tiles = ad._cdiv(max(capacity, 1), BLOCK_N)
     pairs = B * H_kv
     if (pairs * tiles / sms > MAX_TILES_PER_SM or box < BLOCK_N) and not force:
         return None
     items = {C: pairs * ad._cdiv(tiles, C) for C in range(1, min(MAX_CHUNK_TILES, tiles) + 1)}
+    if D == TWO_PER_SM_D:
+        over = [C for C in items if items[C] > sms]
+        if over and ad._cdiv(items[max(over)], 2 * sms) * max(over) in TWO_PER_SM_TILES:
+            return sized_plan(max(over), B, H_kv, capacity, sms, per_sm=2)
     busiest = {C: ad._cdiv(n, sms) for C, n in items.items()}  # items on the busiest program
     least = min(busiest[C] * C for C in items)
     tied = [C for C in items if busiest[C] * C == least]
     return sized_plan(max([C for C in tied if busiest[C] >= MIN_ITEMS[D]] or tied), B, H_kv, capacity, sms)
 
 
-def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int) -> PersistentPlan:
-    """The plan at item size C (what `plan` settles on, and what a sweep of item sizes times):
-    2 stages up to C = 2, 3 above; one program per item up to one per SM."""
+def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int, per_sm: int = 1) -> PersistentPlan:
+    """The plan at item size C and per_sm programs an SM (what `plan` settles on, and what a sweep
+    of item sizes times): 2 stages up to C = 2 or with two programs an SM, 3 otherwise; one
+    program per item up to per_sm an SM."""
     n_chunks = ad._cdiv(ad._cdiv(max(capacity, 1), BLOCK_N), C)
-    return PersistentPlan(C, 2 if C <= 2 else 3, n_chunks, min(B * H_kv * n_chunks, sms))
+    return PersistentPlan(C, 2 if C <= 2 or per_sm > 1 else 3, n_chunks, min(B * H_kv * n_chunks, per_sm * sms))
 
 
 def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,

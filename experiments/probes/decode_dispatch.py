@@ -1,7 +1,8 @@
 """Where should the decode launcher take the persistent Hopper kernel (kernels/attention_decode_hopper.py)?
 Times, at shapes on both sides of its MAX_TILES_PER_SM bound, the launcher as it dispatches in a
 CUDA graph (persistent=None; its error is an eager call's, the split kernel's), the split kernel (persistent=False) and the persistent kernel at every item
-size (C tiles of 128 keys, 2 stages up to C = 2, 3 above), each against the float64 reference,
+size (C tiles of 128 keys, 2 stages up to C = 2, 3 above; at D = 64 also two programs an SM of 2
+stages, "x2"), each against the float64 reference,
 beside a copy of the same bytes, and (--probe) the session-18 probe's kernel at the rule's item
 size (experiments/probes/decode_gluon.py, kind "st", one L for every sequence, no block table):
 what taking the block table and per-sequence lengths costs; --block P: the same keys in
@@ -49,6 +50,9 @@ def main(argv):
         for C in range(1, min(hopper.MAX_CHUNK_TILES, ad._cdiv(capacity, hopper.BLOCK_N)) + 1):
             p = hopper.sized_plan(C, B, H_kv, capacity, sms)
             variants[f"c{p.chunk_tiles}s{p.stages}"] = dict(plan_=p)
+            two = hopper.sized_plan(C, B, H_kv, capacity, sms, per_sm=2)
+            if D == hopper.TWO_PER_SM_D and two.programs > sms:  # two programs an SM
+                variants[f"c{C}s{two.stages}x2"] = dict(plan_=two)
 
         if probe and rule is not None:
             variants["probe"] = dict(probe=rule)

@@ -20,21 +20,28 @@ TOL = {torch.bfloat16: 2.5e-2, torch.float16: 3e-3}
 
 def test_plan_follows_the_work_an_sm_gets():
     # 132 SMs (H100/H200): the fewest tiles on the busiest program, ties to longer items while
-    # (at D = 128) that program still takes two; none past MAX_TILES_PER_SM tiles an SM
+    # (at D = 128) that program still takes two; at D = 64 two programs an SM where the longest
+    # items that outnumber the SMs give each 2-4 tiles; none past MAX_TILES_PER_SM tiles an SM
     p = hopper.plan(1, 8, 8192, 128, 132)  # 64 tiles a pair: C = 1, 2 and 4 all put 4 on the busiest
     assert (p.chunk_tiles, p.stages, p.n_chunks, p.programs) == (2, 2, 32, 132)
     assert str(hopper.plan(1, 8, 2048, 128, 132)) == "persistent c1s2x128"  # 128 items: one each
-    assert hopper.plan(1, 3, 8192, 64, 132).chunk_tiles == 2  # D = 64: one item of 2 over two of 1
-    assert str(hopper.plan(1, 3, 16384, 64, 132)) == "persistent c3s3x129"  # 3 tiles on the busiest, as C = 1
+    # D = 64: one item of 2 over two of 1 (at two an SM, 192 items of one tile: one each)
+    assert str(hopper.plan(1, 3, 8192, 64, 132)) == "persistent c2s2x96"
+    assert str(hopper.plan(1, 3, 16384, 64, 132)) == "persistent c2s2x192"  # two an SM: 192 items of 2 tiles
+    assert str(hopper.plan(16, 3, 1024, 64, 132)) == "persistent c3s2x144"  # C = 4 leaves 96 items: fewer than SMs
+    assert str(hopper.plan(1, 3, 65536, 64, 132)) == "persistent c4s3x132"  # two an SM would take 8 tiles each
+    assert str(hopper.plan(16, 8, 1024, 128, 132)) == "persistent c4s3x132"  # D = 128: one an SM
+    assert hopper.sized_plan(2, 1, 3, 16384, 132, per_sm=2) == hopper.PersistentPlan(2, 2, 64, 192)
     assert hopper.plan(1, 8, 32768, 128, 132) is None and hopper.plan(4, 8, 8192, 128, 132) is None  # 15.5 tiles an SM
     assert hopper.plan(1, 8, 8192, 128, 132, box=16) is None  # blocks of 16 keys: the split kernel walks them faster
     assert hopper.plan(1, 8, 8192, 128, 132, box=16, force=True) == p
     forced = hopper.plan(4, 8, 8192, 128, 132, force=True)
     assert forced.chunk_tiles == hopper.MAX_CHUNK_TILES and forced.n_chunks * forced.chunk_tiles * hopper.BLOCK_N >= 8192
-    for B, H_kv, cap, D in ((1, 1, 1, 64), (3, 3, 1000, 64), (2, 8, 129, 128), (1, 2, 40000, 128), (64, 8, 131072, 128)):
+    for B, H_kv, cap, D in ((1, 1, 1, 64), (3, 3, 1000, 64), (2, 8, 129, 128), (1, 2, 40000, 128), (64, 8, 131072, 128),
+                            (8, 3, 4096, 64)):
         p = hopper.plan(B, H_kv, cap, D, 132, force=True)
         assert p.n_chunks * p.chunk_tiles * hopper.BLOCK_N >= cap > (p.n_chunks - 1) * p.chunk_tiles * hopper.BLOCK_N
-        assert 1 <= p.programs <= min(132, B * H_kv * p.n_chunks)
+        assert 1 <= p.programs <= min((2 if D == hopper.TWO_PER_SM_D else 1) * 132, B * H_kv * p.n_chunks)
     with pytest.raises(ValueError, match="2 <= stages <= chunk_tiles \\+ 1"):
         hopper.PersistentPlan(1, 1, 4, 4)  # no load ahead: the kernel would wait on an item's query rows before asking for them
     with pytest.raises(ValueError, match="2 <= stages <= chunk_tiles \\+ 1"):
@@ -146,6 +153,15 @@ def test_every_item_size_and_grid(C, stages, programs, D, dtype):
     q, k, v, table, lens = _cache(B, H, H_kv, S, D, [1500, 611, 130], dtype, seed=10 * C + stages)
     tiles = ad._cdiv(S, hopper.BLOCK_N)
     _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs), scale=0.3)
+
+
+@needs_sm90
+def test_two_programs_an_sm():
+    # the launcher's own plan where it puts two programs on an SM (D = 64): ragged and empty sequences
+    B, H, H_kv, S = 16, 9, 3, 1024
+    sms = ad._sm_count(torch.device("cuda"))
+    assert hopper.plan(B, H_kv, S, 64, sms).programs > sms
+    _check(*_cache(B, H, H_kv, S, 64, [1024, 1, 0, 700, 129, 1000, 640, 3] * 2, torch.float16, seed=21))
 
 
 @needs_sm90
