@@ -80,14 +80,15 @@ MAX_CHUNK_TILES = 4
 # two of 1 7.18-7.28).
 MIN_ITEMS = {64: 1, 128: 2}
 # Two programs an SM at D = 64, where two rings of 2 stages fit (2 · 68 KB; at D = 128 one ring
-# of 2 takes 132 KB): while one program does a tile's math, the other's loads run. `plan` takes
+# of 2 takes 134 KB): while one program does a tile's math, the other's loads run. `plan` takes
 # the largest item size that leaves more items than SMs, and two programs an SM where that gives
-# each program TWO_PER_SM_TILES tiles. H200, session 21 (experiments/probes/decode_dispatch.py,
-# stream, µs, against one program an SM at the session-19 rule): 9/3 heads B = 1 16K 8.06
-# against 8.45, 32K 11.53 against 12.43, B = 2 8K 7.45 / 8.00, B = 16 1K 7.59 / 8.18 (3 % behind
-# 2-tile items, the best), B = 16 2K 10.89 / 11.76, B = 4 8K 11.03 / 11.12. Not with one tile a
-# program (B = 1 8K: 6.52 against one program's 2-tile items, 6.10), nor at ~12 tiles an SM, where
-# one program of 3 stages streams as well (64K: 20.33 against 19.39; B = 64 1K 18.84 / 17.76).
+# each program TWO_PER_SM_TILES tiles (session 21, experiments/probes/decode_dispatch.py, stream;
+# results/baselines/README.md, "Decode, session 21"). H200, 9/3 heads, against one program an SM
+# at the session-19 rule: B = 1 16K 8.00 against 8.35 µs, 32K 11.74 / 12.35, B = 2 8K 7.62 / 8.04,
+# B = 16 2K 10.89 / 11.62; as fast or faster at all 10 shapes timed. The H100 gains less and loses
+# 1-6 % at 3 of 10 (B = 8 4K 14.09 against 13.32). Not with one tile a program (B = 1 8K: 6.46
+# against one program's 2-tile items, 6.07), nor near 12 tiles an SM, where one program of 3
+# stages streams as well (64K: 19.97 against 18.91; B = 64 1K 18.72 / 17.79).
 TWO_PER_SM_D = 64
 TWO_PER_SM_TILES = range(2, 5)
 # Blocks smaller than a tile (one TMA box a block, 8 a tile at 16 keys) are not dispatched: the
