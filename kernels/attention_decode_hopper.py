@@ -140,9 +140,9 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
         return None
     items = {C: pairs * ad._cdiv(tiles, C) for C in range(1, min(MAX_CHUNK_TILES, tiles) + 1)}
     if D == TWO_PER_SM_D:
-        over = [C for C in items if items[C] > sms]
-        if over and ad._cdiv(items[max(over)], 2 * sms) * max(over) in TWO_PER_SM_TILES:
-            return sized_plan(max(over), B, H_kv, capacity, sms, per_sm=2)
+        C = max((C for C in items if items[C] > sms), default=0)  # the longest items that outnumber the SMs
+        if C and ad._cdiv(items[C], 2 * sms) * C in TWO_PER_SM_TILES:
+            return sized_plan(C, B, H_kv, capacity, sms, per_sm=2)
     busiest = {C: ad._cdiv(n, sms) for C, n in items.items()}  # items on the busiest program
     least = min(busiest[C] * C for C in items)
     tied = [C for C in items if busiest[C] * C == least]
