@@ -4,7 +4,8 @@
 
 One new token per sequence attends to its seq_lens[b] cached keys (the new token's own K/V
 already written, so seq_lens counts it). Token j of sequence b lives in physical block
-block_table[b, j // P] at offset j % P.
+block_table[b, j // P] at offset j % P; without a table (block_table=None, a contiguous cache)
+in block b, of P = the cache's length.
 
 Decode is bound by reading the cache: B·L·H_kv·D·2 values against 4·H·D FLOPs per token. So
   * one program reads one KV head's tiles ONCE for all G query heads of its group: the G query
@@ -186,8 +187,9 @@ def _prefetch_l2(ptrs):
 
 @triton.jit
 def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_kh, stride_kp, stride_vn, stride_vh, stride_vp,
-                          capacity, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
-                          INTERLEAVE: tl.constexpr, HEAD_DIM: tl.constexpr, LINE: tl.constexpr, TILES: tl.constexpr):
+                          capacity, num_splits, PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, NO_TABLE: tl.constexpr,
+                          BLOCK_N: tl.constexpr, INTERLEAVE: tl.constexpr, HEAD_DIM: tl.constexpr, LINE: tl.constexpr,
+                          TILES: tl.constexpr):
     """Before the PDL wait (the previous kernel may still be running): prefetch this program's
     first TILES K/V tiles into L2, one prefetch per 128-byte line (LINE elements), so the main
     loop's first loads hit L2 instead of waiting on DRAM. seq_lens and the table may still be
@@ -198,7 +200,9 @@ def _prefetch_first_tiles(K, V, bt_row, LENS, b, h64, split, stride_kn, stride_k
     first, end, step = _split_walk(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N, INTERLEAVE)  # the main loop's
     n = tl.arange(0, BLOCK_N)
     col = tl.arange(0, HEAD_DIM // LINE if HEAD_DIM > LINE else 1) * LINE  # [lines per row]
-    if ONE_BLOCK:
+    if NO_TABLE:
+        blk0 = b.to(tl.int64)
+    elif ONE_BLOCK:
         blk0 = tl.load(bt_row, cache_modifier=".cg").to(tl.int64)
     for i in tl.static_range(TILES):
         tok = first + i * step + n
@@ -230,7 +234,7 @@ def _decode_split(
     stride_ob, stride_oh,
     G, capacity, qk_scale, num_splits, ml_stride,
     merge,  # 0: one split, write o; 1: write partials (the merge kernel follows); 2: fused merge
-    PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
+    PAGE: tl.constexpr, ONE_BLOCK: tl.constexpr, NO_TABLE: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr,
     K_SCALE: tl.constexpr, V_SCALE: tl.constexpr, DOT_F16: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ROWS: tl.constexpr, MERGE_CHUNK: tl.constexpr, MERGE_STAGES: tl.constexpr, PDL: tl.constexpr,
     TRIGGER: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr, INTERLEAVE: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -243,7 +247,7 @@ def _decode_split(
     if PDL:  # launched early (programmatic dependent launch): nothing is read for real before the previous grid is done
         if PREFETCH > 0:  # ... but the cache it will stream can already be on its way to L2
             _prefetch_first_tiles(K, V, bt_row, LENS, b, h_kv.to(tl.int64), split, stride_kn, stride_kh, stride_kp,
-                                  stride_vn, stride_vh, stride_vp, capacity, num_splits, PAGE, ONE_BLOCK, BLOCK_N,
+                                  stride_vn, stride_vh, stride_vp, capacity, num_splits, PAGE, ONE_BLOCK, NO_TABLE, BLOCK_N,
                                   INTERLEAVE, HEAD_DIM, LINE, PREFETCH)
         tl.extra.cuda.gdc_wait()
     if TRIGGER:  # the next kernel (our merge kernel, or with pdl the next call) may launch; it waits in turn
@@ -255,7 +259,9 @@ def _decode_split(
     rows = g < G
     # issued before L is needed: q (and the one table entry of a contiguous view) load in parallel
     q = tl.load(Q + b64 * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=rows[:, None], other=0.0)
-    if ONE_BLOCK:  # a contiguous cache viewed as one block per sequence: no table walk
+    if NO_TABLE:  # a contiguous cache: sequence b is block b
+        blk0 = b64
+    elif ONE_BLOCK:  # one block per sequence: one table entry, no walk
         blk0 = tl.load(bt_row).to(tl.int64)
     L = tl.minimum(L, capacity)  # never index past the block table's row
     first, end, step = _split_walk(L, split, num_splits, PAGE, ONE_BLOCK, BLOCK_N, INTERLEAVE)
@@ -713,7 +719,7 @@ def paged_decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
-    block_table: torch.Tensor,
+    block_table: torch.Tensor | None,
     seq_lens: torch.Tensor,
     *,
     scale: float | None = None,
@@ -729,8 +735,9 @@ def paged_decode_attention(
     """Attention of one new query per sequence over its paged cache.
 
     q ``(B, H, D)``; k_cache/v_cache ``(N, H_kv, P, D)`` (HND) or ``(N, P, H_kv, D)`` (NHD), float
-    like q or fp8 e4m3 / int8 with scales; block_table ``(B, max_blocks)`` int32; seq_lens ``(B,)``
-    int32 (clamped to max_blocks·P) -> ``(B, H, D)`` in q's dtype.
+    like q or fp8 e4m3 / int8 with scales; block_table ``(B, max_blocks)`` int32, or None for a
+    contiguous cache (sequence b in block b, N >= B: nothing to read before the first K/V load);
+    seq_lens ``(B,)`` int32 (clamped to max_blocks·P) -> ``(B, H, D)`` in q's dtype.
     num_splits: KV-length splits (flash-decoding); default: `decode_plan`'s (POLICY, weighing the tile).
     fused_merge: merge the splits in the split kernel or in a second one (default: `default_fused_merge`).
     config: the split kernel's tile config (default: `decode_plan`'s: `default_config`).
@@ -744,11 +751,14 @@ def paged_decode_attention(
     """
     if not isinstance(layout, KVLayout):
         _fail("layout", f"must be a KVLayout (HND or NHD), got {layout!r}")
-    for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("block_table", block_table), ("seq_lens", seq_lens)):
+    tensors = (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("seq_lens", seq_lens)) + \
+        ((("block_table", block_table),) if block_table is not None else ())
+    for name, x in tensors:
         if not isinstance(x, torch.Tensor):
-            _fail(name, f"must be a torch.Tensor, got {type(x).__name__}")
+            _fail(name, f"must be a torch.Tensor{' (or None for a contiguous cache)' if name == 'block_table' else ''}, "
+                        f"got {type(x).__name__}")
     dev = q.device
-    for name, x in (("k_cache", k_cache), ("v_cache", v_cache), ("block_table", block_table), ("seq_lens", seq_lens)):
+    for name, x in tensors[1:]:
         if x.device != dev:
             _fail(name, f"is on {x.device}; every input must be on q's device {dev}")
     interpreting = _interpreting()
@@ -775,11 +785,14 @@ def paged_decode_attention(
         _fail("q", f"head dim D={D} is not supported; use a power of two in 16..256")
     if H_kv == 0 or H % H_kv:
         _fail("k_cache", f"has {H_kv} KV heads ({layout.name} layout); q's {H} heads must be a multiple of it")
-    if block_table.dtype != torch.int32 or block_table.dim() != 2 or block_table.shape[0] != B:
+    if block_table is None:
+        if N < B:
+            _fail("k_cache", f"holds {N} blocks; without a block table sequence b is block b, so it needs at least B={B}")
+    elif block_table.dtype != torch.int32 or block_table.dim() != 2 or block_table.shape[0] != B:
         _fail("block_table", f"must be int32 [B={B}, max_blocks], got {block_table.dtype} {tuple(block_table.shape)}")
     if seq_lens.dtype != torch.int32 or seq_lens.shape != (B,):
         _fail("seq_lens", f"must be int32 [B={B}], got {seq_lens.dtype} {tuple(seq_lens.shape)}")
-    if block_table.stride(-1) != 1 or seq_lens.stride(0) != 1:
+    if (block_table is not None and block_table.stride(-1) != 1) or seq_lens.stride(0) != 1:
         _fail("block_table", "and seq_lens must be contiguous along their last dim")
     if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
         _fail("num_splits", f"must be a positive int or None, got {num_splits!r}")
@@ -808,8 +821,9 @@ def paged_decode_attention(
         if _persistent(q, k_cache, v_cache, block_table, seq_lens, scale, out, layout, required=bool(persistent)):
             return out
     G = H // H_kv
-    capacity = block_table.shape[1] * P
-    one_block = block_table.shape[1] == 1  # P is then only a bound, not compiled in (any length, one kernel)
+    cols = table_columns(block_table)
+    capacity = cols * P
+    one_block = cols == 1  # P is then only a bound, not compiled in (any length, one kernel)
     splits, config = decode_plan(B, H_kv, capacity, D, k_cache.element_size(), dev, paged=not one_block, block_size=P,
                                  num_splits=num_splits, config=config)
     # merge is a runtime argument (one compiled kernel for every path); unused pointers get
@@ -827,13 +841,13 @@ def paged_decode_attention(
     vs = q if vs is None else vs
     _launch_split(
         (B, H_kv, splits), config,
-        q, k_cache, v_cache, block_table, seq_lens, ks, vs, out, po, pm, pl, counters,
+        q, k_cache, v_cache, seq_lens if block_table is None else block_table, seq_lens, ks, vs, out, po, pm, pl, counters,
         q.stride(0), q.stride(1),
         *layout.strides(k_cache), *layout.strides(v_cache),
-        block_table.stride(0), *ks_strides, *vs_strides,
+        0 if block_table is None else block_table.stride(0), *ks_strides, *vs_strides,
         out.stride(0), out.stride(1),
         G, capacity, scale * LOG2E, splits, ml_stride, merge,
-        PAGE=1 if one_block else P, ONE_BLOCK=one_block, HEAD_DIM=D, G_PAD=max(16, rows),
+        PAGE=1 if one_block else P, ONE_BLOCK=one_block, NO_TABLE=block_table is None, HEAD_DIM=D, G_PAD=max(16, rows),
         K_SCALE=k_kind, V_SCALE=v_kind,
         DOT_F16=k_cache.dtype == torch.float8_e4m3fn and q.dtype != torch.float32,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
@@ -867,7 +881,7 @@ def _persistent(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, l
         return False
     B, H, D = q.shape
     P = k_cache.shape[2]
-    plan = hopper.plan(B, k_cache.shape[1], block_table.shape[1] * P, D, _sm_count(q.device), force=required,
+    plan = hopper.plan(B, k_cache.shape[1], table_columns(block_table) * P, D, _sm_count(q.device), force=required,
                        box=hopper.box_keys(block_table, P))
     if plan is None:
         return False
@@ -877,6 +891,11 @@ def _persistent(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, l
 
 
 _NO_GLUON: list = []
+
+
+def table_columns(block_table: torch.Tensor | None) -> int:
+    """Blocks a sequence: without a table (None) sequence b is block b, one block."""
+    return 1 if block_table is None else block_table.shape[1]
 
 
 def ml_row_floats(splits: int) -> int:
@@ -922,13 +941,18 @@ class PagedKV:
 
     k_cache: torch.Tensor  # [N, H_kv, P, D] (HND) or [N, P, H_kv, D] (NHD)
     v_cache: torch.Tensor
-    block_table: torch.Tensor  # [B, max_blocks] int32
+    block_table: torch.Tensor | None  # [B, max_blocks] int32; None: sequence b is block b (a contiguous cache)
     seq_lens: torch.Tensor  # [B] int32
     layout: KVLayout = KVLayout.HND
 
     @property
     def block_size(self) -> int:
         return self.layout.dims(self.k_cache)[2]
+
+    @property
+    def capacity(self) -> int:
+        """Keys a sequence can hold: max_blocks · P."""
+        return table_columns(self.block_table) * self.block_size
 
     def kwargs(self) -> dict:
         return dict(k_cache=self.k_cache, v_cache=self.v_cache, block_table=self.block_table, seq_lens=self.seq_lens, layout=self.layout)
@@ -946,8 +970,8 @@ def paged_from_contiguous(
 ) -> PagedKV:
     """View or copy a contiguous cache k, v: [B, H_kv, S, D] as a paged one.
 
-    block_size=None (HND only): no copy; each sequence is one block of P = S (a slice of a
-    preallocated [B, H_kv, S_max, D] buffer works too: its strides are passed through).
+    block_size=None (HND only): no copy and no block table; sequence b is block b, of P = S (a
+    slice of a preallocated [B, H_kv, S_max, D] buffer works too: its strides are passed through).
     block_size=P: copy into ceil(S/P) blocks per sequence, in `layout`; shuffle=True scatters
     the physical blocks in a random order, as a real allocator would after some churn.
     seq_lens: [B] int32 valid lengths (default S for every sequence).
@@ -960,8 +984,7 @@ def paged_from_contiguous(
     if block_size is None:
         if layout is not KVLayout.HND:
             raise ValueError("paged_from_contiguous: the zero-copy view (block_size=None) is HND; pass block_size for NHD")
-        table = torch.arange(B, dtype=torch.int32, device=k.device)[:, None]  # [B, 1]
-        return PagedKV(k, v, table, seq_lens, layout)
+        return PagedKV(k, v, None, seq_lens, layout)
     P = int(block_size)
     if P < 1:
         raise ValueError(f"paged_from_contiguous: block_size must be >= 1, got {block_size}")
@@ -1031,7 +1054,8 @@ def dequantize_kv(x: torch.Tensor, scale, layout: KVLayout = KVLayout.HND) -> to
 def decode_reference(
     q, k_cache, v_cache, block_table, seq_lens, *, scale=None, k_scale=None, v_scale=None, layout: KVLayout = KVLayout.HND
 ) -> torch.Tensor:
-    """[B, H, D] float64: each sequence's keys gathered through the block table, dequantized."""
+    """[B, H, D] float64: each sequence's keys gathered through the block table (None: sequence b
+    in block b), dequantized."""
     B, H, D = q.shape
     _, H_kv, P, _ = layout.dims(k_cache)
     kf, vf = dequantize_kv(k_cache, k_scale, layout), dequantize_kv(v_cache, v_scale, layout)
@@ -1039,6 +1063,8 @@ def decode_reference(
         kf, vf = kf.transpose(1, 2), vf.transpose(1, 2)  # -> [N, H_kv, P, D]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     out = torch.zeros(B, H, D, dtype=torch.float64, device=q.device)
+    if block_table is None:
+        block_table = torch.arange(B, dtype=torch.int32, device=q.device)[:, None]
     for b in range(B):
         L = min(int(seq_lens[b]), block_table.shape[1] * P)
         if L == 0:

@@ -115,14 +115,16 @@ class PersistentPlan:
     stages: int
     n_chunks: int
     programs: int
+    warps: int = 4
 
     def __post_init__(self):
-        if not (self.chunk_tiles >= 1 and 2 <= self.stages <= self.chunk_tiles + 1 and self.n_chunks >= 1 and self.programs >= 1):
+        if not (self.chunk_tiles >= 1 and 2 <= self.stages <= self.chunk_tiles + 1 and self.n_chunks >= 1 and self.programs >= 1
+                and self.warps in (4, 8)):
             raise ValueError(f"PersistentPlan: needs chunk_tiles >= 1, 2 <= stages <= chunk_tiles + 1 (the loads run at most one "
-                             f"item ahead), n_chunks >= 1 and programs >= 1; got {self!r}")
+                             f"item ahead), n_chunks >= 1, programs >= 1 and warps 4 or 8; got {self!r}")
 
     def __str__(self) -> str:
-        return f"persistent c{self.chunk_tiles}s{self.stages}x{self.programs}"
+        return f"persistent c{self.chunk_tiles}s{self.stages}x{self.programs}" + ("w8" if self.warps == 8 else "")
 
 
 @functools.lru_cache(maxsize=4096)  # a decode loop asks the same thing every step
@@ -149,12 +151,12 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
     return sized_plan(max([C for C in tied if busiest[C] >= MIN_ITEMS[D]] or tied), B, H_kv, capacity, sms)
 
 
-def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int, per_sm: int = 1) -> PersistentPlan:
+def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int, per_sm: int = 1, warps: int = 4) -> PersistentPlan:
     """The plan at item size C and per_sm programs an SM (what `plan` settles on, and what a sweep
     of item sizes times): 2 stages up to C = 2 or with two programs an SM, 3 otherwise; one
     program per item up to per_sm an SM."""
     n_chunks = ad._cdiv(ad._cdiv(max(capacity, 1), BLOCK_N), C)
-    return PersistentPlan(C, 2 if C <= 2 or per_sm > 1 else 3, n_chunks, min(B * H_kv * n_chunks, per_sm * sms))
+    return PersistentPlan(C, 2 if C <= 2 or per_sm > 1 else 3, n_chunks, min(B * H_kv * n_chunks, per_sm * sms), warps)
 
 
 def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
@@ -168,7 +170,7 @@ def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, b
     if layout is not ad.KVLayout.HND or BLOCK_N % box or box < MIN_BLOCK:
         return (f"needs the HND layout, and blocks of a multiple of {BLOCK_N} keys, of a power of two from {MIN_BLOCK} to "
                 f"{BLOCK_N // 2}, or one block per sequence (a block table of one column); got {layout.name} with "
-                f"{block_table.shape[1]} blocks of {P} keys per sequence")
+                f"{ad.table_columns(block_table)} blocks of {P} keys per sequence")
     if q.dtype not in DTYPES or quantized:
         return f"needs a bfloat16/float16 cache of q's dtype, without scales; got q {q.dtype}, cache {k_cache.dtype}"
     B, H, D = q.shape
@@ -237,9 +239,10 @@ def _barriers(n: gl.constexpr):
 
 
 @gluon.constexpr_function
-def _wgmma_layout(n):
-    """One warpgroup's wgmma accumulator layout, n columns."""
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
+def _wgmma_layout(n, warps=4):
+    """The wgmma accumulator layout of n columns over `warps` warps: one warpgroup, or with 8 two,
+    each taking 64 of the rows (so a product of M = 128 rows is two of 64 side by side)."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, n, 16])
 
 
 @gluon.jit
@@ -310,7 +313,8 @@ def _store_partial_t(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, 
 # The kernel
 # ---------------------------------------------------------------------------------------------
 @gluon.jit
-def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK: gl.constexpr):
+def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK: gl.constexpr,
+            NO_TABLE: gl.constexpr):
     """(keys, base) of item's (sequence, KV head), its length clamped to the capacity, 0 keys past
     the last item. base: with ONE_BLOCK (one block a sequence) the cache row of its key 0, read
     here, an item before its loads; else (its block table row's offset, its KV head's row in a
@@ -318,7 +322,9 @@ def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_
     pair = gl.minimum(item, total - 1) // n_chunks
     b = pair // H_kv
     L = gl.minimum(gl.load(LENS + b), capacity) * (item < total).to(gl.int32)
-    if ONE_BLOCK:  # one table read an item: a read a tile cost 2-6 % at D = 64 (results/baselines/README.md, "Decode, session 20")
+    if NO_TABLE:  # sequence b is block b: no table
+        return L, b * block_rows + (pair % H_kv) * head_rows
+    elif ONE_BLOCK:  # one table read an item: a read a tile cost 2-6 % at D = 64 (results/baselines/README.md, "Decode, session 20")
         return L, gl.load(BT + b * bt_stride) * block_rows + (pair % H_kv) * head_rows
     else:
         return L, (b * bt_stride, (pair % H_kv) * head_rows)
@@ -375,7 +381,7 @@ def _issue(item, tt, n, q_slot, L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs,
 @gluon.jit
 def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, block_rows, head_rows, block, capacity,
                        n_chunks, total, G, ml_stride, qk_scale, BLOCK_N: gl.constexpr, TILES: gl.constexpr,
-                       STAGES: gl.constexpr, ONE_BLOCK: gl.constexpr, num_warps: gl.constexpr):
+                       STAGES: gl.constexpr, ONE_BLOCK: gl.constexpr, NO_TABLE: gl.constexpr, num_warps: gl.constexpr):
     """Items pid, pid + programs, ...: item = pair · n_chunks + chunk, pair = b · H_kv + KV head, chunk
     c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c.
     A tile is BLOCK_N // PAGE boxes of PAGE keys (the descriptors' box, `box_keys`), each within
@@ -385,7 +391,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     D: gl.constexpr = k_desc.block_type.shape[1]
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
     gl.static_assert(TILES >= STAGES - 1, "the loads run at most one item ahead")
-    gl.static_assert(num_warps == 4, "one warpgroup")
+    gl.static_assert(num_warps == 4 or (num_warps == 8 and D == BLOCK_N), "one warpgroup, or two where both products have M = 128")
     gl.static_assert(PAGES * PAGE == BLOCK_N, "boxes tile a tile")
     pid = gl.program_id(0)
     programs = gl.num_programs(0)
@@ -397,18 +403,22 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     p_s = gl.allocate_shared_memory(q_desc.dtype, [ROWS, BLOCK_N], gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_N], q_desc.dtype))
     ready = _barriers(STAGES)  # a K/V stage's tiles have landed
     q_ready = _barriers(2)  # an item's query rows have landed
-    s_layout: gl.constexpr = _wgmma_layout(ROWS)
+    s_layout: gl.constexpr = _wgmma_layout(ROWS, num_warps)
 
     # seq_lens are read one item before that item's loads are issued, block table entries one
     # tile before: a table read on the way to a load would stall the stream for an L2 round trip
     cur = pid
-    cur_L, cur_at = _locate(cur, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK)
-    nxt_L, nxt_at = _locate(cur + programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK)
+    cur_L, cur_at = _locate(cur, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK, NO_TABLE)
+    nxt_L, nxt_at = _locate(cur + programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK, NO_TABLE)
     key_c = (cur % n_chunks) * TILES * BLOCK_N  # the current item's first key
     key_n = ((cur + programs) % n_chunks) * TILES * BLOCK_N
+    if NO_TABLE:  # the first loads need no read: taken as live up to the capacity (rows past L are masked), issued while L loads
+        first_L = capacity * (cur < total).to(gl.int32)
+    else:
+        first_L = cur_L
     for u in gl.static_range(STAGES - 1):  # the prologue: the first item's first tiles
         rows = _tile_rows(BT, cur_at, key_c + u * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
-        _issue(cur, u, u, 0, cur_L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+        _issue(cur, u, u, 0, first_L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
                n_chunks, total, G, TILES, STAGES)
     if STAGES - 1 < TILES:  # the next tile to issue
         pend = _tile_rows(BT, cur_at, key_c + (STAGES - 1) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
@@ -418,7 +428,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     seq = 0  # items done
     while cur < total:
         fut_L, fut_at = _locate(cur + 2 * programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total,
-                                ONE_BLOCK)
+                                ONE_BLOCK, NO_TABLE)
         key_f = ((cur + 2 * programs) % n_chunks) * TILES * BLOCK_N
         chunk = cur % n_chunks
         slot = seq % 2
@@ -469,20 +479,24 @@ def decode_persistent(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     block table: the persistent kernel under `plan_` (any plan whose items cover the table's
     max_blocks · P keys), then the split kernel's merge. paged_decode_attention validates the rest
     of its inputs."""
-    capacity = block_table.shape[1] * k_cache.shape[2]
+    capacity = ad.table_columns(block_table) * k_cache.shape[2]
     if plan_.n_chunks * plan_.chunk_tiles * BLOCK_N < capacity:
         raise ValueError(f"decode_persistent: {plan_!r} covers {plan_.n_chunks * plan_.chunk_tiles * BLOCK_N} keys a sequence, "
                          f"fewer than the block table's {capacity}")
+    if plan_.warps == 8 and q.shape[-1] != BLOCK_N:
+        raise ValueError(f"decode_persistent: {plan_!r}: two warpgroups need D = {BLOCK_N} (64 rows each of accᵀ's D), "
+                         f"got D = {q.shape[-1]}")
     why = unsupported(q, k_cache, v_cache, block_table, ad.KVLayout.HND, k_cache.dtype != q.dtype)
     if why is not None:
         raise ValueError(f"decode_persistent: the kernel {why}")
     return _run(q, k_cache, v_cache, block_table, seq_lens, scale, out, plan_)
 
 
-def box_keys(block_table: torch.Tensor, block: int) -> int:
+def box_keys(block_table: torch.Tensor | None, block: int) -> int:
     """Keys a TMA box loads: a tile (BLOCK_N) where a block holds whole tiles or a sequence is one
     block (the box may run past it: those keys are masked), else one block of a tile's BLOCK_N // block."""
-    return BLOCK_N if block_table.shape[1] == 1 or block % BLOCK_N == 0 else block
+    return BLOCK_N if ad.table_columns(block_table) == 1 or block % BLOCK_N == 0 else block
+
 
 
 _LOADED: set = set()  # the kernel variants compiled and loaded by warm_only calls
@@ -497,14 +511,15 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     splits = plan_.n_chunks
     ml_stride = ad.ml_row_floats(splits)
     page = box_keys(block_table, P)
+    table = seq_lens if block_table is None else block_table  # without a table its pointer is never read
+    cols = ad.table_columns(block_table)
     s = k_cache.stride()
-    ints = (block_table.stride(0), H_kv, s[0] // D, s[1] // D, P, block_table.shape[1] * P, splits, B * H_kv * splits, H // H_kv,
-            ml_stride)
+    ints = (table.stride(0), H_kv, s[0] // D, s[1] // D, P, cols * P, splits, B * H_kv * splits, H // H_kv, ml_stride)
     if warm_only:
         # what Triton specializes a variant on: ints == 1 or % 16, pointer alignment, the descriptors' types and sizes
-        key = (q.device, q.dtype, D, page, block_table.shape[1] == 1, plan_.chunk_tiles, plan_.stages,
+        key = (q.device, q.dtype, D, page, cols == 1, block_table is None, plan_.chunk_tiles, plan_.stages, plan_.warps,
                *((v == 1, v % 16 == 0) for v in (*ints, _span_rows(k_cache), B * H)),
-               block_table.data_ptr() % 16 == 0, seq_lens.data_ptr() % 16 == 0, out.stride(0) % 16 == 0, out.stride(1) % 16 == 0)
+               table.data_ptr() % 16 == 0, seq_lens.data_ptr() % 16 == 0, out.stride(0) % 16 == 0, out.stride(1) % 16 == 0)
         if key in _LOADED:
             return out
     kv_layout = _smem_layout(BLOCK_N, D, q.dtype)
@@ -513,8 +528,9 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     v_desc = TensorDescriptor.from_tensor(v_cache.as_strided(rows, (D, 1)), [page, D], kv_layout)
     q_desc = TensorDescriptor.from_tensor(q.view(B * H, D), [G_BOX, D], _smem_layout(G_BOX, D, q.dtype))
     po, pm, pl, _ = ad.partials_buffer(B * H, splits, D, q.device)
-    args = (q_desc, k_desc, v_desc, block_table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
-    meta = dict(BLOCK_N=BLOCK_N, ONE_BLOCK=block_table.shape[1] == 1, TILES=plan_.chunk_tiles, STAGES=plan_.stages, num_warps=4)
+    args = (q_desc, k_desc, v_desc, table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
+    meta = dict(BLOCK_N=BLOCK_N, ONE_BLOCK=cols == 1, NO_TABLE=block_table is None, TILES=plan_.chunk_tiles, STAGES=plan_.stages,
+                num_warps=plan_.warps)
     grid = (plan_.programs,)
     if warm_only:
         _decode_persistent.warmup(*args, grid=grid, **meta)._init_handles()

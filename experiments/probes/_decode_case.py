@@ -33,9 +33,9 @@ class DecodeCase:
         `attention`: the module, or an earlier version of it loaded from a file)."""
         B, H, D = self.q.shape
         c = self.caches[0]
-        capacity = c.block_table.shape[1] * c.block_size
+        capacity = c.capacity
         return attention.decode_plan(B, c.k_cache.shape[1], capacity, D, c.k_cache.element_size(), self.q.device,
-                                     paged=c.block_table.shape[1] > 1, block_size=c.block_size)
+                                     paged=kernels.attention_decode.table_columns(c.block_table) > 1, block_size=c.block_size)
 
     def default_splits(self) -> int:
         return self.plan()[0]

@@ -3,7 +3,8 @@ Times, at shapes on both sides of its MAX_TILES_PER_SM bound, the launcher as it
 CUDA graph (persistent=None; its error is an eager call's, the split kernel's), the split kernel (persistent=False) and the persistent kernel at every item
 size (C tiles of 128 keys, 2 stages up to C = 2, 3 above; at D = 64 also two programs an SM of 2
 stages, "x2"), each against the float64 reference,
-beside a copy of the same bytes, and (--probe) the session-18 probe's kernel at the rule's item
+beside a copy of the same bytes, the rule's plan reading a contiguous cache through a block
+table of one column ("table": what a cache without one saves), and (--probe) the session-18 probe's kernel at the rule's item
 size (experiments/probes/decode_gluon.py, kind "st", one L for every sequence, no block table):
 what taking the block table and per-sequence lengths costs; --block P: the same keys in
 shuffled blocks of P (a paged walk; not with --probe, whose kernel reads a contiguous cache). Stream
@@ -13,6 +14,7 @@ interleaved rounds. Needs an sm_90 GPU:
     python experiments/probes/decode_dispatch.py [--probe] [--block P] [B,H,H_kv,L ...]
 """
 import os, statistics, sys, time
+from dataclasses import replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 
 import torch
@@ -43,8 +45,7 @@ def main(argv):
         case = decode_case(B, H, H_kv, L, block_size=block)
         D = case.q.shape[-1]
         sms = ad._sm_count(case.q.device)
-        table, P = case.caches[0].block_table, case.caches[0].block_size
-        capacity = table.shape[1] * P
+        table, P, capacity = case.caches[0].block_table, case.caches[0].block_size, case.caches[0].capacity
         rule = hopper.plan(B, H_kv, capacity, D, sms, box=hopper.box_keys(table, P))
         variants = {"launcher": dict(), "split": dict(persistent=False)}
         for C in range(1, min(hopper.MAX_CHUNK_TILES, ad._cdiv(capacity, hopper.BLOCK_N)) + 1):
@@ -53,7 +54,14 @@ def main(argv):
             two = hopper.sized_plan(C, B, H_kv, capacity, sms, per_sm=2)
             if D == hopper.TWO_PER_SM_D and two.programs > sms:  # two programs an SM
                 variants[f"c{C}s{two.stages}x2"] = dict(plan_=two)
+            if D == hopper.BLOCK_N:  # two warpgroups, each 64 of a product's 128 rows (and at C = 2 three stages too)
+                variants[f"c{p.chunk_tiles}s{p.stages}w8"] = dict(plan_=replace(p, warps=8))
+                if C == 2:
+                    variants["c2s3w8"] = dict(plan_=replace(p, stages=3, warps=8))
 
+        if block is None and rule is not None:  # the contiguous cache read through a table of one column (sequence b is block b)
+            identity = {id(c): torch.arange(B, dtype=torch.int32, device=c.k_cache.device)[:, None] for c in case.caches}
+            variants["table"] = dict(plan_=rule, table=identity)
         if probe and rule is not None:
             variants["probe"] = dict(probe=rule)
 
@@ -63,7 +71,8 @@ def main(argv):
                 return gluon_decode(case.q, c.k_cache, c.v_cache, L, kind="st", C=kw["probe"].chunk_tiles, stages=kw["probe"].stages,
                                     block_n=hopper.BLOCK_N, out=out)
             if "plan_" in kw:
-                return hopper.decode_persistent(case.q, c.k_cache, c.v_cache, c.block_table, c.seq_lens, D ** -0.5, out, kw["plan_"])
+                table = kw["table"][id(c)] if "table" in kw else c.block_table
+                return hopper.decode_persistent(case.q, c.k_cache, c.v_cache, table, c.seq_lens, D ** -0.5, out, kw["plan_"])
             return ad.paged_decode_attention(case.q, **c.kwargs(), out=out, **kw)
 
         errs = {n: rel_err(call(kw, case.caches[0], case.q.new_empty(case.q.shape)), case.ref) for n, kw in variants.items()}

@@ -4,7 +4,7 @@ contiguous cache, beside torch SDPA's FLASH and cuDNN backends on the same KV he
 Full (GPU): KV length 1K…128K × batch 1…64 (combinations whose bf16 KV exceeds 8 GB are left
 out), heads 32/8 (D = 128, Llama-3-8B-like) and 9/3 (D = 64, SmolLM2). Rows:
   impl=triton  kv=paged     bf16, blocks of P = 16 in shuffled physical order (a real allocator)
-  impl=triton  kv=contiguous bf16, the [B, H_kv, S, D] cache viewed as one block per sequence
+  impl=triton  kv=contiguous bf16, the [B, H_kv, S, D] cache as it is (block_table=None: sequence b is block b)
   impl=triton  kv=contiguous fp8 e4m3 (per-head scales) and int8 (per-token scales)
   impl=sdpa-flash / sdpa-cudnn  kv=contiguous bf16
   impl=copy-same-bytes  kv=contiguous: a plain copy of the bf16 rows' bytes (_common.copy_same_bytes),
@@ -116,8 +116,8 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
             k = torch.randn(B, H_kv, L, D, device=device, dtype=dtype, generator=gen)
             v = torch.randn(B, H_kv, L, D, device=device, dtype=dtype, generator=gen)
             lens = torch.full((B,), L, dtype=torch.int32, device=device)
-            contiguous = paged_from_contiguous(k, v, lens)  # zero-copy: one block of P = L per sequence
-            ref = decode_reference(q[:1], k[:1], v[:1], contiguous.block_table[:1], lens[:1])  # [1, H, D] float64
+            contiguous = paged_from_contiguous(k, v, lens)  # zero-copy: one block of P = L per sequence, no block table
+            ref = decode_reference(q[:1], k[:1], v[:1], None, lens[:1])  # [1, H, D] float64
             method = "max|out-ref|/max|ref| vs float64 reference on the benchmark inputs (sequence 0)"
             cost = lambda kv_bytes, scale_bytes=0: dict(
                 flops=flops(H, D, B * L),
@@ -151,11 +151,10 @@ def run(rec: Recorder, device: torch.device, size: str) -> None:
                 with rec.point(impl="triton", kv="contiguous", page_size=L, kv_dtype=name, scale=f"per {per}"):
                     kq, ks = quantize_kv(k, qdtype, per, KVLayout.HND)  # [B, H_kv, L, D] is HND with P = L
                     vq, vs = quantize_kv(v, qdtype, per, KVLayout.HND)
-                    table = contiguous.block_table
-                    fn = lambda: paged_decode_attention(q, kq, vq, table, lens, k_scale=ks, v_scale=vs, out=out)
+                    fn = lambda: paged_decode_attention(q, kq, vq, None, lens, k_scale=ks, v_scale=vs, out=out)
                     o = fn()
                     sl = (lambda s: s[:1]) if per == "token" else (lambda s: s)
-                    ref_q = decode_reference(q[:1], kq[:1], vq[:1], table[:1], lens[:1], k_scale=sl(ks), v_scale=sl(vs))
+                    ref_q = decode_reference(q[:1], kq[:1], vq[:1], None, lens[:1], k_scale=sl(ks), v_scale=sl(vs))
                     rec.metric("max_rel_err", _rel_err(o, ref_q), "", method=method + ", dequantized values")
                     rec.metric("max_rel_err_vs_unquantized_kv", _rel_err(o, ref), "", method=method + ", vs the unquantized cache")
                     _time(rec, [fn], measure, cost(kq.element_size(), 4 if per == "token" else 0))

@@ -62,6 +62,28 @@ CASES = [  # B, H, H_kv, S, D, block_size (None: contiguous view), layout, seq_l
 ]
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "two-kernel"])
+@pytest.mark.parametrize("layout", list(KVLayout), ids=lambda l: l.name)
+def test_without_a_table(layout, fused):
+    # block_table=None: sequence b is block b of a cache of more blocks than sequences, NaN past
+    # each length; an empty sequence, a one-key one and one past the capacity (clamped); float and
+    # int8 per token
+    B, H, H_kv, S, D, lens = 4, 8, 2, 45, 64, [45, 0, 1, 80]
+    q, k, v = make(B, H, H_kv, S, D, torch.float32, seed=31)
+    kc, vc = (torch.full((B + 1, H_kv, S, D), float("nan"), device=DEVICE) for _ in range(2))
+    for b, L in enumerate(lens):
+        kc[b, :, :L], vc[b, :, :L] = k[b, :, :L], v[b, :, :L]
+    if layout is KVLayout.NHD:
+        kc, vc = kc.transpose(1, 2).contiguous(), vc.transpose(1, 2).contiguous()  # [N, S, H_kv, D]
+    lens = torch.tensor(lens, dtype=torch.int32, device=DEVICE)
+    paged = ad.PagedKV(kc, vc, None, lens, layout)
+    assert paged.capacity == S
+    check(q, paged, num_splits=3, fused_merge=fused)
+    kq, ks = quantize_kv(kc.nan_to_num(), torch.int8, "token", layout)
+    vq, vs = quantize_kv(vc.nan_to_num(), torch.int8, "token", layout)
+    check(q, paged, k_scale=ks, v_scale=vs, k_cache=kq, v_cache=vq, num_splits=2, fused_merge=fused)
+
+
 @pytest.mark.parametrize("splits", [1, 3])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}H{}Hkv{}S{}D{}P{}{}".format(*c[:6], c[6].name))
 def test_matches_reference(case, splits):
@@ -174,7 +196,7 @@ def test_decode_plan_is_what_the_launcher_runs(monkeypatch, P, config, splits):
     paged = paged_from_contiguous(k, v, block_size=P, shuffle=P is not None)
     launched = _record_launches(monkeypatch, 4)  # the CPU's stand-in count
     check(q, paged, config=config)
-    capacity = paged.block_table.shape[1] * paged.block_size
+    capacity = paged.capacity
     plan = ad.decode_plan(1, 1, capacity, 64, 4, q.device, paged=P is not None, block_size=paged.block_size, config=config)
     assert [run[:2] for run in launched] == [plan] and plan[0] == splits
 
@@ -389,6 +411,8 @@ def test_launcher_errors_name_the_argument(monkeypatch):
         (dict(v_cache=p.v_cache[:, :, :8]), "v_cache must match k_cache"),
         (dict(q=make(2, 3, 3, 32, 64, torch.float16, 0)[0]), "k_cache has 2 KV heads (HND layout); q's 3 heads"),
         (dict(block_table=p.block_table.long()), "block_table must be int32"),
+        (dict(block_table=p.block_table.tolist()), "block_table must be a torch.Tensor (or None for a contiguous cache)"),
+        (dict(block_table=None, k_cache=p.k_cache[:1], v_cache=p.v_cache[:1]), "k_cache holds 1 blocks; without a block table"),
         (dict(seq_lens=p.seq_lens[:1]), "seq_lens must be int32 [B=2]"),
         (dict(k_cache=kq, v_cache=kq), "k_scale is required for a torch.float8_e4m3fn cache"),
         (dict(k_cache=kq, v_cache=kq, k_scale=ks, v_scale=torch.ones(3, device=DEVICE)), "v_scale must be a scalar, [2] (per head)"),

@@ -46,6 +46,8 @@ def test_plan_follows_the_work_an_sm_gets():
         hopper.PersistentPlan(1, 1, 4, 4)  # no load ahead: the kernel would wait on an item's query rows before asking for them
     with pytest.raises(ValueError, match="2 <= stages <= chunk_tiles \\+ 1"):
         hopper.PersistentPlan(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="warps 4 or 8"):
+        hopper.PersistentPlan(1, 2, 4, 4, warps=6)
 
 
 def test_unsupported_names_what_a_call_lacks():
@@ -74,6 +76,9 @@ def test_unsupported_names_what_a_call_lacks():
     with pytest.raises(ValueError, match="covers 128 keys a sequence, fewer than the block table's 200"):
         hopper.decode_persistent(q, bf(2, 2, 200, 64), bf(2, 2, 200, 64), table, torch.tensor([5, 5], dtype=torch.int32), 0.1,
                                  torch.empty_like(q), hopper.PersistentPlan(1, 2, 1, 4))
+    with pytest.raises(ValueError, match="two warpgroups need D = 128 .*, got D = 64"):
+        hopper.decode_persistent(q, k, k, table, torch.tensor([5, 5], dtype=torch.int32), 0.1, torch.empty_like(q),
+                                 hopper.PersistentPlan(1, 2, 1, 4, warps=8))
 
 
 def test_launcher_says_why_it_cannot_take_the_persistent_kernel():
@@ -153,6 +158,43 @@ def test_every_item_size_and_grid(C, stages, programs, D, dtype):
     q, k, v, table, lens = _cache(B, H, H_kv, S, D, [1500, 611, 130], dtype, seed=10 * C + stages)
     tiles = ad._cdiv(S, hopper.BLOCK_N)
     _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs), scale=0.3)
+
+
+@needs_sm90
+@pytest.mark.parametrize("C,stages,programs", [(1, 2, 5), (2, 2, 132), (3, 3, 2), (4, 3, 64)])
+@pytest.mark.parametrize("block", [None, 16, 256], ids=["one-block", "P16", "P256"])
+def test_two_warpgroups(C, stages, programs, block):
+    # D = 128 at 8 warps: each warpgroup takes 64 of the keys of sᵀ and 64 of the dims of accᵀ, and
+    # the softmax's max crosses both; G = 4 and 8, partial last tiles, a one-key and an empty sequence
+    for B, H, H_kv, S, lens, dtype in ((3, 32, 8, 1500, [1500, 1, 0], torch.bfloat16), (2, 8, 1, 700, [700, 129], torch.float16)):
+        seed = 10 * C + stages + H
+        q, k, v, table, lens = _cache(B, H, H_kv, S, 128, lens, dtype, seed) if block is None else \
+            _paged(B, H, H_kv, S, 128, block, lens, dtype, seed)
+        tiles = ad._cdiv(table.shape[1] * k.shape[2], hopper.BLOCK_N)
+        _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs, warps=8), scale=0.3)
+
+
+@needs_sm90
+@pytest.mark.parametrize("C,stages,programs", [(1, 2, 5), (2, 2, 132), (3, 3, 2), (4, 3, 64)])
+@pytest.mark.parametrize("D,dtype", [(128, torch.bfloat16), (64, torch.float16)], ids=["D128-bf16", "D64-fp16"])
+def test_without_a_table(C, stages, programs, D, dtype):
+    # block_table=None: sequence b is block b of the cache. Its first tiles are loaded before its
+    # length is read, as live up to the capacity: NaN rows past a length, an empty sequence, a
+    # one-key one, a length past the capacity, and more blocks than sequences
+    B, H, H_kv, S, lens = 4, 12, 3, 700, [700, 0, 1, 5000]
+    g = torch.Generator().manual_seed(C + stages + D)
+    q = torch.randn(B, H, D, generator=g).to("cuda", dtype)
+    k, v = (torch.full((B + 1, H_kv, S, D), float("nan"), dtype=dtype, device="cuda") for _ in range(2))
+    for b, L in enumerate(lens):
+        L = min(L, S)
+        k[b, :, :L], v[b, :, :L] = (torch.randn(H_kv, L, D, generator=g).to("cuda", dtype) for _ in range(2))
+    lens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    identity = torch.arange(B, dtype=torch.int32, device="cuda")[:, None]
+    plan = hopper.PersistentPlan(C, stages, ad._cdiv(ad._cdiv(S, hopper.BLOCK_N), C), programs)
+    out = hopper.decode_persistent(q, k, v, None, lens, 0.3, torch.full_like(q, float("nan")), plan)
+    ref = decode_reference(q, k, v, identity, lens, scale=0.3)
+    assert not torch.isnan(out).any(), "unwritten or NaN outputs"
+    torch.testing.assert_close(out.double(), ref, atol=TOL[dtype], rtol=TOL[dtype])
 
 
 @needs_sm90
