@@ -34,6 +34,15 @@ contiguous bf16 cache; results/baselines/README.md, "Decode, session 19"): B = 1
 only in calls captured into a CUDA graph: its launch costs more host time than the split kernel's.
 Reading the block table and seq_lens before the first load costs ~0.5 µs against the probe, which
 took one L for every sequence (13.62 against 13.07 µs at 32/8, 8K, experiments/probes/decode_dispatch.py).
+A contiguous cache needs no table (block_table=None: sequence b is block b), and then the first
+loads are issued before seq_lens arrives, as live up to the capacity (session 22, H200: 0.06-0.31
+µs faster than the same plan reading a table of one column at 7 of 8 shapes, 0.06 slower at 32/8
+16K; B = 1 32/8 8K 13.27 against 13.58, 9/3 32K 11.17 against 11.47).
+
+Two warpgroups (8 warps at D = 128, each taking 64 of the 128 rows of both products: half the
+wgmma instructions a thread, 113 registers against 178) were correct and no faster at any item
+size (session 22, H200: B = 1 32/8 8K c2s2 13.22 against 13.28 µs; at 1K-32K and B = 2-16 the
+best w8 item within -0.5 to +3 % of the best 4-warp one; commit 2e45683): the latency of a tile's math is not what keeps batch 1 from the copy.
 
 Paged blocks of whole tiles cost nothing against the contiguous view (session 20, blocks of 128
 and 256 keys at B = 1: 1-18 % faster than the split kernel's walk on an H200 and an H100; 8K, 32/8
@@ -41,7 +50,7 @@ heads: 13.68 µs against 14.54, the contiguous view 13.43).
 
 What it takes (`unsupported` names what a call lacks): an sm_90 GPU, a bf16/fp16 cache of q's
 dtype (no fp8/int8 scales), HND layout with blocks of 16, 32, 64 or a multiple of 128 keys, or
-viewed as one block per sequence (the contiguous cache: a block table of one column, any length),
+one block per sequence (a block table of one column, or none: the contiguous cache, any length),
 each block's [P, D] rows dense (any block and head strides: a slice of a longer buffer, or
 head-major blocks), G = H / H_kv <= 8, D = 64 or 128, contiguous q. Gluon does not run under
 TRITON_INTERPRET, so its tests need the GPU (tests/kernels/test_attention_decode_hopper.py).
@@ -115,16 +124,14 @@ class PersistentPlan:
     stages: int
     n_chunks: int
     programs: int
-    warps: int = 4
 
     def __post_init__(self):
-        if not (self.chunk_tiles >= 1 and 2 <= self.stages <= self.chunk_tiles + 1 and self.n_chunks >= 1 and self.programs >= 1
-                and self.warps in (4, 8)):
+        if not (self.chunk_tiles >= 1 and 2 <= self.stages <= self.chunk_tiles + 1 and self.n_chunks >= 1 and self.programs >= 1):
             raise ValueError(f"PersistentPlan: needs chunk_tiles >= 1, 2 <= stages <= chunk_tiles + 1 (the loads run at most one "
-                             f"item ahead), n_chunks >= 1, programs >= 1 and warps 4 or 8; got {self!r}")
+                             f"item ahead), n_chunks >= 1 and programs >= 1; got {self!r}")
 
     def __str__(self) -> str:
-        return f"persistent c{self.chunk_tiles}s{self.stages}x{self.programs}" + ("w8" if self.warps == 8 else "")
+        return f"persistent c{self.chunk_tiles}s{self.stages}x{self.programs}"
 
 
 @functools.lru_cache(maxsize=4096)  # a decode loop asks the same thing every step
@@ -151,12 +158,12 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
     return sized_plan(max([C for C in tied if busiest[C] >= MIN_ITEMS[D]] or tied), B, H_kv, capacity, sms)
 
 
-def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int, per_sm: int = 1, warps: int = 4) -> PersistentPlan:
+def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int, per_sm: int = 1) -> PersistentPlan:
     """The plan at item size C and per_sm programs an SM (what `plan` settles on, and what a sweep
     of item sizes times): 2 stages up to C = 2 or with two programs an SM, 3 otherwise; one
     program per item up to per_sm an SM."""
     n_chunks = ad._cdiv(ad._cdiv(max(capacity, 1), BLOCK_N), C)
-    return PersistentPlan(C, 2 if C <= 2 or per_sm > 1 else 3, n_chunks, min(B * H_kv * n_chunks, per_sm * sms), warps)
+    return PersistentPlan(C, 2 if C <= 2 or per_sm > 1 else 3, n_chunks, min(B * H_kv * n_chunks, per_sm * sms))
 
 
 def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
@@ -239,10 +246,9 @@ def _barriers(n: gl.constexpr):
 
 
 @gluon.constexpr_function
-def _wgmma_layout(n, warps=4):
-    """The wgmma accumulator layout of n columns over `warps` warps: one warpgroup, or with 8 two,
-    each taking 64 of the rows (so a product of M = 128 rows is two of 64 side by side)."""
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, n, 16])
+def _wgmma_layout(n):
+    """One warpgroup's wgmma accumulator layout, n columns."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
 
 
 @gluon.jit
@@ -391,7 +397,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     D: gl.constexpr = k_desc.block_type.shape[1]
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
     gl.static_assert(TILES >= STAGES - 1, "the loads run at most one item ahead")
-    gl.static_assert(num_warps == 4 or (num_warps == 8 and D == BLOCK_N), "one warpgroup, or two where both products have M = 128")
+    gl.static_assert(num_warps == 4, "one warpgroup")
     gl.static_assert(PAGES * PAGE == BLOCK_N, "boxes tile a tile")
     pid = gl.program_id(0)
     programs = gl.num_programs(0)
@@ -403,7 +409,7 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     p_s = gl.allocate_shared_memory(q_desc.dtype, [ROWS, BLOCK_N], gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_N], q_desc.dtype))
     ready = _barriers(STAGES)  # a K/V stage's tiles have landed
     q_ready = _barriers(2)  # an item's query rows have landed
-    s_layout: gl.constexpr = _wgmma_layout(ROWS, num_warps)
+    s_layout: gl.constexpr = _wgmma_layout(ROWS)
 
     # seq_lens are read one item before that item's loads are issued, block table entries one
     # tile before: a table read on the way to a load would stall the stream for an L2 round trip
@@ -483,9 +489,6 @@ def decode_persistent(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     if plan_.n_chunks * plan_.chunk_tiles * BLOCK_N < capacity:
         raise ValueError(f"decode_persistent: {plan_!r} covers {plan_.n_chunks * plan_.chunk_tiles * BLOCK_N} keys a sequence, "
                          f"fewer than the block table's {capacity}")
-    if plan_.warps == 8 and q.shape[-1] != BLOCK_N:
-        raise ValueError(f"decode_persistent: {plan_!r}: two warpgroups need D = {BLOCK_N} (64 rows each of accᵀ's D), "
-                         f"got D = {q.shape[-1]}")
     why = unsupported(q, k_cache, v_cache, block_table, ad.KVLayout.HND, k_cache.dtype != q.dtype)
     if why is not None:
         raise ValueError(f"decode_persistent: the kernel {why}")
@@ -517,7 +520,7 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     ints = (table.stride(0), H_kv, s[0] // D, s[1] // D, P, cols * P, splits, B * H_kv * splits, H // H_kv, ml_stride)
     if warm_only:
         # what Triton specializes a variant on: ints == 1 or % 16, pointer alignment, the descriptors' types and sizes
-        key = (q.device, q.dtype, D, page, cols == 1, block_table is None, plan_.chunk_tiles, plan_.stages, plan_.warps,
+        key = (q.device, q.dtype, D, page, cols == 1, block_table is None, plan_.chunk_tiles, plan_.stages,
                *((v == 1, v % 16 == 0) for v in (*ints, _span_rows(k_cache), B * H)),
                table.data_ptr() % 16 == 0, seq_lens.data_ptr() % 16 == 0, out.stride(0) % 16 == 0, out.stride(1) % 16 == 0)
         if key in _LOADED:
@@ -530,7 +533,7 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     po, pm, pl, _ = ad.partials_buffer(B * H, splits, D, q.device)
     args = (q_desc, k_desc, v_desc, table, seq_lens, po, pm, pl, *ints, scale * ad.LOG2E)
     meta = dict(BLOCK_N=BLOCK_N, ONE_BLOCK=cols == 1, NO_TABLE=block_table is None, TILES=plan_.chunk_tiles, STAGES=plan_.stages,
-                num_warps=plan_.warps)
+                num_warps=4)
     grid = (plan_.programs,)
     if warm_only:
         _decode_persistent.warmup(*args, grid=grid, **meta)._init_handles()

@@ -14,7 +14,6 @@ interleaved rounds. Needs an sm_90 GPU:
     python experiments/probes/decode_dispatch.py [--probe] [--block P] [B,H,H_kv,L ...]
 """
 import os, statistics, sys, time
-from dataclasses import replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 
 import torch
@@ -54,10 +53,6 @@ def main(argv):
             two = hopper.sized_plan(C, B, H_kv, capacity, sms, per_sm=2)
             if D == hopper.TWO_PER_SM_D and two.programs > sms:  # two programs an SM
                 variants[f"c{C}s{two.stages}x2"] = dict(plan_=two)
-            if D == hopper.BLOCK_N:  # two warpgroups, each 64 of a product's 128 rows (and at C = 2 three stages too)
-                variants[f"c{p.chunk_tiles}s{p.stages}w8"] = dict(plan_=replace(p, warps=8))
-                if C == 2:
-                    variants["c2s3w8"] = dict(plan_=replace(p, stages=3, warps=8))
 
         if block is None and rule is not None:  # the contiguous cache read through a table of one column (sequence b is block b)
             identity = {id(c): torch.arange(B, dtype=torch.int32, device=c.k_cache.device)[:, None] for c in case.caches}

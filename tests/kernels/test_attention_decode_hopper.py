@@ -46,8 +46,6 @@ def test_plan_follows_the_work_an_sm_gets():
         hopper.PersistentPlan(1, 1, 4, 4)  # no load ahead: the kernel would wait on an item's query rows before asking for them
     with pytest.raises(ValueError, match="2 <= stages <= chunk_tiles \\+ 1"):
         hopper.PersistentPlan(1, 3, 4, 4)
-    with pytest.raises(ValueError, match="warps 4 or 8"):
-        hopper.PersistentPlan(1, 2, 4, 4, warps=6)
 
 
 def test_unsupported_names_what_a_call_lacks():
@@ -76,9 +74,6 @@ def test_unsupported_names_what_a_call_lacks():
     with pytest.raises(ValueError, match="covers 128 keys a sequence, fewer than the block table's 200"):
         hopper.decode_persistent(q, bf(2, 2, 200, 64), bf(2, 2, 200, 64), table, torch.tensor([5, 5], dtype=torch.int32), 0.1,
                                  torch.empty_like(q), hopper.PersistentPlan(1, 2, 1, 4))
-    with pytest.raises(ValueError, match="two warpgroups need D = 128 .*, got D = 64"):
-        hopper.decode_persistent(q, k, k, table, torch.tensor([5, 5], dtype=torch.int32), 0.1, torch.empty_like(q),
-                                 hopper.PersistentPlan(1, 2, 1, 4, warps=8))
 
 
 def test_launcher_says_why_it_cannot_take_the_persistent_kernel():
@@ -158,20 +153,6 @@ def test_every_item_size_and_grid(C, stages, programs, D, dtype):
     q, k, v, table, lens = _cache(B, H, H_kv, S, D, [1500, 611, 130], dtype, seed=10 * C + stages)
     tiles = ad._cdiv(S, hopper.BLOCK_N)
     _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs), scale=0.3)
-
-
-@needs_sm90
-@pytest.mark.parametrize("C,stages,programs", [(1, 2, 5), (2, 2, 132), (3, 3, 2), (4, 3, 64)])
-@pytest.mark.parametrize("block", [None, 16, 256], ids=["one-block", "P16", "P256"])
-def test_two_warpgroups(C, stages, programs, block):
-    # D = 128 at 8 warps: each warpgroup takes 64 of the keys of sᵀ and 64 of the dims of accᵀ, and
-    # the softmax's max crosses both; G = 4 and 8, partial last tiles, a one-key and an empty sequence
-    for B, H, H_kv, S, lens, dtype in ((3, 32, 8, 1500, [1500, 1, 0], torch.bfloat16), (2, 8, 1, 700, [700, 129], torch.float16)):
-        seed = 10 * C + stages + H
-        q, k, v, table, lens = _cache(B, H, H_kv, S, 128, lens, dtype, seed) if block is None else \
-            _paged(B, H, H_kv, S, 128, block, lens, dtype, seed)
-        tiles = ad._cdiv(table.shape[1] * k.shape[2], hopper.BLOCK_N)
-        _check(q, k, v, table, lens, plan=hopper.PersistentPlan(C, stages, ad._cdiv(tiles, C), programs, warps=8), scale=0.3)
 
 
 @needs_sm90
