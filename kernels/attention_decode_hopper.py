@@ -42,7 +42,8 @@ loads are issued before seq_lens arrives, as live up to the capacity (session 22
 Two warpgroups (8 warps at D = 128, each taking 64 of the 128 rows of both products: half the
 wgmma instructions a thread, 113 registers against 178) were correct and no faster at any item
 size (session 22, H200: B = 1 32/8 8K c2s2 13.22 against 13.28 µs; at 1K-32K and B = 2-16 the
-best w8 item within -0.5 to +3 % of the best 4-warp one; commit 2e45683): the latency of a tile's math is not what keeps batch 1 from the copy.
+best 8-warp item within -0.5 to +3 % of the best 4-warp one; commit 2e45683): the latency of a
+tile's math is not what keeps batch 1 from the copy.
 
 Paged blocks of whole tiles cost nothing against the contiguous view (session 20, blocks of 128
 and 256 keys at B = 1: 1-18 % faster than the split kernel's walk on an H200 and an H100; 8K, 32/8
@@ -176,7 +177,7 @@ def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, b
     box = box_keys(block_table, P)
     if layout is not ad.KVLayout.HND or BLOCK_N % box or box < MIN_BLOCK:
         return (f"needs the HND layout, and blocks of a multiple of {BLOCK_N} keys, of a power of two from {MIN_BLOCK} to "
-                f"{BLOCK_N // 2}, or one block per sequence (a block table of one column); got {layout.name} with "
+                f"{BLOCK_N // 2}, or one block per sequence (a block table of one column, or none); got {layout.name} with "
                 f"{ad.table_columns(block_table)} blocks of {P} keys per sequence")
     if q.dtype not in DTYPES or quantized:
         return f"needs a bfloat16/float16 cache of q's dtype, without scales; got q {q.dtype}, cache {k_cache.dtype}"
@@ -414,11 +415,13 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     # seq_lens are read one item before that item's loads are issued, block table entries one
     # tile before: a table read on the way to a load would stall the stream for an L2 round trip
     cur = pid
-    cur_L, cur_at = _locate(cur, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK, NO_TABLE)
-    nxt_L, nxt_at = _locate(cur + programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK, NO_TABLE)
+    cur_L, cur_at = _locate(cur, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK,
+                            NO_TABLE)
+    nxt_L, nxt_at = _locate(cur + programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total,
+                            ONE_BLOCK, NO_TABLE)
     key_c = (cur % n_chunks) * TILES * BLOCK_N  # the current item's first key
     key_n = ((cur + programs) % n_chunks) * TILES * BLOCK_N
-    if NO_TABLE:  # the first loads need no read: taken as live up to the capacity (rows past L are masked), issued while L loads
+    if NO_TABLE:  # the first loads need no read: live up to the capacity (rows past L are masked), issued while L loads
         first_L = capacity * (cur < total).to(gl.int32)
     else:
         first_L = cur_L
