@@ -167,7 +167,7 @@ def sized_plan(C: int, B: int, H_kv: int, capacity: int, sms: int, per_sm: int =
     return PersistentPlan(C, 2 if C <= 2 or per_sm > 1 else 3, n_chunks, min(B * H_kv * n_chunks, per_sm * sms))
 
 
-def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+def unsupported(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor | None,
                 layout: ad.KVLayout, quantized: bool) -> str | None:
     """Why this (validated) call cannot take the kernel, or None where it can. Cheapest checks
     first: every decode call on a GPU asks."""
@@ -323,16 +323,18 @@ def _store_partial_t(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, 
 def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK: gl.constexpr,
             NO_TABLE: gl.constexpr):
     """(keys, base) of item's (sequence, KV head), its length clamped to the capacity, 0 keys past
-    the last item. base: with ONE_BLOCK (one block a sequence) the cache row of its key 0, read
-    here, an item before its loads; else (its block table row's offset, its KV head's row in a
+    the last item. base: with ONE_BLOCK (one block a sequence) the cache row of its key 0, its
+    block read here, an item before its loads (NO_TABLE: sequence b is block b, nothing read); else (its block table row's offset, its KV head's row in a
     block), for `_tile_rows`, which reads the table a tile before each tile's loads."""
     pair = gl.minimum(item, total - 1) // n_chunks
     b = pair // H_kv
     L = gl.minimum(gl.load(LENS + b), capacity) * (item < total).to(gl.int32)
-    if NO_TABLE:  # sequence b is block b: no table
-        return L, b * block_rows + (pair % H_kv) * head_rows
-    elif ONE_BLOCK:  # one table read an item: a read a tile cost 2-6 % at D = 64 (results/baselines/README.md, "Decode, session 20")
-        return L, gl.load(BT + b * bt_stride) * block_rows + (pair % H_kv) * head_rows
+    if ONE_BLOCK:
+        if NO_TABLE:
+            blk = b
+        else:  # one table read an item: a read a tile cost 2-6 % at D = 64 (results/baselines/README.md, "Decode, session 20")
+            blk = gl.load(BT + b * bt_stride)
+        return L, blk * block_rows + (pair % H_kv) * head_rows
     else:
         return L, (b * bt_stride, (pair % H_kv) * head_rows)
 
@@ -482,10 +484,10 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
 # ---------------------------------------------------------------------------------------------
 # Launcher (called by kernels.attention_decode.paged_decode_attention, which validated the inputs)
 # ---------------------------------------------------------------------------------------------
-def decode_persistent(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+def decode_persistent(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor | None,
                       seq_lens: torch.Tensor, scale: float, out: torch.Tensor, plan_: PersistentPlan) -> torch.Tensor:
     """o into `out` of one query per sequence (q [B, H, D]) over an HND cache [N, H_kv, P, D] and its
-    block table: the persistent kernel under `plan_` (any plan whose items cover the table's
+    block table (None: sequence b is block b): the persistent kernel under `plan_` (any plan whose items cover the table's
     max_blocks · P keys), then the split kernel's merge. paged_decode_attention validates the rest
     of its inputs."""
     capacity = ad.table_columns(block_table) * k_cache.shape[2]
@@ -502,7 +504,6 @@ def box_keys(block_table: torch.Tensor | None, block: int) -> int:
     """Keys a TMA box loads: a tile (BLOCK_N) where a block holds whole tiles or a sequence is one
     block (the box may run past it: those keys are masked), else one block of a tile's BLOCK_N // block."""
     return BLOCK_N if ad.table_columns(block_table) == 1 or block % BLOCK_N == 0 else block
-
 
 
 _LOADED: set = set()  # the kernel variants compiled and loaded by warm_only calls
