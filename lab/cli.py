@@ -16,7 +16,7 @@ USAGE = """python -m lab <command> …
         render one HTML report from run directories or results.parquet files
   check --baseline results/baselines/<device>/<experiment> [--run RUN_DIR] [overrides …]
         compare a run (or a fresh run of the baseline's experiment) with the committed baseline;
-        exits 1 on a regression
+        exits 1 on a regression (a fresh run's latency regressions must show again in a second run)
   baseline RUN_DIR --to results/baselines/<device>/<experiment> [--overwrite]
         make a finished run the committed baseline (its tables, provenance and report)
 """
@@ -117,13 +117,17 @@ def cmd_check(args: list[str]) -> int:
     if not baseline.is_dir():
         raise LabError(f"--baseline {ns.baseline!r}: no such directory; baselines live in results/baselines/<device>/<experiment>")
     run_dir = Path(ns.run) if ns.run else None
+    measure_again = None  # a finished run given by --run cannot be measured again
     if run_dir is None:
         overrides = baseline_overrides(baseline) + ns.overrides
         print(f"[lab] running {' '.join(overrides)} to compare with {baseline}", file=sys.stderr)
         run_dir = runner.run(overrides, multirun=True, quiet=False)
+        # a fresh run directory: the same run_id would find every point finished and skip it
+        again = [o for o in overrides if not o.lstrip("+").startswith("run_id=")] + [f"run_id={run_dir.name}-again"]
+        measure_again = lambda: runner.run(again, multirun=True, quiet=False)
     elif not run_dir.exists():
         raise LabError(f"--run {ns.run!r}: no such run directory")
-    return check_main(baseline, run_dir)
+    return check_main(baseline, run_dir, measure_again)
 
 
 def cmd_baseline(args: list[str]) -> int:

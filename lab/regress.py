@@ -20,15 +20,26 @@ Baseline on another device (a committed CPU baseline, compared on whatever CPU C
 a different machine is uniformly faster or slower, so with `cross_device: normalize` (default)
 every latency ratio is divided by the median ratio over all latency points (the machine factor)
 before the per-point test; a kernel that got 2x slower relative to the rest still stands out. The
-machine factor itself is flagged only beyond `max_machine_slowdown` (default 3x). With fewer than
+machine factor itself is flagged only beyond `max_machine_slowdown` (default 3x). A CPU baseline
+is normalized on the same model of CPU too (`normalize_same_cpu`, default true): a shared runner
+is uniformly slower while its neighbours are busy (CI's run of session 22's submission read every
+point 1.1-1.6x its baseline, unnormalized, and failed on one). What that gives up: a change that
+slows every CPU point alike by less than `max_machine_slowdown` passes the CPU gate; a CUDA
+baseline on the same GPU model is never normalized, so the GPU gates still catch it. With fewer than
 `min_points_to_normalize` latency points there is nothing to normalize by, and each raw ratio is
 held to `max_machine_slowdown` instead.
+
+A latency verdict rests on one run of a shared machine, whose jitter can put one point past the
+limit with a significant test (a 16-token prefill on a 2-core runner). `lab check` run without
+`--run` therefore measures again when the only failures are latency ones, and a point regresses
+only when the second, independent run flags it too (`confirm_runs`, default 1; 0 turns it off).
+Noise that crosses the limit once rarely crosses it twice; a real 2x slowdown does every time.
 
 Defaults (DEFAULTS below): `max_slowdown` 1.5 for a CPU baseline (shared CI runners jitter by tens
 of percent between runs, and a 2x slowdown must still be caught), 1.15 for a CUDA baseline;
 alpha 0.01. Override per baseline in `tolerances.yaml` (or `.json`) beside it:
 
-    performance: {max_slowdown: 1.3, alpha: 0.01, cross_device: normalize}
+    performance: {max_slowdown: 1.3, alpha: 0.01, cross_device: normalize, confirm_runs: 1}
     quality: {perplexity: {rel: 0.005}, max_rel_err: {abs: 1.0e-3}}
     memory: {rel: 0.05}
     fail_on_missing: true
@@ -38,8 +49,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -57,7 +69,9 @@ DEFAULTS: dict[str, Any] = {
         "cross_device": "normalize",  # or "raw"
         "max_machine_slowdown": 3.0,
         "min_points_to_normalize": 4,
+        "normalize_same_cpu": True,
         "bootstrap": 2000,
+        "confirm_runs": 1,
     },
     "quality": {
         "default": {"rel": 0.02, "abs": 1e-6},
@@ -179,7 +193,10 @@ def compare(baseline: Any, candidate: Any, tolerances: dict[str, Any] | None = N
     perf = dict(tol["performance"])
     if perf.get("max_slowdown") is None:
         perf["max_slowdown"] = perf["max_slowdown_cuda"] if btype == "cuda" else perf["max_slowdown_cpu"]
-    cross = bdev is not None and cdev is not None and bdev != cdev
+    # normalize by the machine factor: across devices, and on a CPU (a shared host's load)
+    other = bdev is not None and cdev is not None and bdev != cdev
+    normalize = other or (bdev is not None and btype == "cpu" and perf["normalize_same_cpu"])
+    why = "different device" if other else "same CPU model: the host's load"
 
     b = br.assign(_k=_keyed(br, keys)).drop_duplicates("_k").set_index("_k")
     c = cr.assign(_k=_keyed(cr, keys)).drop_duplicates("_k").set_index("_k")
@@ -218,21 +235,21 @@ def compare(baseline: Any, candidate: Any, tolerances: dict[str, Any] | None = N
             continue  # tflops, GB/s, tok/s, roofline fraction: the latency test already covers them
         rows.append(out)
 
-    # Latency: per-point ratios, normalized by the machine factor across devices.
+    # Latency: per-point ratios, normalized by the machine factor.
     raw = {k: float(np.median(csamp[k]) / np.median(bsamp[k])) for k in perf_keys}
     factor, limit, note = 1.0, perf["max_slowdown"], ""
     machine_row = None
-    if cross and perf["cross_device"] == "normalize" and raw:
+    if normalize and perf["cross_device"] == "normalize" and raw:
         if len(raw) >= perf["min_points_to_normalize"]:
             factor = float(np.median(list(raw.values())))
             note = f"normalized by the machine factor {factor:.3g} ({cdev} vs {bdev})"
             verdict = "regression" if factor > perf["max_machine_slowdown"] else "pass"
             machine_row = {"verdict": verdict, "check": "machine", "scenario": "", "point": f"{cdev} vs {bdev}",
                            "metric": "median latency ratio over all points", "baseline": 1.0, "candidate": factor,
-                           "ratio": factor, "note": f"different device; limit {perf['max_machine_slowdown']}x"}
-        else:
+                           "ratio": factor, "note": f"{why}; limit {perf['max_machine_slowdown']}x"}
+        elif other:  # on the same CPU, too few points keep the usual limit
             limit = perf["max_machine_slowdown"]
-            note = f"different device ({cdev} vs {bdev}) and too few points to normalize: held to {limit}x"
+            note = f"{why} ({cdev} vs {bdev}) and too few points to normalize: held to {limit}x"
     by_key = {r["_k"]: r for r in rows}
     for k in perf_keys:
         cand = np.asarray(csamp[k]) / factor
@@ -399,9 +416,34 @@ def save_baseline(run_dir: str | Path, baseline_dir: str | Path, *, overwrite: b
     return baseline_dir
 
 
-def check_main(baseline_dir: str | Path, candidate_dir: str | Path | None) -> int:
+def confirm(first: pd.DataFrame, again: pd.DataFrame) -> pd.DataFrame:
+    """`first` with each latency (or machine) regression kept only where `again`, the table of an
+    independent re-measurement against the same baseline, flags the same point and metric too;
+    the others become passes whose note gives both ratios."""
+    key = lambda t: t.scenario.astype(str) + "\x1f" + t.point.astype(str) + "\x1f" + t.metric.astype(str)
+    ratio_again = dict(zip(key(again), again.ratio))
+    flagged_again = set(key(again)[again.verdict == "regression"])
+    out = first.copy()
+    for i in out.index[out.verdict.eq("regression") & out.check.isin(["latency", "machine"])]:
+        k = key(out.loc[[i]]).iloc[0]
+        both = f"{out.at[i, 'ratio']:.3g}x, then {ratio_again.get(k, math.nan):.3g}x when measured again"
+        if k in flagged_again:
+            out.at[i, "note"] = f"confirmed: {both}"
+        else:
+            out.at[i, "verdict"] = "pass"
+            out.at[i, "note"] = f"not confirmed: {both}"
+    return out
+
+
+def _failures(table: pd.DataFrame, tol: dict) -> pd.Series:
+    return table.verdict.isin(["regression", "failed"] + (["missing"] if tol.get("fail_on_missing", True) else []))
+
+
+def check_main(baseline_dir: str | Path, candidate_dir: str | Path | None, measure_again: Callable[[], Path] | None = None) -> int:
     """`python -m lab check`: compare a finished run with the baseline; print the table; return 1
-    when anything regressed, failed or went missing, else 0."""
+    when anything regressed, failed or went missing, else 0. With `measure_again` (a function that
+    runs the experiment once more and returns its run directory), latency regressions must be
+    confirmed by `performance.confirm_runs` further runs."""
     from lab.store import load_results
 
     baseline_dir = Path(baseline_dir)
@@ -409,12 +451,22 @@ def check_main(baseline_dir: str | Path, candidate_dir: str | Path | None) -> in
         raise LabError("check needs a candidate run directory (python -m lab check --baseline DIR --run RUN_DIR)")
     tol = load_tolerances(baseline_dir)
     base = load_results(baseline_dir)
-    cand = load_results(candidate_dir)
-    table = compare(base, cand, tol)
-    fails = table.verdict.isin(["regression", "failed"] + (["missing"] if tol.get("fail_on_missing", True) else []))
+    table = compare(base, load_results(candidate_dir), tol)
     print(f"baseline:  {baseline_dir}")
     print(f"candidate: {candidate_dir}")
+    for n in range(int(tol["performance"].get("confirm_runs", 0)) if measure_again else 0):
+        fails = table[_failures(table, tol)]
+        timing = fails.check.isin(["latency", "machine"])
+        if not len(fails) or not timing.all():  # nothing to confirm, or a failure no rerun can clear
+            break
+        flagged = "; ".join(f"{r.scenario} {r.point} {r.metric} {r.ratio:.3g}x" for r in fails.itertuples())
+        print(f"[lab] slower than the limit: {flagged}. Measuring again ({n + 1}/{tol['performance']['confirm_runs']}) "
+              "to tell a real slowdown from the machine's jitter", file=sys.stderr, flush=True)
+        again = measure_again()
+        print(f"confirmation run: {again}")
+        table = confirm(table, compare(base, load_results(again), tol))
     print(format_table(table))
+    fails = _failures(table, tol)
     if fails.any():
         print(f"\nFAIL: {int(fails.sum())} regression(s) against {baseline_dir}")
         return 1

@@ -8,7 +8,7 @@ import pytest
 
 from lab.measure.timing import Timing
 from lab.records import Recorder
-from lab.regress import DEFAULTS, check_main, compare, load_tolerances, save_baseline
+from lab.regress import DEFAULTS, check_main, compare, confirm, load_tolerances, save_baseline
 from lab.store import RunStore, load_results
 
 VARIANTS = ("mha", "gqa", "mla", "sliding", "sinks", "alibi")
@@ -16,7 +16,7 @@ VARIANTS = ("mha", "gqa", "mla", "sliding", "sinks", "alibi")
 
 def fabricate(seed: int, slow: dict[str, float] | None = None, machine: float = 1.0, quality: dict[str, float] | None = None,
               drop: tuple[str, ...] = (), fail: tuple[str, ...] = (), n: int = 30, device: str = "cpu-A",
-              context_timed: float = 132.0):
+              context_timed: float = 132.0, device_type: str = "cpu"):
     """(results, samples, provenance) as load_results returns them. Latency samples are lognormal
     around a per-variant median with 15% spread (a noisy CPU), times `machine` and `slow[v]`."""
     rng = np.random.default_rng(seed)
@@ -37,7 +37,7 @@ def fabricate(seed: int, slow: dict[str, float] | None = None, machine: float = 
             rec.memory({"weights": 1 << 20, "kv_cache": (1 << 16) * (i + 1)})
     from lab.store import SAMPLE_COLUMNS, tidy_frame
 
-    prov = [{"device": {"name": device, "type": "cpu"}, "run_id": f"run{seed}"}]
+    prov = [{"device": {"name": device, "type": device_type}, "run_id": f"run{seed}"}]
     return tidy_frame(rec.rows), tidy_frame(rec.samples, SAMPLE_COLUMNS), prov
 
 
@@ -115,8 +115,15 @@ def test_another_machine_is_normalized_but_a_relative_slowdown_still_shows():
     # uniformly 5x slower is beyond what another machine explains
     t = compare(base, fabricate(3, machine=5.0, device="cpu-B"))
     assert t[t.check == "machine"].verdict.iloc[0] == "regression"
-    # the same 1.8x on the SAME device is a regression everywhere
-    assert set(verdicts(compare(base, fabricate(4, machine=1.8))).values()) == {"regression"}
+    # the same CPU model uniformly 1.8x slower is its host's load, not the code...
+    t = compare(base, fabricate(4, machine=1.8))
+    assert set(verdicts(t).values()) == {"pass"} and "load" in t[t.check == "machine"].note.iloc[0]
+    assert set(verdicts(compare(base, fabricate(4, machine=1.8, slow={"gqa": 2.0}))).values()) == {"pass", "regression"}
+    # ... unless told otherwise; and the same GPU model uniformly 1.8x slower regresses everywhere
+    assert set(verdicts(compare(base, fabricate(4, machine=1.8), {"performance": {"normalize_same_cpu": False}})).values()) == {"regression"}
+    gpu = fabricate(0, device="H200", device_type="cuda")
+    t = compare(gpu, fabricate(4, machine=1.8, device="H200", device_type="cuda"))
+    assert set(verdicts(t).values()) == {"regression"} and "machine" not in set(t.check)
 
 
 def _store(run_dir, data):
@@ -149,6 +156,37 @@ def test_check_main_end_to_end(tmp_path, capsys):
         check_main(base, bad)
     results, samples, provs = load_results(base)
     assert len(samples) == len(VARIANTS) * 30 and provs[0]["device"]["name"] == "cpu-A"
+
+
+def test_a_latency_regression_must_show_again_when_measured_again(tmp_path, capsys):
+    base = _store(tmp_path / "baselines" / "cpu" / "demo", fabricate(0))
+    jitter = _store(tmp_path / "results" / "demo" / "jitter", fabricate(1, slow={"mla": 2.5}))
+    quiet = _store(tmp_path / "results" / "demo" / "quiet", fabricate(2))
+    slow = _store(tmp_path / "results" / "demo" / "slow", fabricate(3, slow={"mla": 2.5}))
+    calls = []
+
+    def again(run):
+        return lambda: calls.append(run) or run
+
+    # one run's jitter, not seen again: passes, and the note gives both ratios
+    assert check_main(base, jitter, again(quiet)) == 0
+    out = capsys.readouterr().out
+    assert calls == [quiet] and "OK: no regression" in out and "not confirmed: 2." in out
+    # a slowdown seen twice stays a regression
+    assert check_main(base, jitter, again(slow)) == 1
+    assert "confirmed: 2." in capsys.readouterr().out and calls[-1] == slow
+    # confirm_runs: 0 turns the second run off; a quality or missing failure is never re-measured
+    (base / "tolerances.yaml").write_text("performance:\n  confirm_runs: 0\n")
+    assert check_main(base, jitter, again(quiet)) == 1 and len(calls) == 2
+    (base / "tolerances.yaml").unlink()
+    broken = _store(tmp_path / "results" / "demo" / "broken", fabricate(4, slow={"mla": 2.5}, drop=("alibi",)))
+    assert check_main(base, broken, again(quiet)) == 1 and len(calls) == 2
+    capsys.readouterr()
+    # confirm() itself: only latency regressions are open to it
+    first, second = compare(fabricate(0), fabricate(1, slow={"mla": 2.5}, quality={"mha": 0.5})), compare(fabricate(0), fabricate(2))
+    merged = confirm(first, second)
+    assert (merged[merged.check == "latency"].verdict == "pass").all()
+    assert merged[(merged.metric == "perplexity") & merged.point.str.contains("mha")].verdict.iloc[0] == "regression"
 
 
 def test_save_baseline_copies_the_combined_run(tmp_path):
