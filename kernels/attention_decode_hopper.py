@@ -37,7 +37,11 @@ took one L for every sequence (13.62 against 13.07 µs at 32/8, 8K, experiments/
 A contiguous cache needs no table (block_table=None: sequence b is block b), and then the first
 loads are issued before seq_lens arrives, as live up to the capacity (session 22, H200: 0.06-0.31
 µs faster than the same plan reading a table of one column at 7 of 8 shapes, 0.06 slower at 32/8
-16K; B = 1 32/8 8K 13.27 against 13.58, 9/3 32K 11.17 against 11.47).
+16K; B = 1 32/8 8K 13.27 against 13.58, 9/3 32K 11.17 against 11.47). An item's (sequence, KV head)
+and chunk come from divisions by H_kv and n_chunks, runtime ints: `fast_divisor`'s multiply-high
+and shift instead of ~25 instructions each put the first loads 0.09 µs earlier (session 23,
+experiments/probes/decode_timeline_persistent.py; same-process A/B, H200, batch 1: 0.8-3.1 %
+faster at 8 shapes, 32/8 8K 13.10 against 13.20 µs, 9/3 8K 5.69 / 5.88, 32K 11.10 / 11.32).
 
 Two warpgroups (8 warps at D = 128, each taking 64 of the 128 rows of both products: half the
 wgmma instructions a thread, 113 registers against 178) were correct and no faster at any item
@@ -319,24 +323,53 @@ def _store_partial_t(PO, PM, PL, pair, G, split, n_splits, ml_stride, m_i, l_i, 
 # ---------------------------------------------------------------------------------------------
 # The kernel
 # ---------------------------------------------------------------------------------------------
+def fast_divisor(d: int) -> tuple[int, int, int]:
+    """(d, mul, shr) such that x // d == umulhi(x, mul) >> shr for every 0 <= x < 2**31 (d > 1;
+    Granlund and Montgomery's round-up method, as CUTLASS's FastDivmod), for `_divmod`. mul is
+    passed as the int32 of its bits (Triton would type an int >= 2**31 as int64)."""
+    if d < 1 or d >= 2**31:
+        raise ValueError(f"fast_divisor: needs 1 <= d < 2**31, got {d}")
+    if d == 1:
+        return 1, 0, 0
+    p = 31 + (d - 1).bit_length()  # 31 + ceil(log2 d): mul < 2**32
+    mul = (2**p + d - 1) // d
+    return d, mul - 2**32 if mul >= 2**31 else mul, p - 32
+
+
 @gluon.jit
-def _locate(item, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK: gl.constexpr,
+def _divmod(x, d):
+    """(x // d, x % d) for 0 <= x < 2**31 and d = fast_divisor(divisor): a multiply-high and a
+    shift where a division by a runtime int is ~25 instructions on two dependent MUFU ops; the
+    prologue's took ~0.2 µs between a program's start and its first loads (H200,
+    experiments/probes/decode_timeline_persistent.py)."""
+    n, mul, shr = d
+    if n == 1:
+        q = x
+    else:
+        q = (gl.umulhi(x.to(gl.uint32), gl.to_tensor(mul).to(gl.uint32, bitcast=True)) >> gl.to_tensor(shr).to(gl.uint32)).to(gl.int32)
+    return q, x - q * n
+
+
+@gluon.jit
+def _locate(item, BT, LENS, bt_stride, kv_heads, block_rows, head_rows, capacity, chunks, total, ONE_BLOCK: gl.constexpr,
             NO_TABLE: gl.constexpr):
-    """(keys, base) of item's (sequence, KV head), its length clamped to the capacity, 0 keys past
-    the last item. base: with ONE_BLOCK (one block a sequence) the cache row of its key 0, its
-    block read here, an item before its loads (NO_TABLE: sequence b is block b, nothing read); else (its block table row's offset, its KV head's row in a
-    block), for `_tile_rows`, which reads the table a tile before each tile's loads."""
-    pair = gl.minimum(item, total - 1) // n_chunks
-    b = pair // H_kv
+    """(keys, base, pair, chunk) of item = pair · n_chunks + chunk, pair = b · H_kv + KV head (items
+    past the last one as the last; kv_heads and chunks: `fast_divisor` of H_kv and n_chunks). keys:
+    sequence b's length clamped to the capacity, 0 past the last item. base: with ONE_BLOCK (one
+    block a sequence) the cache row of its key 0, its block read here, an item before its loads
+    (NO_TABLE: sequence b is block b, nothing read); else (its block table row's offset, its KV
+    head's row in a block), for `_tile_rows`, which reads the table a tile before each tile's loads."""
+    pair, chunk = _divmod(gl.minimum(item, total - 1), chunks)
+    b, h = _divmod(pair, kv_heads)
     L = gl.minimum(gl.load(LENS + b), capacity) * (item < total).to(gl.int32)
     if ONE_BLOCK:
         if NO_TABLE:
             blk = b
         else:  # one table read an item: a read a tile cost 2-6 % at D = 64 (results/baselines/README.md, "Decode, session 20")
             blk = gl.load(BT + b * bt_stride)
-        return L, blk * block_rows + (pair % H_kv) * head_rows
+        return L, blk * block_rows + h * head_rows, pair, chunk
     else:
-        return L, (b * bt_stride, (pair % H_kv) * head_rows)
+        return L, (b * bt_stride, h * head_rows), pair, chunk
 
 
 @gluon.jit
@@ -358,17 +391,17 @@ def _tile_rows(BT, base, key0, block_rows, block, capacity, PAGE: gl.constexpr, 
 
 
 @gluon.jit
-def _issue(item, tt, n, q_slot, L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
-           n_chunks, total, G, TILES: gl.constexpr, STAGES: gl.constexpr):
-    """TMA loads of tile tt of `item`, its boxes at `rows` (`_tile_rows`), into stage n % STAGES (and,
-    with its first tile, its query rows into q slot q_slot). A tile past L or past the last item
+def _issue(item, pair, chunk, tt, n, q_slot, L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+           total, G, TILES: gl.constexpr, STAGES: gl.constexpr):
+    """TMA loads of tile tt of `item` (chunk `chunk` of `pair`: `_locate`), its boxes at `rows`
+    (`_tile_rows`), into stage n % STAGES (and, with its first tile, its query rows into q slot q_slot). A tile past L or past the last item
     arrives with no bytes, so the barrier phases stay in step with the tiles consumed; a live
     tile's boxes past L load block 0's rows, so that every live tile brings the same bytes."""
     PAGE: gl.constexpr = k_desc.block_type.shape[0]
     BLOCK_N: gl.constexpr = k_bufs.type.shape[1]
     PAGES: gl.constexpr = BLOCK_N // PAGE
     s = n % STAGES
-    key0 = ((item % n_chunks) * TILES + tt) * BLOCK_N
+    key0 = (chunk * TILES + tt) * BLOCK_N
     live = key0 < L  # L is 0 past the last item
     bar = ready.index(s)
     mbarrier.expect(bar, PAGES * (k_desc.block_type.nbytes + v_desc.block_type.nbytes), pred=live)
@@ -384,15 +417,16 @@ def _issue(item, tt, n, q_slot, L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs,
         q_live = item < total
         mbarrier.expect(qb, q_desc.block_type.nbytes, pred=q_live)
         mbarrier.arrive(qb, pred=item >= total)
-        tma.async_copy_global_to_shared(q_desc, [(item // n_chunks) * G, 0], qb, q_bufs.index(q_slot), pred=q_live)
+        tma.async_copy_global_to_shared(q_desc, [pair * G, 0], qb, q_bufs.index(q_slot), pred=q_live)
 
 
 @gluon.jit
-def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, block_rows, head_rows, block, capacity,
-                       n_chunks, total, G, ml_stride, qk_scale, BLOCK_N: gl.constexpr, TILES: gl.constexpr,
+def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, H_kv, hk_mul, hk_shr, block_rows, head_rows, block,
+                       capacity, n_chunks, nc_mul, nc_shr, total, G, ml_stride, qk_scale, BLOCK_N: gl.constexpr, TILES: gl.constexpr,
                        STAGES: gl.constexpr, ONE_BLOCK: gl.constexpr, NO_TABLE: gl.constexpr, num_warps: gl.constexpr):
     """Items pid, pid + programs, ...: item = pair · n_chunks + chunk, pair = b · H_kv + KV head, chunk
-    c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c.
+    c covering keys [c·TILES·BLOCK_N, (c + 1)·TILES·BLOCK_N) of sequence b, whose partial is split c
+    (hk_mul, hk_shr and nc_mul, nc_shr: `fast_divisor` of H_kv and n_chunks).
     A tile is BLOCK_N // PAGE boxes of PAGE keys (the descriptors' box, `box_keys`), each within
     one block of `block` keys or, with ONE_BLOCK (a sequence in one block), running past it."""
     PAGE: gl.constexpr = k_desc.block_type.shape[0]
@@ -416,21 +450,23 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
 
     # seq_lens are read one item before that item's loads are issued, block table entries one
     # tile before: a table read on the way to a load would stall the stream for an L2 round trip
+    kv_heads = (H_kv, hk_mul, hk_shr)
+    chunks = (n_chunks, nc_mul, nc_shr)
     cur = pid
-    cur_L, cur_at = _locate(cur, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total, ONE_BLOCK,
-                            NO_TABLE)
-    nxt_L, nxt_at = _locate(cur + programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total,
-                            ONE_BLOCK, NO_TABLE)
-    key_c = (cur % n_chunks) * TILES * BLOCK_N  # the current item's first key
-    key_n = ((cur + programs) % n_chunks) * TILES * BLOCK_N
+    cur_L, cur_at, cur_pair, cur_chunk = _locate(cur, BT, LENS, bt_stride, kv_heads, block_rows, head_rows, capacity, chunks,
+                                                 total, ONE_BLOCK, NO_TABLE)
+    nxt_L, nxt_at, nxt_pair, nxt_chunk = _locate(cur + programs, BT, LENS, bt_stride, kv_heads, block_rows, head_rows, capacity,
+                                                 chunks, total, ONE_BLOCK, NO_TABLE)
+    key_c = cur_chunk * TILES * BLOCK_N  # the current item's first key
+    key_n = nxt_chunk * TILES * BLOCK_N
     if NO_TABLE:  # the first loads need no read: live up to the capacity (rows past L are masked), issued while L loads
         first_L = capacity * (cur < total).to(gl.int32)
     else:
         first_L = cur_L
     for u in gl.static_range(STAGES - 1):  # the prologue: the first item's first tiles
         rows = _tile_rows(BT, cur_at, key_c + u * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
-        _issue(cur, u, u, 0, first_L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
-               n_chunks, total, G, TILES, STAGES)
+        _issue(cur, cur_pair, cur_chunk, u, u, 0, first_L, rows, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready,
+               total, G, TILES, STAGES)
     if STAGES - 1 < TILES:  # the next tile to issue
         pend = _tile_rows(BT, cur_at, key_c + (STAGES - 1) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
     else:
@@ -438,10 +474,9 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
     n = 0  # tiles consumed
     seq = 0  # items done
     while cur < total:
-        fut_L, fut_at = _locate(cur + 2 * programs, BT, LENS, bt_stride, H_kv, block_rows, head_rows, capacity, n_chunks, total,
-                                ONE_BLOCK, NO_TABLE)
-        key_f = ((cur + 2 * programs) % n_chunks) * TILES * BLOCK_N
-        chunk = cur % n_chunks
+        fut_L, fut_at, fut_pair, fut_chunk = _locate(cur + 2 * programs, BT, LENS, bt_stride, kv_heads, block_rows, head_rows,
+                                                     capacity, chunks, total, ONE_BLOCK, NO_TABLE)
+        key_f = fut_chunk * TILES * BLOCK_N
         slot = seq % 2
         m_i, l_i, acc = _fresh_state_t(BLOCK_N, D, ROWS, s_layout)
         mbarrier.wait(q_ready.index(slot), (seq // 2) & 1)
@@ -451,11 +486,11 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
             # the tile loaded now is t + STAGES - 1 counted from this item's first (spelt out: a
             # constexpr, so each branch is chosen at compile time), the one loaded next t + STAGES
             if t + STAGES - 1 < TILES:
-                _issue(cur, t + STAGES - 1, n + STAGES - 1, slot, cur_L, pend, k_desc, v_desc, q_desc, k_bufs, v_bufs, q_bufs,
-                       ready, q_ready, n_chunks, total, G, TILES, STAGES)
+                _issue(cur, cur_pair, cur_chunk, t + STAGES - 1, n + STAGES - 1, slot, cur_L, pend, k_desc, v_desc, q_desc, k_bufs,
+                       v_bufs, q_bufs, ready, q_ready, total, G, TILES, STAGES)
             else:
-                _issue(cur + programs, t + STAGES - 1 - TILES, n + STAGES - 1, 1 - slot, nxt_L, pend, k_desc, v_desc, q_desc,
-                       k_bufs, v_bufs, q_bufs, ready, q_ready, n_chunks, total, G, TILES, STAGES)
+                _issue(cur + programs, nxt_pair, nxt_chunk, t + STAGES - 1 - TILES, n + STAGES - 1, 1 - slot, nxt_L, pend, k_desc,
+                       v_desc, q_desc, k_bufs, v_bufs, q_bufs, ready, q_ready, total, G, TILES, STAGES)
             if t + STAGES < TILES:
                 pend = _tile_rows(BT, cur_at, key_c + (t + STAGES) * BLOCK_N, block_rows, block, capacity, PAGE, PAGES, ONE_BLOCK)
             elif t + STAGES < 2 * TILES:
@@ -470,11 +505,11 @@ def _decode_persistent(q_desc, k_desc, v_desc, BT, LENS, PO, PM, PL, bt_stride, 
                 m_i, l_i, acc = _attend_tile_t(q_bufs.index(slot), k_bufs.index(s), v_bufs.index(s), p_s, key0, cur_L, qk_scale,
                                                m_i, l_i, acc, s_layout, num_warps)
             n += 1
-        _store_partial_t(PO, PM, PL, cur // n_chunks, G, chunk, n_chunks, ml_stride, m_i, l_i, acc, s_layout)
+        _store_partial_t(PO, PM, PL, cur_pair, G, cur_chunk, n_chunks, ml_stride, m_i, l_i, acc, s_layout)
         seq += 1
         cur += programs
-        cur_L, cur_at, key_c = nxt_L, nxt_at, key_n
-        nxt_L, nxt_at, key_n = fut_L, fut_at, key_f
+        cur_L, cur_at, cur_pair, cur_chunk, key_c = nxt_L, nxt_at, nxt_pair, nxt_chunk, key_n
+        nxt_L, nxt_at, nxt_pair, nxt_chunk, key_n = fut_L, fut_at, fut_pair, fut_chunk, key_f
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
     for i in gl.static_range(2):
@@ -521,7 +556,8 @@ def _run(q, k_cache, v_cache, block_table, seq_lens, scale: float, out, plan_: P
     table = seq_lens if block_table is None else block_table  # without a table its pointer is never read
     cols = ad.table_columns(block_table)
     s = k_cache.stride()
-    ints = (table.stride(0), H_kv, s[0] // D, s[1] // D, P, cols * P, splits, B * H_kv * splits, H // H_kv, ml_stride)
+    ints = (table.stride(0), *fast_divisor(H_kv), s[0] // D, s[1] // D, P, cols * P, *fast_divisor(splits), B * H_kv * splits,
+            H // H_kv, ml_stride)
     if warm_only:
         # what Triton specializes a variant on: ints == 1 or % 16, pointer alignment, the descriptors' types and sizes
         key = (q.device, q.dtype, D, page, cols == 1, block_table is None, plan_.chunk_tiles, plan_.stages,

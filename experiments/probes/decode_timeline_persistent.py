@@ -113,7 +113,7 @@ EDITS = [
     ("qk_scale, BLOCK_N: gl.constexpr", "qk_scale, ST, BLOCK_N: gl.constexpr"),
     ("    _launch_dependents(num_warps)\n", "    st = ST + pid * 16\n    _stamp_g(st, 0, pid, num_warps)\n"),
     ("    q_ready = _barriers(2)  # an item's query rows have landed\n", "    _stamp_g(st, 7, pid, num_warps)\n"),
-    ("    key_c = (cur % n_chunks) * TILES * BLOCK_N  # the current item's first key\n", None),  # stamp 8 before it
+    ("    key_c = cur_chunk * TILES * BLOCK_N  # the current item's first key\n", None),  # stamp 8 before it
     ("    if STAGES - 1 < TILES:  # the next tile to issue\n", None),  # stamp 9 before it
     ("_attend_tile_t(q_bufs.index(slot),", "_attend_tile_t_stamped(st, q_bufs.index(slot),"),
     ("    n = 0  # tiles consumed\n", "    _stamp_g(st, 1, pid, num_warps)\n"),
@@ -203,7 +203,8 @@ def decode_timeline(case, kernel, gluon_merge=None):
     for c in case.caches:
         assert c.block_table is None
         s = c.k_cache.stride()
-        ints = (c.seq_lens.stride(0), H_kv, s[0] // D, s[1] // D, P, P, splits, B * H_kv * splits, H // H_kv, ml_stride)
+        ints = (c.seq_lens.stride(0), *hopper.fast_divisor(H_kv), s[0] // D, s[1] // D, P, P, *hopper.fast_divisor(splits),
+                B * H_kv * splits, H // H_kv, ml_stride)
         kv_layout = hopper._smem_layout(hopper.BLOCK_N, D, q.dtype)
         rows = (hopper._span_rows(c.k_cache), D)
         k_desc = hopper.TensorDescriptor.from_tensor(c.k_cache.as_strided(rows, (D, 1)), [hopper.BLOCK_N, D], kv_layout)

@@ -48,6 +48,23 @@ def test_plan_follows_the_work_an_sm_gets():
         hopper.PersistentPlan(1, 3, 4, 4)
 
 
+def test_fast_divisor_divides_like_integer_division():
+    # the kernel's (x * mul) >> 32 >> shr on uint32, here in Python ints: every divisor up to 3000
+    # and random ones up to 2**31 - 1, at the edges of the dividend's range and at random inside it
+    g = torch.Generator().manual_seed(0)
+    divisors = list(range(1, 3001)) + torch.randint(3001, 2**31 - 1, (300,), generator=g).tolist() + [2**31 - 1, 2**30, 2**30 + 1]
+    for d in divisors:
+        n, mul, shr = hopper.fast_divisor(d)
+        assert n == d and -(2**31) <= mul < 2**31 and 0 <= shr < 32
+        xs = [0, 1, d - 1, d, d + 1, 2 * d - 1, 2**31 - 1, 2**31 - 1 - d] + torch.randint(0, 2**31 - 1, (50,), generator=g).tolist()
+        for x in (x for x in xs if 0 <= x < 2**31):
+            q = x if d == 1 else ((x * (mul % 2**32)) >> 32) >> shr
+            assert (q, x - q * d) == divmod(x, d), (x, d)
+    for bad in (0, -3, 2**31):
+        with pytest.raises(ValueError, match="1 <= d < 2\\*\\*31"):
+            hopper.fast_divisor(bad)
+
+
 def test_unsupported_names_what_a_call_lacks():
     # each refusal on its own (CPU tensors pass every check but the last, the device's)
     bf = lambda *s: torch.randn(*s, dtype=torch.bfloat16)
