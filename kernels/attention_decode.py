@@ -561,6 +561,11 @@ MERGE_STAGES = 3
 # Where that makes more than MERGE_PROGRAMS_PER_SM programs an SM (B·H·D/16 > 8·SMs: at D = 128,
 # B·H > SMs), each takes twice the dims until it does not: launching 4096 one-warp programs for a
 # merge of 2 splits cost 2.7 µs of 130 (B = 16, 32/8 heads, 8K; 1024 programs of 64 dims).
+# Where every split fits one step (the default split counts up to 128 at D = 128 and batch 1),
+# the loop is not pipelined: MERGE_STAGES' cp.async through shared memory, waited on before the
+# one step it feeds, cost 0.2-0.7 µs of a batch-1 call against plain loads into registers
+# (session 23, experiments/probes/decode_ab.py, same process: H200 32/8 8K 12.26 against 12.67
+# µs, 9/3 8K 5.50 / 5.70, 9/3 32K (86 splits) 10.78 / 11.51; H100 2.3-7.5 % at 7 shapes).
 MERGE_DIMS = 16
 MERGE_PROGRAMS_PER_SM = 8
 MERGE_KERNEL_TILE = 2048
@@ -924,7 +929,8 @@ def launch_merge(po, pm, pl, out: torch.Tensor, splits: int, ml_stride: int, war
     pdl, merge_pdl = _pdl_modes(out.device, interpreting)
     dims = _merge_dims(B * H, D, _sm_count(out.device))
     args = (po, pm, pl, out, H, splits, ml_stride, out.stride(0), out.stride(1))
-    meta = dict(HEAD_DIM=D, DIMS=dims, CHUNK=max(1, min(_pow2(splits), MERGE_KERNEL_TILE // dims)), STAGES=MERGE_STAGES,
+    chunk = max(1, min(_pow2(splits), MERGE_KERNEL_TILE // dims))
+    meta = dict(HEAD_DIM=D, DIMS=dims, CHUNK=chunk, STAGES=MERGE_STAGES if splits > chunk else 1,  # one step: no pipeline
                 PDL=merge_pdl, TRIGGER=pdl, **({} if interpreting else {"num_warps": 1}), **({"launch_pdl": True} if merge_pdl else {}))
     if warm_only:
         _decode_merge.warmup(*args, grid=(B, H, D // dims), **meta)._init_handles()
