@@ -27,7 +27,7 @@ import triton.language as tl
 import kernels.attention_decode as ad
 import kernels.attention_decode_hopper as hopper
 from experiments.probes._decode_case import decode_case
-from experiments.probes.decode_timeline import _merge_stamped, _stamp
+from experiments.probes.decode_timeline import _merge_stamped, _pcts, _stamp
 from lab.benchmarks._common import input_copies, rel_err, stream_us
 
 SHAPES = [(32, 8, 8192), (9, 3, 8192), (9, 3, 5632), (9, 3, 32768), (32, 8, 1024)]
@@ -178,11 +178,6 @@ def _copy_stamped(S, Dst, ST, n, BLOCK: tl.constexpr):
                                   dtype=tl.int64, is_pure=False, pack=1)
     tl.store(st + 1 + offs * 0, t, mask=offs == pid * BLOCK)
     tl.store(Dst + offs, -x, mask=offs < n)
-
-
-def _pcts(xs):
-    xs = sorted(xs)
-    return xs[0], xs[len(xs) // 2], xs[-1]
 
 
 def decode_timeline(case, kernel, gluon_merge=None):
