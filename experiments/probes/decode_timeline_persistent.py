@@ -17,7 +17,7 @@ so the gap from one call's end to the next call's first program is seen too. Nee
 
     python experiments/probes/decode_timeline_persistent.py [H,H_kv,L ...]
 """
-import importlib.util, inspect, os, statistics, sys, tempfile
+import contextlib, importlib.util, inspect, os, statistics, sys, tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 
 import torch
@@ -180,6 +180,32 @@ def _copy_stamped(S, Dst, ST, n, BLOCK: tl.constexpr):
     tl.store(Dst + offs, -x, mask=offs < n)
 
 
+@contextlib.contextmanager
+def _stamping(kernel, merge, st_d, st_m):
+    """The launcher's own call (`hopper._run`: its arguments, descriptors and plan), with the
+    stamped kernel and merge in place of the real ones: each gets its stamp buffer appended."""
+    class _Grid:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: kernel[grid](*args, st_d, **meta)
+
+    def launch_merge(po, pm, pl, out, splits, ml_stride, warm_only=False):
+        assert not warm_only
+        B, H, D = out.shape
+        if merge is None:
+            _merge_stamped[(H, D // 16)](po, pm, pl, out, st_m, splits, ml_stride, HEAD_DIM=D, CHUNK=triton.next_power_of_2(splits),
+                                         DSLICE=16, CG=True, num_warps=1, launch_pdl=True)
+        else:
+            merge[(H, D // 16)](po, pm, pl, out, st_m, splits, ml_stride, HEAD_DIM=D, SPLITS=max(2, triton.next_power_of_2(splits)),
+                                DSLICE=16, num_warps=1, launch_pdl=True)
+
+    saved = hopper._decode_persistent, ad.launch_merge
+    hopper._decode_persistent, ad.launch_merge = _Grid(), launch_merge
+    try:
+        yield
+    finally:
+        hopper._decode_persistent, ad.launch_merge = saved
+
+
 def decode_timeline(case, kernel, gluon_merge=None):
     """(stream µs, rel err, per-stamp (min, median, max) µs from each call's first program start,
     medians over calls; and the gap from a call's merge output to the next call's first program)."""
@@ -187,46 +213,23 @@ def decode_timeline(case, kernel, gluon_merge=None):
     B, H, D = q.shape
     assert B == 1, "the stamped merge takes batch 1"
     c0 = case.caches[0]
-    H_kv, P = c0.k_cache.shape[1], c0.k_cache.shape[2]
-    sms = ad._sm_count(q.device)
-    p = hopper.plan(B, H_kv, c0.capacity, D, sms)
+    p = hopper.plan(B, c0.k_cache.shape[1], c0.capacity, D, ad._sm_count(q.device))
     if p is None:
         return None
-    splits = p.n_chunks
-    ml_stride = ad.ml_row_floats(splits)
     calls, stamps, outs = [], [], []
     for c in case.caches:
-        assert c.block_table is None
-        s = c.k_cache.stride()
-        ints = (c.seq_lens.stride(0), *hopper.fast_divisor(H_kv), s[0] // D, s[1] // D, P, P, *hopper.fast_divisor(splits),
-                B * H_kv * splits, H // H_kv, ml_stride)
-        kv_layout = hopper._smem_layout(hopper.BLOCK_N, D, q.dtype)
-        rows = (hopper._span_rows(c.k_cache), D)
-        k_desc = hopper.TensorDescriptor.from_tensor(c.k_cache.as_strided(rows, (D, 1)), [hopper.BLOCK_N, D], kv_layout)
-        v_desc = hopper.TensorDescriptor.from_tensor(c.v_cache.as_strided(rows, (D, 1)), [hopper.BLOCK_N, D], kv_layout)
-        q_desc = hopper.TensorDescriptor.from_tensor(q.view(B * H, D), [hopper.G_BOX, D], hopper._smem_layout(hopper.G_BOX, D, q.dtype))
-        po = torch.empty(H * splits * D, device=q.device, dtype=torch.float32)
-        pm = torch.empty(H * ml_stride, device=q.device, dtype=torch.float32)
-        pl = torch.empty_like(pm)
         st_d = torch.zeros(p.programs * NS, device=q.device, dtype=torch.int64)
         st_m = torch.zeros(H * (D // 16) * 8, device=q.device, dtype=torch.int64)
-        out = torch.empty(H, D, device=q.device, dtype=q.dtype)
+        out = torch.empty_like(q)
         stamps.append((st_d, st_m))
         outs.append(out)
 
-        def call(args=(q_desc, k_desc, v_desc, c.seq_lens, c.seq_lens, po, pm, pl, *ints, D ** -0.5 * ad.LOG2E, st_d),
-                 po=po, pm=pm, pl=pl, st_m=st_m, out=out):
-            kernel[(p.programs,)](*args, BLOCK_N=hopper.BLOCK_N, ONE_BLOCK=True, NO_TABLE=True, TILES=p.chunk_tiles,
-                                  STAGES=p.stages, num_warps=4)
-            if gluon_merge is None:
-                _merge_stamped[(H, D // 16)](po, pm, pl, out, st_m, splits, ml_stride, HEAD_DIM=D, CHUNK=triton.next_power_of_2(splits),
-                                             DSLICE=16, CG=True, num_warps=1, launch_pdl=True)
-            else:
-                gluon_merge[(H, D // 16)](po, pm, pl, out, st_m, splits, ml_stride, HEAD_DIM=D, SPLITS=max(2, triton.next_power_of_2(splits)),
-                                          DSLICE=16, num_warps=1, launch_pdl=True)
+        def call(c=c, st_d=st_d, st_m=st_m, out=out):
+            with _stamping(kernel, gluon_merge, st_d, st_m):
+                hopper._run(q, c.k_cache, c.v_cache, c.block_table, c.seq_lens, D ** -0.5, out, p)
         calls.append(call)
     calls[0]()
-    err = rel_err(outs[0][None], case.ref)
+    err = rel_err(outs[0], case.ref)
     us = stream_us(calls)  # the graph's replays write every call's stamps, the last replay's stay
     per_call, gaps = [], []
     ends, starts = [], []
