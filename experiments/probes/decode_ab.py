@@ -1,12 +1,20 @@
-"""The decode launcher at HEAD against an earlier version of it (a file: `git show
-REV:kernels/attention_decode.py > /tmp/old.py`) and against HEAD under other split policies, on
-the same inputs: stream µs (a bf16 contiguous cache unless told otherwise, KV copies > 2x L2), the median of 5 rounds
-that interleave the variants, with each variant's max relative error. Needs a CUDA GPU:
+"""The decode launcher at HEAD against an earlier version of it (its files written as below) and
+against HEAD under other split policies, on the same inputs: stream µs (a bf16 contiguous cache
+unless told otherwise, KV copies > 2x L2), the median of 5 rounds that interleave the variants,
+with each variant's max relative error. Needs a CUDA GPU:
 
-    python experiments/probes/decode_ab.py [/tmp/old.py ...] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...] [--kv fp8|int8]
+    python experiments/probes/decode_ab.py [ab_old_decode.py ...] [B,H,H_kv,L[,P] ...] [--set NAME=V[,NAME=V] ...] [--kv fp8|int8]
 
 P: a paged cache of shuffled P-key blocks instead of the contiguous view. --kv: the cache
 quantized as the decode suite stores it (fp8 per head, int8 per token) instead of bf16.
+
+An earlier launcher needs its own Hopper kernel file beside it (the launcher's dispatch compares
+enums of its own module): write both to the repo root, each importing the other,
+
+    git show REV:kernels/attention_decode.py | sed 's/from kernels import attention_decode_hopper as hopper/import ab_hopper as hopper/' > ab_old_decode.py
+    git show REV:kernels/attention_decode_hopper.py | sed 's/^import kernels.attention_decode as ad/import ab_old_decode as ad/' > ab_hopper.py
+
+and pass ab_old_decode.py.
 
 Each --set is one more variant of HEAD: NAME a field of SplitPolicy (min_split=128), a module
 constant (MERGE_DIMS=64), or a launcher keyword: config=n32w4s4 (a DecodeConfig) or num_splits=16,
@@ -33,6 +41,10 @@ def main(argv):
         elif a == "--set":
             sets.append(dict(kv.split("=") for kv in argv.pop(0).split(",")))
         elif a.endswith(".py"):  # named by its file's stem
+            if "from kernels import attention_decode_hopper" in open(a).read():
+                raise SystemExit(f"decode_ab: {a} imports this tree's kernels.attention_decode_hopper, whose checks compare "
+                                 "against this tree's KVLayout, so every call of the old launcher would take the split kernel "
+                                 "(session 24 timed that by mistake). Give it the old hopper file as well: see this file's docstring")
             name = os.path.splitext(os.path.basename(a))[0]
             spec = importlib.util.spec_from_file_location(name, a)
             mods[name] = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
