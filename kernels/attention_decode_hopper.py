@@ -95,7 +95,8 @@ MAX_CHUNK_TILES = 4
 MIN_ITEMS = {64: 1, 128: 2}
 # Two programs an SM at D = 64, where two rings of 2 stages fit (2 · 68 KB; at D = 128 one ring
 # of 2 takes 134 KB): while one program does a tile's math, the other's loads run. `plan` takes
-# the largest item size that leaves more items than SMs, and two programs an SM where that gives
+# the largest item size that leaves more items than SMs (unless TWO_PER_SM_FILL, below, finds
+# shorter items that fill the two-an-SM slots better), and two programs an SM where that gives
 # each program TWO_PER_SM_TILES tiles (session 21, experiments/probes/decode_dispatch.py, stream;
 # results/baselines/README.md, "Decode, session 21"). H200, 9/3 heads, against one program an SM
 # at the session-19 rule: B = 1 16K 8.00 against 8.35 µs, 32K 11.74 / 12.35, B = 2 8K 7.62 / 8.04,
@@ -105,6 +106,16 @@ MIN_ITEMS = {64: 1, 128: 2}
 # stages streams as well (64K: 19.97 against 18.91; B = 64 1K 18.72 / 17.79).
 TWO_PER_SM_D = 64
 TWO_PER_SM_TILES = range(2, 5)
+# Among item sizes that give every program one item at two an SM, the longest that still fills at
+# least TWO_PER_SM_FILL of those slots comes first (session 24, experiments/probes/decode_dispatch.py,
+# stream; results/baselines/README.md, "Decode, session 24"): where session 21's rule (the longest
+# items that outnumber the SMs) left 144 items, 12 SMs running two programs and 120 one, shorter
+# items on 192-216 programs were faster. H200 / H100, 9/3 heads: B = 16 1K c2s2x192 6.95 against
+# c3s2x144's 7.36 µs / 8.46 against 8.73; B = 6 4K c3s2x198 8.85 / 9.17 and 11.16 / 11.32; B = 1
+# 24K c3s2x192 8.90 / 9.15 and 10.67 / 11.06; B = 24 1K c3s2x216 8.81 / 9.05 and 11.25 / 11.11.
+# Items past two an SM (some programs taking two) were slower (B = 16 2K, 288 items of 3 on 264
+# programs: 12.00 against c4s2x192's 10.16 on the H200), and 1-tile items lose to one program an SM (B = 1 8K).
+TWO_PER_SM_FILL = 0.7
 # Blocks smaller than a tile (one TMA box a block, 8 a tile at 16 keys) are not dispatched: the
 # split kernel's walk was faster at every shape but one (H200, session 20, blocks of 16,
 # experiments/probes/decode_dispatch.py --block 16: B = 1, 32/8 heads 8K 18.2 against 16.5 µs;
@@ -144,7 +155,8 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
     """The plan for B·H_kv (sequence, KV head) pairs of `capacity` keys on `sms` SMs, or None where
     the split kernel is as fast: more than MAX_TILES_PER_SM tiles an SM, or boxes (`box_keys`)
     smaller than a tile (force: a plan anyway). At D = TWO_PER_SM_D, two programs an SM where
-    the largest item size C that leaves more items than SMs gives each TWO_PER_SM_TILES tiles;
+    the largest item size C that fills TWO_PER_SM_FILL to all of the two-an-SM slots with one item
+    each, or else the largest that leaves more items than SMs, gives each TWO_PER_SM_TILES tiles;
     else one program an SM, C minimizing the tiles of the busiest program, ceil(items / sms) · C,
     ties broken by MIN_ITEMS. From the block table's capacity, not seq_lens, as the split count
     is: no device-to-host sync."""
@@ -154,7 +166,9 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
         return None
     items = {C: pairs * ad._cdiv(tiles, C) for C in range(1, min(MAX_CHUNK_TILES, tiles) + 1)}
     if D == TWO_PER_SM_D:
-        C = max((C for C in items if items[C] > sms), default=0)  # the longest items that outnumber the SMs
+        slots = 2 * sms
+        full = [C for C in items if C in TWO_PER_SM_TILES and TWO_PER_SM_FILL * slots <= items[C] <= slots]  # one item a program
+        C = max(full or [C for C in items if items[C] > sms], default=0)  # else the longest items that outnumber the SMs
         if C and ad._cdiv(items[C], 2 * sms) * C in TWO_PER_SM_TILES:
             return sized_plan(C, B, H_kv, capacity, sms, per_sm=2)
     busiest = {C: ad._cdiv(n, sms) for C, n in items.items()}  # items on the busiest program

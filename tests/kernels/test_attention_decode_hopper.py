@@ -20,15 +20,20 @@ TOL = {torch.bfloat16: 2.5e-2, torch.float16: 3e-3}
 
 def test_plan_follows_the_work_an_sm_gets():
     # 132 SMs (H100/H200): the fewest tiles on the busiest program, ties to longer items while
-    # (at D = 128) that program still takes two; at D = 64 two programs an SM where the longest
-    # items that outnumber the SMs give each 2-4 tiles; none past MAX_TILES_PER_SM tiles an SM
+    # (at D = 128) that program still takes two; at D = 64 two programs an SM where the chosen
+    # items give each 2-4 tiles; none past MAX_TILES_PER_SM tiles an SM
     p = hopper.plan(1, 8, 8192, 128, 132)  # 64 tiles a pair: C = 1, 2 and 4 all put 4 on the busiest
     assert (p.chunk_tiles, p.stages, p.n_chunks, p.programs) == (2, 2, 32, 132)
     assert str(hopper.plan(1, 8, 2048, 128, 132)) == "persistent c1s2x128"  # 128 items: one each
     # D = 64: one item of 2 over two of 1 (at two an SM, 192 items of one tile: one each)
     assert str(hopper.plan(1, 3, 8192, 64, 132)) == "persistent c2s2x96"
     assert str(hopper.plan(1, 3, 16384, 64, 132)) == "persistent c2s2x192"  # two an SM: 192 items of 2 tiles
-    assert str(hopper.plan(16, 3, 1024, 64, 132)) == "persistent c3s2x144"  # C = 4 leaves 96 items: fewer than SMs
+    # one item a program on 70-100 % of the 264 two-an-SM slots, the longest such items: 192 of 2 tiles,
+    # not 144 of 3 (C = 4 leaves 96 items: fewer than SMs); 216 of 3; none at B = 12 (288 of 1, 144 of
+    # 2), so the longest items that outnumber the SMs
+    assert str(hopper.plan(16, 3, 1024, 64, 132)) == "persistent c2s2x192"
+    assert str(hopper.plan(24, 3, 1024, 64, 132)) == "persistent c3s2x216"
+    assert str(hopper.plan(12, 3, 1024, 64, 132)) == "persistent c2s2x144"
     assert str(hopper.plan(1, 3, 65536, 64, 132)) == "persistent c4s3x132"  # two an SM would take 8 tiles each
     assert str(hopper.plan(16, 8, 1024, 128, 132)) == "persistent c4s3x132"  # D = 128: one an SM
     assert hopper.sized_plan(2, 1, 3, 16384, 132, per_sm=2) == hopper.PersistentPlan(2, 2, 64, 192)
