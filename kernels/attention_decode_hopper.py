@@ -169,7 +169,7 @@ def plan(B: int, H_kv: int, capacity: int, D: int, sms: int, force: bool = False
         slots = 2 * sms
         full = [C for C in items if C in TWO_PER_SM_TILES and TWO_PER_SM_FILL * slots <= items[C] <= slots]  # one item a program
         C = max(full or [C for C in items if items[C] > sms], default=0)  # else the longest items that outnumber the SMs
-        if C and ad._cdiv(items[C], 2 * sms) * C in TWO_PER_SM_TILES:
+        if C and ad._cdiv(items[C], slots) * C in TWO_PER_SM_TILES:
             return sized_plan(C, B, H_kv, capacity, sms, per_sm=2)
     busiest = {C: ad._cdiv(n, sms) for C, n in items.items()}  # items on the busiest program
     least = min(busiest[C] * C for C in items)
