@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -122,9 +123,15 @@ def cmd_check(args: list[str]) -> int:
         overrides = baseline_overrides(baseline) + ns.overrides
         print(f"[lab] running {' '.join(overrides)} to compare with {baseline}", file=sys.stderr)
         run_dir = runner.run(overrides, multirun=True, quiet=False)
-        # a fresh run directory: the same run_id would find every point finished and skip it
-        again = [o for o in overrides if not o.lstrip("+").startswith("run_id=")] + [f"run_id={run_dir.name}-again"]
-        measure_again = lambda: runner.run(again, multirun=True, quiet=False)
+        # a fresh run directory each time (-again, -again2, ...): the same run_id would find every
+        # point finished and skip it, and a confirmation would compare a run with itself
+        kept = [o for o in overrides if not o.lstrip("+").startswith("run_id=")]
+        tries = itertools.count(1)
+
+        def again() -> Path:
+            n = next(tries)
+            return runner.run(kept + [f"run_id={run_dir.name}-again{n if n > 1 else ''}"], multirun=True, quiet=False)
+        measure_again = again
     elif not run_dir.exists():
         raise LabError(f"--run {ns.run!r}: no such run directory")
     return check_main(baseline, run_dir, measure_again)
