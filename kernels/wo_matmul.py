@@ -350,7 +350,7 @@ _MMA_TYPES = {1: ("bf16", 0x4300, 0x3F803F80), 2: ("f16", 0x6400, 0x3C003C00)}
 
 
 @functools.lru_cache(maxsize=None)
-def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1) -> tuple[str, str]:
+def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1, x_lanes: bool = False) -> tuple[str, str]:
     """PTX for `words` code words of a lane (1, or the 4 of a chunk when they share a group: groups
     of 64 and 128). Per word, 3 shifts and 4 LOP3s make (magic + code) pairs and one packed FMA
     each takes (magic + zero) off (exact: small integers); then mma.sync with x as B, once per half
@@ -361,14 +361,20 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
     FFMAs a chunk at M = 1 (sm_90 SASS: 416 instructions a step against 456, 87 registers against
     112). Operands: the outputs (cols of half 0, then of half 1), then the words, x per half and
     word (int64: b0 = x[k], x[k+1], b1 = x[k+2], x[k+3]), s_lo, s_hi, the zero pair of row g and
-    of g + 8, the magic pair, the one pair, and the accumulators' old values."""
+    of g + 8, the magic pair, the one pair, and the accumulators' old values.
+    x_lanes (M = 1, the 4 words of a groups-of-64/128 chunk): x comes as ONE 32-bit word a lane
+    instead, lane L holding the chunk's x words 2L, 2L + 1 (k = 2L, 2L + 1), and a second operand
+    8t; each MMA's b0, b1 are shuffled in from lanes 8t + 2j, 8t + 2j + 1 (the lane's x is k =
+    16t..16t + 15). At M = 1 every g of a t reads the same x, so this holds a chunk's x in 1
+    register a lane instead of 8, for 8 shuffles a chunk."""
     ty, _, _ = _MMA_TYPES[x_kind]
+    assert not x_lanes or (halves == 1 and words == 4), "x_lanes: one half of x, the 4 words of a chunk"
     n = len(cols) * halves
     W = n
-    X = W + words  # x of half h, word j: X + h·words + j
-    SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(X + halves * words, X + halves * words + 6)
+    X = W + words  # x of half h, word j: X + h·words + j (x_lanes: the lane's word, then 8t)
+    SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(X + (2 if x_lanes else halves * words), X + (2 if x_lanes else halves * words) + 6)
     ACC = ONE + 1
-    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr;", ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;",
+    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr, src;", ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;",
              "mov.b32 zr, 0;"]
     for j in range(words):
         w = f"${W + j}"
@@ -383,15 +389,27 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
         ]
         for h, d in zip(range(halves), "de"):
             c = "{zr, zr, zr, zr}" if j == 0 else f"{{{d}0, {d}1, {d}2, {d}3}}"
-            lines += [f"mov.b64 {{b0, b1}}, ${X + h * words + j};",
-                      f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{{d}0, {d}1, {d}2, {d}3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {c};"]
+            if x_lanes:
+                for b in range(2):
+                    lines += [f"add.u32 src, ${X + 1}, {2 * j + b};", f"shfl.sync.idx.b32 b{b}, ${X}, src, 0x1f, 0xffffffff;"]
+            else:
+                lines.append(f"mov.b64 {{b0, b1}}, ${X + h * words + j};")
+            lines += [f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{{d}0, {d}1, {d}2, {d}3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {c};"]
     o = 0
     for d in "de"[:halves]:
         for c in cols:
             lines.append(f"fma.rn.f32 ${o}, {d}{c}, ${SLO if c < 2 else SHI}, ${ACC + o};")
             o += 1
     lines.append("}")
-    return "\n".join(lines), ",".join(["=f"] * n + ["r"] * words + ["l"] * (halves * words) + ["f", "f", "r", "r", "r", "r"] + ["f"] * n)
+    x_ops = ["r", "r"] if x_lanes else ["l"] * (halves * words)
+    return "\n".join(lines), ",".join(["=f"] * n + ["r"] * words + x_ops + ["f", "f", "r", "r", "r", "r"] + ["f"] * n)
+
+
+@triton.jit
+def _shfl(v, src):
+    """v of lane `src` (per thread; every lane of the warp takes part)."""
+    return tl.inline_asm_elementwise("shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r", [v, src],
+                                     dtype=v.dtype, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -411,7 +429,7 @@ def _int4_mma_kernel(
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ROW_TILES: tl.constexpr, K_WARPS: tl.constexpr,
     UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
     HALVES: tl.constexpr, ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
-    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr,
+    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, X_LANES: tl.constexpr,
 ):
     """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
 
@@ -428,8 +446,13 @@ def _int4_mma_kernel(
     chained, one scale FFMA per column; with the tiling re-measured for it, 14336×4096 13.6 ->
     11.7 µs, 4096² unchanged), else one a word. HALVES = 2 (M = 9..16): each dequantized word
     multiplies rows 0..7 and 8..15 of x, so the weight is read and dequantized once, not once per
-    8 rows. X_KIND 0 (float32 x, or the interpreter) runs the same layout in plain Triton: each
-    code times its x, then the sum over the lanes that share a row."""
+    8 rows. X_LANES (M = 1 with CHAIN): a chunk's x is one 4-byte load a lane (lane L: k = 2L,
+    2L + 1), shuffled inside the asm to the lanes that multiply it, and a pair of chunks' 32
+    scales one 2-byte load a lane, shuffled too: x holds 1 register a chunk instead of 8, so the
+    weight's loads fit under a register cap at 4 warps a tile (~70 registers at 4 chunks a step,
+    against 87; 8 more SHFL a chunk). X_KIND 0
+    (float32 x, or the interpreter) runs the same layout in plain Triton: each code times its x,
+    then the sum over the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
     XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_view
     # one flat thread axis (warp-major): with a separate warp axis the coalescer may spread lanes
@@ -454,6 +477,19 @@ def _int4_mma_kernel(
         xp = X + tl.minimum(g, M - 1) * stride_xm + first * 16 + kw // 4  # int64 words of 4 values
         if HALVES == 2:
             dx2 = (tl.minimum(g + 8, M - 1) - tl.minimum(g, M - 1)) * stride_xm  # to rows 8..15 of x
+        if X_LANES:  # row 0 of x as int32 words (k pairs): lane L of warp w reads word L of w's chunks
+            tid1 = tl.arange(0, NW * 32)
+            lane1 = tid1 % 32
+            first1 = (tid1 // 32) % K_WARPS
+            xq = X.to(tl.pointer_type(tl.int32)) + first1 * 32 + lane1
+            x_src = (lane1 % 4) * 8  # the lane's x is words 8t..8t + 7 of the chunk
+            # scales the same way: of each pair of chunks (u, u + 1) of a step, lane L loads row
+            # L % 16's scale of chunk u + L // 16; lane (g, t) takes rows g and g + 8 by shuffle
+            s_row = (pid * ROW_TILES + (tid1 // 32) // K_WARPS) * 16 + lane1 % 16
+            s_ptr = S + s_row * stride_sn
+            s_ok = s_row < N
+            s_pair = lane1 // 16
+            s_src = (lane1 // 4) % 8
         # one asm operand per thread: a chunk (CHAIN) or a word
         ACC_SHAPE: tl.constexpr = [NW * 32] if CHAIN else [NW * 32, 4]
         magic = tl.full(ACC_SHAPE, MAGIC, tl.int32)
@@ -486,7 +522,16 @@ def _int4_mma_kernel(
                 word = tl.load(wp + u * K_WARPS * 128, mask=ok, other=0, eviction_policy="evict_first")
             kg = c * 64 + 16 * jg  # a k of each word's group
             grp = kg // GROUP
-            if EVEN:
+            if X_LANES:
+                if u % 2 == 0:
+                    cs = first1 + K_WARPS * (i0 + u + s_pair)
+                    if EVEN and UNROLL % 2 == 0:
+                        s_word = tl.load(s_ptr + cs * 64 // GROUP).to(tl.float32)
+                    else:
+                        s_word = tl.load(s_ptr + cs * 64 // GROUP, mask=s_ok & (cs * 64 < K), other=0.0).to(tl.float32)
+                s_lo = _shfl(s_word, s_src + 16 * (u % 2))
+                s_hi = _shfl(s_word, s_src + 16 * (u % 2) + 8)
+            elif EVEN:
                 s_lo = tl.load(S + row_lo * stride_sn + grp).to(tl.float32)
                 s_hi = tl.load(S + (row_lo + 8) * stride_sn + grp).to(tl.float32)
             else:
@@ -505,7 +550,13 @@ def _int4_mma_kernel(
                 zz_hi = ((ZERO_BITS + z_hi) << 16) | (ZERO_BITS + z_hi)
                 # a lane's 4 x values per word, read as one int64 (8-byte loads: the layout the
                 # asm's operands settle on keeps one word per register, so no wider vector)
-                if EVEN:
+                if X_LANES:
+                    if EVEN:
+                        xc = tl.load(xq + u * K_WARPS * 32)
+                    else:
+                        xc = tl.load(xq + u * K_WARPS * 32, mask=(first1 + K_WARPS * (i0 + u)) * 64 + 2 * lane1 < K, other=0)
+                    x0 = xc
+                elif EVEN:
                     x0 = tl.load(xp + u * K_WARPS * 16)
                 else:
                     x0 = tl.load(xp + u * K_WARPS * 16, mask=k_ok, other=0)
@@ -517,19 +568,22 @@ def _int4_mma_kernel(
                         x1 = tl.load(xp + dx2 + u * K_WARPS * 16, mask=k_ok, other=0)
                 if CHAIN:  # the lane's 4 words (and their x) as 4 [T] tensors each
                     w0, w1, w2, w3 = _columns(word, NW * 32)
-                    x_0, x_1, x_2, x_3 = _columns(x0, NW * 32)
-                    sl = tl.reshape(s_lo, [NW * 32])
-                    sh = tl.reshape(s_hi, [NW * 32])
+                    sl = s_lo if X_LANES else tl.reshape(s_lo, [NW * 32])
+                    sh = s_hi if X_LANES else tl.reshape(s_hi, [NW * 32])
                     if HAS_ZERO:
                         zl = tl.reshape(zz_lo, [NW * 32])
                         zh = tl.reshape(zz_hi, [NW * 32])
                     else:
                         zl = zz_lo
                         zh = zz_hi
-                    if HALVES == 2:
+                    if X_LANES:
+                        args = [w0, w1, w2, w3, xc, x_src, sl, sh, zl, zh, magic, one]
+                    elif HALVES == 2:
+                        x_0, x_1, x_2, x_3 = _columns(x0, NW * 32)
                         y_0, y_1, y_2, y_3 = _columns(x1, NW * 32)
                         args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, y_0, y_1, y_2, y_3, sl, sh, zl, zh, magic, one]
                     else:
+                        x_0, x_1, x_2, x_3 = _columns(x0, NW * 32)
                         args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic, one]
                 elif HALVES == 2:
                     args = [word, x0, x1, s_lo, s_hi, zz_lo, zz_hi, magic, one]
@@ -569,7 +623,9 @@ def _int4_mma_kernel(
                 acc_lo += s_lo[:, :, None] * lo
                 acc_hi += s_hi[:, :, None] * hi
         wp += UNROLL * K_WARPS * 128
-        if X_KIND != 0:
+        if X_LANES:
+            xq += UNROLL * K_WARPS * 32
+        elif X_KIND != 0:
             xp += UNROLL * K_WARPS * 16
         else:
             xp += UNROLL * K_WARPS * 64
@@ -689,6 +745,7 @@ class MmaConfig:
     unroll: int = 8
     num_stages: int = 1
     maxnreg: int | None = 128
+    x_lanes: bool = False  # M = 1, groups of 64/128, 16-bit x: x and the scales spread over the lanes (X_LANES)
 
     def check(self):
         for name in ("row_tiles", "k_warps"):
@@ -881,13 +938,14 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)  # at M = 1 only column 0 (c0, c2) is output
     chain = bool(x_kind) and group >= 64  # a lane's 4 words of a chunk share one group
     halves = 2 if x_kind and M > MMA_N else 1
-    asm, constraints = _mma_asm(x_kind, cols, 4 if chain else 1, halves) if x_kind else ("", "")
+    x_lanes = cfg.x_lanes and chain and M == 1
+    asm, constraints = _mma_asm(x_kind, cols, 4 if chain else 1, halves, x_lanes) if x_kind else ("", "")
     ty_bits = _MMA_TYPES.get(x_kind, ("", 0, 0))
     n_tiles, n_chunks = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
     even = N % MMA_ROWS == 0 and K % MMA_K == 0 and n_tiles % cfg.row_tiles == 0 and n_chunks % (cfg.k_warps * cfg.unroll) == 0
     meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
                 BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, HALVES=halves, ASM=asm, CONSTRAINTS=constraints,
-                ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2],
+                ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2], X_LANES=x_lanes,
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
         meta["maxnreg"] = cfg.maxnreg

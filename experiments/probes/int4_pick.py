@@ -1,8 +1,11 @@
 """The sweep behind kernels.wo_matmul.pick_mma_config at M = 1: every candidate tiling × register
 cap of the int4 mma GEMV on the benchmark shapes (and three more), 3 rounds interleaved (median),
-stream timing, then M = 4 and 16 for the best 4. Needs a CUDA GPU:
+stream timing, then M = 4 and 16 for the best 4. --lanes: M = 1 only, every tiling with and
+without x and the scales spread over the lanes (MmaConfig.x_lanes, session 25), at the caps
+None / 72 / 128 (x_lanes needs ~70 registers at 4 chunks a step, so 72 holds 28 warps an SM).
+Needs a CUDA GPU:
 
-    python experiments/probes/int4_pick.py
+    python experiments/probes/int4_pick.py [--lanes]
 """
 import math, os, sys, time, statistics
 import multiprocessing as mp
@@ -15,16 +18,20 @@ GEN = [(1, 8, 4), (1, 16, 2), (1, 8, 8), (1, 4, 8), (1, 8, 2), (1, 4, 4)]
 SHORT = [(1, 1, 9), (2, 1, 9), (1, 2, 5), (1, 4, 3), (1, 8, 2), (1, 4, 2)]
 
 
+LANES = "--lanes" in sys.argv
+
+
 def configs(N, K):
     from kernels.wo_matmul import MmaConfig
     chunks = -(-K // 64)
-    base = SHORT if chunks <= 16 else GEN
+    base = SHORT if chunks <= 16 else GEN + ([(1, 16, 4), (1, 8, 6), (1, 4, 16)] if LANES else [])
     out = []
     for (r, k, u) in base:
         if chunks <= 16:
             u = min(u, -(-chunks // k))
-        for reg in (None, 96, 128, 168):
-            out.append(MmaConfig(r, k, u, maxnreg=reg))
+        for reg in (None, 72, 128) if LANES else (None, 96, 128, 168):
+            for lanes in (False, True) if LANES else (False,):
+                out.append(MmaConfig(r, k, u, maxnreg=reg, x_lanes=lanes))
     return list(dict.fromkeys(out))
 
 
@@ -69,7 +76,7 @@ def main():
     from kernels.wo_matmul import wo_matmul, bytes_moved, pick_mma_config
     from lab.benchmarks._common import stream_us, copy_same_bytes
     T0 = time.perf_counter()
-    n = compile_all([(N, K, (1, 4), c) for N, K in SHAPES for c in configs(N, K)])
+    n = compile_all([(N, K, (1,) if LANES else (1, 4), c) for N, K in SHAPES for c in configs(N, K)])
     print(f"compiled {n} in {time.perf_counter() - T0:.0f}s", flush=True)
     dev = torch.device("cuda")
     for N, K in SHAPES:
@@ -95,11 +102,14 @@ def main():
         print(f"N={N} K={K}: cublas {cub:.2f} copy {cp:.2f} (bound {cub / cp:.2f}x; 3x <= {cub / 3:.2f}) pick {pick_mma_config(1, N, K)}  t={time.perf_counter() - T0:.0f}s", flush=True)
         table = {}
         for us, c in med:
-            table.setdefault((c.row_tiles, c.k_warps, c.unroll), {})[c.maxnreg] = us
+            table.setdefault((c.row_tiles, c.k_warps, c.unroll) + (("lanes",) if c.x_lanes else ()), {})[c.maxnreg] = us
         for key in sorted(table, key=lambda k: min(table[k].values())):
             print(f"    {key}: " + "  ".join(f"r{r}={us:.2f}" for r, us in sorted(table[key].items(), key=lambda t: t[0] or 0)), flush=True)
         print(f"  best {med[0][0]:.2f} ({cub / med[0][0]:.2f}x) {med[0][1]}", flush=True)
-        for M in (4, 16):
+        pick = pick_mma_config(1, N, K)
+        if LANES and pick in ts:
+            print(f"  pick {statistics.median(ts[pick]):.2f} ({cub / statistics.median(ts[pick]):.2f}x)", flush=True)
+        for M in (4, 16) if not LANES else ():
             xm = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
             dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
             cubm = stream_us([lambda d=d: F.linear(xm, d) for d in dense])

@@ -181,6 +181,22 @@ def test_int4_mma_even_tiling(M, group, symmetric):
     check(x.flatten()[1:1 + M * 512].view(M, 512), qw, MmaConfig(row_tiles=2, k_warps=2, unroll=2))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("N,K,group,cfg", [
+    (50, 640, 64, MmaConfig(row_tiles=2, k_warps=4, unroll=3, x_lanes=True)),  # rows past N, chunks past K, an odd step
+    (64, 1024, 128, MmaConfig(row_tiles=1, k_warps=4, unroll=4, x_lanes=True)),  # every tile and chunk whole
+    (32, 1536, 128, MmaConfig(row_tiles=1, k_warps=8, unroll=3, x_lanes=True, maxnreg=72)),
+    (48, 576, 64, MmaConfig(row_tiles=1, k_warps=1, unroll=9, x_lanes=True, maxnreg=None)),  # a whole short row in a step
+], ids=["ragged", "even", "odd-step", "short-row"])
+def test_int4_mma_x_lanes(N, K, group, cfg, dtype):
+    """M = 1 with x and the scales spread over the lanes and shuffled (MmaConfig.x_lanes; on the
+    GPU: the interpreter runs the plain-Triton form of the layout, where it changes nothing)."""
+    g = seeded("mma-x-lanes", N, K, group, cfg, dtype)
+    for symmetric in (True, False):
+        qw = quantize_int4(torch.randn(N, K, generator=g), group, symmetric, layout="mma").to(DEVICE)
+        check(torch.randn(1, K, generator=g).to(DEVICE, dtype), qw, cfg)
+
+
 def _half(bits: int, ty: str) -> float:
     return torch.tensor([bits & 0xFFFF], dtype=torch.int32).to(torch.int16).view(getattr(torch, ty)).item()
 
@@ -237,6 +253,11 @@ def _run_mma_asm(asm: str, ops: list[list], ty: str) -> list[list[float]]:
                 lo, hi = dst.strip("{ ").split(", ")
                 v = val(lane, src) & (2 ** 64 - 1)
                 regs[lane][lo], regs[lane][hi] = v & 0xFFFFFFFF, v >> 32
+            elif op == "add.u32":
+                regs[lane][args[0]] = (val(lane, args[1]) + int(args[2], 0)) & 0xFFFFFFFF
+            elif op == "shfl.sync.idx.b32":  # d, a, source lane, clamp 0x1f, all lanes: d = a of that lane
+                assert args[3:] == ["0x1f", "0xffffffff"]
+                regs[lane][args[0]] = val(val(lane, args[2]), args[1]) & 0xFFFFFFFF
             elif op == "shr.u32":
                 regs[lane][args[0]] = (val(lane, args[1]) & 0xFFFFFFFF) >> int(args[2], 0)
             elif op == "lop3.b32":
@@ -257,21 +278,29 @@ def _run_mma_asm(asm: str, ops: list[list], ty: str) -> list[list[float]]:
 
 
 @pytest.mark.parametrize("x_kind", [1, 2])
-@pytest.mark.parametrize("words,halves,cols", [
-    (1, 1, (0, 2)), (1, 1, (0, 1, 2, 3)), (4, 1, (0, 2)), (4, 1, (0, 1, 2, 3)), (1, 2, (0, 1, 2, 3)), (4, 2, (0, 1, 2, 3)),
+@pytest.mark.parametrize("words,halves,cols,x_lanes", [
+    (1, 1, (0, 2), False), (1, 1, (0, 1, 2, 3), False), (4, 1, (0, 2), False), (4, 1, (0, 1, 2, 3), False),
+    (1, 2, (0, 1, 2, 3), False), (4, 2, (0, 1, 2, 3), False), (4, 1, (0, 2), True),
 ])
-def test_mma_asm_computes_the_product(x_kind, words, halves, cols):
+def test_mma_asm_computes_the_product(x_kind, words, halves, cols, x_lanes):
     """_mma_asm's PTX (which only a GPU runs) executed on the CPU for one warp on random words,
     x, scales and zero points: each output is old accumulator + scale · Σ_words (code - zero)
     · x over the 16 k of the MMA, at the tile position its fragment names (the layout comment
-    above pack_mma: nibble i of lane (g, t)'s word is row g + 8·(i & 1), k slot 2t + (i >> 2) + 8·((i >> 1) & 1))."""
+    above pack_mma: nibble i of lane (g, t)'s word is row g + 8·(i & 1), k slot 2t + (i >> 2) + 8·((i >> 1) & 1)).
+    x_lanes: x is one row (every column the same, as at M = 1), given as lane L's word L of the
+    chunk's x in memory order (groups of 64+: lane t's 16 values, word j = k slots 2t.. and 2t + 8..
+    of MMA j, are words 8t + 2j and 8t + 2j + 1)."""
     ty, magic_bits, one_pair = _MMA_TYPES[x_kind]
     tyname = {"bf16": "bfloat16", "f16": "float16"}[ty]
-    asm, constraints = _mma_asm(x_kind, cols, words, halves)
-    g_ = seeded("mma-asm", x_kind, words, halves, cols)
+    asm, constraints = _mma_asm(x_kind, cols, words, halves, x_lanes)
+    g_ = seeded("mma-asm", x_kind, words, halves, cols, x_lanes)
     codes = torch.randint(0, 16, (words, 16, 16), generator=g_)  # [word, row, k slot]
     zeros = torch.randint(0, 16, (16,), generator=g_)  # per row (g and g + 8 of each lane)
     x = torch.randn(halves, words, 16, 8, generator=g_).to(getattr(torch, tyname)).double()  # [half, word, k slot, column]
+    if x_lanes:
+        x = x[..., :1].expand_as(x).contiguous()
+        pair = lambda j, k: sum(_bits(x[0, j, k + i, 0].item(), tyname) << (16 * i) for i in range(2))
+        x_words = [pair(j, 2 * t + 8 * b) for t in range(4) for j in range(words) for b in range(2)]  # word 8t + 2j + b
     scale = torch.rand(16, generator=g_).double() + 0.5
     n = len(cols) * halves
     acc0 = torch.randn(32, n, generator=g_).double()
@@ -284,8 +313,8 @@ def test_mma_asm_computes_the_product(x_kind, words, halves, cols):
             for i in range(8):
                 w |= int(codes[j, g + 8 * (i & 1), 2 * t + (i >> 2) + 8 * ((i >> 1) & 1)]) << (4 * i)
             ws.append(w)
-        xs = []
-        for h in range(halves):
+        xs = [x_words[lane], 8 * t] if x_lanes else []
+        for h in range(halves if not x_lanes else 0):
             for j in range(words):
                 vals = [x[h, j, k, g].item() for k in (2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9)]
                 xs.append(sum(_bits(v, tyname) << (16 * i) for i, v in enumerate(vals)))
