@@ -6,6 +6,7 @@
 #                                                 suites in calls of under 10 min, one run: RUN_ID=...)
 #                                               | kernels_decode (attention_decode alone, RUN_ID=...:
 #                                                 the point that replaces a baseline's decode rows)
+#                                               | kernels_wo (wo_matmul alone, RUN_ID=...: likewise)
 #
 # Expects (see the device notes): wheels for hydra-core, omegaconf, antlr4, plotly and gguf in
 # .whl/, and the SmolLM2 GGUF at $LAB_MODEL_PATH (joined from two carried parts by the caller).
@@ -41,6 +42,8 @@ case "$PART" in
     lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[attention_decode,wo_matmul]' ;;
   kernels_decode)
     lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[attention_decode]' ;;
+  kernels_wo)
+    lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[wo_matmul]' ;;
   kernels_c)
     lab +experiment=kernels run_id="${RUN_ID:?set RUN_ID}" 'scenario.suites=[sampling]' ;;
   kernels_b)

@@ -768,7 +768,7 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
     copies > L2, median of 3 rounds; torch 2.11 / triton 3.6, 2026-11-21, session 7, chained MMAs):
       general: 1 tile of 16 rows a program, 8 warps splitting K, 4 chunks a step, 128 registers
         (4096²: 5.24 µs, cuBLAS 13.6; 4096×14336: 11.9, cuBLAS 36.6; 4096×11008: 11.6; 576×1536: 2.64);
-      tall (N >= 8192) at M = 1: the same tiling uncapped. ptxas then serializes each warp's
+      tall (N >= 8192) at M = 1 (until session 25, below): the same tiling uncapped. ptxas then serializes each warp's
         loads, but at ~60 registers twice the warps fit and the 896+ programs run in fewer waves
         (14336×4096: 11.7 µs against 14.3 capped and 12.5 for session 6's 4 warps, 8 a step;
         28672×4096: 20.6, the best 20.4; 8192×8192: 14.7, the best 13.7). At M > 1 uncapped lost
@@ -781,14 +781,19 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
         which ran the M = 2..8 choices there): 4 warps, 8 chunks a step at 168 registers (4096²,
         M = 16: 9.3 µs against 10.8; 576×1536 4.3 against 4.4; on 4096×14336 it loses 2 %, 25.0
         against 24.5, accepted for one rule), tall 4 warps, 4 a step, uncapped (14336×4096: 24.2
-        against 31.7); short rows as at M = 1."""
+        against 31.7); short rows as at M = 1.
+    Session 25 (int4_pick.py --lanes, H200): tall at M = 1 now spreads x and the scales over the
+      lanes (x_lanes: ~70 registers at 4 chunks a step, where x took 8 a chunk) with 4 warps a
+      tile, capped at 128: 14336×4096 11.46 µs against 11.91, 28672×4096 19.90 against 20.72,
+      8192² 14.04 against 14.87. Elsewhere x_lanes was within ±2 % of the tiling above (4096²
+      5.19-5.37 against 5.25, 4096×14336 12.65 against 12.49), so it is not taken there."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
         return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
     if N >= 8192:
         if M > MMA_N:
             return MmaConfig(1, 4, 4, maxnreg=None)
-        return MmaConfig(1, 8, 4, maxnreg=None) if M == 1 else MmaConfig(1, 8, 2)
+        return MmaConfig(1, 4, 4, x_lanes=True) if M == 1 else MmaConfig(1, 8, 2)
     return MmaConfig(1, 4, 8, maxnreg=168) if M > MMA_N else MmaConfig(1, 8, 4)
 
 

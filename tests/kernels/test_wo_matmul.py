@@ -139,7 +139,7 @@ def test_int4_mma_tilings(cfg, M, dtype):
     (1, 48, 576, None),  # SmolLM2's K: 9 chunks over 4 warps, 3 a step (the short-row tiling)
     (1, 80, 576, (1, 49152, 576)),  # tall short rows: one warp, the whole row in a step, uncapped
     (1, 32, 2048, None),  # the general tiling: 8 warps, 4 chunks a step
-    (1, 40, 2048, (1, 14336, 4096)),  # tall at M = 1: the general tiling uncapped
+    (1, 40, 2048, (1, 14336, 4096)),  # tall at M = 1: 4 warps, 4 chunks a step, x over the lanes
     (3, 40, 2048, (3, 14336, 4096)),  # tall at M > 1: 8 warps, 2 chunks a step
     (12, 32, 2048, None),  # M = 9..16: 4 warps, 8 chunks a step
     (12, 40, 2048, (12, 14336, 4096)),  # tall at M = 9..16: 4 warps, 4 chunks a step
@@ -158,7 +158,7 @@ def test_int4_mma_heuristic_tilings(M, N, K, picked_for):
 def test_pick_mma_config_rule():
     """The rule as its docstring states it, on the benchmark shapes."""
     assert pick_mma_config(1, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128)
-    assert pick_mma_config(1, 14336, 4096) == MmaConfig(1, 8, 4, maxnreg=None)
+    assert pick_mma_config(1, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=128, x_lanes=True)
     assert pick_mma_config(4, 14336, 4096) == MmaConfig(1, 8, 2, maxnreg=128)
     assert pick_mma_config(16, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=None)
     assert pick_mma_config(16, 4096, 4096) == MmaConfig(1, 4, 8, maxnreg=168)
