@@ -372,7 +372,8 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
     n = len(cols) * halves
     W = n
     X = W + words  # x of half h, word j: X + h·words + j (x_lanes: the lane's word, then 8t)
-    SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(X + (2 if x_lanes else halves * words), X + (2 if x_lanes else halves * words) + 6)
+    x_ops = ["r", "r"] if x_lanes else ["l"] * (halves * words)
+    SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(X + len(x_ops), X + len(x_ops) + 6)
     ACC = ONE + 1
     lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr, src;", ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;",
              "mov.b32 zr, 0;"]
@@ -401,7 +402,6 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
             lines.append(f"fma.rn.f32 ${o}, {d}{c}, ${SLO if c < 2 else SHI}, ${ACC + o};")
             o += 1
     lines.append("}")
-    x_ops = ["r", "r"] if x_lanes else ["l"] * (halves * words)
     return "\n".join(lines), ",".join(["=f"] * n + ["r"] * words + x_ops + ["f", "f", "r", "r", "r", "r"] + ["f"] * n)
 
 
@@ -555,7 +555,7 @@ def _int4_mma_kernel(
                         xc = tl.load(xq + u * K_WARPS * 32)
                     else:
                         xc = tl.load(xq + u * K_WARPS * 32, mask=(first1 + K_WARPS * (i0 + u)) * 64 + 2 * lane1 < K, other=0)
-                    x0 = xc
+                    x0 = xc  # unused (HALVES = 1); keeps x1 below defined
                 elif EVEN:
                     x0 = tl.load(xp + u * K_WARPS * 16)
                 else:
