@@ -429,7 +429,7 @@ def _int4_mma_kernel(
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ROW_TILES: tl.constexpr, K_WARPS: tl.constexpr,
     UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
     HALVES: tl.constexpr, ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
-    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, X_LANES: tl.constexpr, LOADS_FIRST: tl.constexpr,
+    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, X_LANES: tl.constexpr,
 ):
     """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
 
@@ -512,91 +512,35 @@ def _int4_mma_kernel(
         acc_hi = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
     steps = tl.cdiv(n_chunks, K_WARPS)
     for i0 in range(0, steps, UNROLL):
-        # every load of the step first (tuples, one entry a chunk), then the math: the program order
-        # ptxas starts from; LOADS_FIRST also makes the step's first MMA wait on all of them
-        words = ()
-        s_los = ()  # X_LANES: a pair of chunks' scale word a lane, at even u
-        s_his = ()
-        z_los = ()
-        z_his = ()
-        x0s = ()
-        x1s = ()
         for u in tl.static_range(UNROLL):
             c = first + K_WARPS * (i0 + u)  # [T, 1]
-            ok = tile_ok & (c < n_chunks)
             if EVEN:
-                words += (tl.load(wp + u * K_WARPS * 128, eviction_policy="evict_first"),)  # [T, 4]
+                word = tl.load(wp + u * K_WARPS * 128, eviction_policy="evict_first")  # [T, 4]
             else:
-                words += (tl.load(wp + u * K_WARPS * 128, mask=ok, other=0, eviction_policy="evict_first"),)
+                ok = tile_ok & (c < n_chunks)
+                k_ok = ok & (c * 64 + kw < K)  # K is a multiple of 32: an MMA's k are all in or all out
+                word = tl.load(wp + u * K_WARPS * 128, mask=ok, other=0, eviction_policy="evict_first")
             kg = c * 64 + 16 * jg  # a k of each word's group
             grp = kg // GROUP
             if X_LANES:
                 if u % 2 == 0:
                     cs = first1 + K_WARPS * (i0 + u + s_pair)
                     if EVEN and UNROLL % 2 == 0:
-                        s_los += (tl.load(s_ptr + cs * 64 // GROUP),)
+                        s_word = tl.load(s_ptr + cs * 64 // GROUP).to(tl.float32)
                     else:
-                        s_los += (tl.load(s_ptr + cs * 64 // GROUP, mask=s_ok & (cs * 64 < K), other=0.0),)
-            elif EVEN:
-                s_los += (tl.load(S + row_lo * stride_sn + grp),)
-                s_his += (tl.load(S + (row_lo + 8) * stride_sn + grp),)
-            else:
-                g_ok = tile_ok & (kg < K)
-                s_los += (tl.load(S + row_lo * stride_sn + grp, mask=g_ok & (row_lo < N), other=0.0),)
-                s_his += (tl.load(S + (row_lo + 8) * stride_sn + grp, mask=g_ok & (row_lo + 8 < N), other=0.0),)
-            if HAS_ZERO:
-                z_los += (tl.load(Z + row_lo * stride_zn + grp, mask=tile_ok & (kg < K) & (row_lo < N), other=0),)
-                z_his += (tl.load(Z + (row_lo + 8) * stride_zn + grp, mask=tile_ok & (kg < K) & (row_lo + 8 < N), other=0),)
-            if X_LANES:
-                if EVEN:
-                    x0s += (tl.load(xq + u * K_WARPS * 32),)
-                else:
-                    x0s += (tl.load(xq + u * K_WARPS * 32, mask=(first1 + K_WARPS * (i0 + u)) * 64 + 2 * lane1 < K, other=0),)
-            elif X_KIND != 0:
-                k_ok = ok & (c * 64 + kw < K)  # K is a multiple of 32: an MMA's k are all in or all out
-                if EVEN:
-                    x0s += (tl.load(xp + u * K_WARPS * 16),)
-                else:
-                    x0s += (tl.load(xp + u * K_WARPS * 16, mask=k_ok, other=0),)
-                if HALVES == 2:
-                    if EVEN:
-                        x1s += (tl.load(xp + dx2 + u * K_WARPS * 16),)
-                    else:
-                        x1s += (tl.load(xp + dx2 + u * K_WARPS * 16, mask=k_ok, other=0),)
-        if X_KIND != 0:
-            magic_s = magic
-            if LOADS_FIRST:
-                # an XOR of every loaded word, ANDed with a zero ptxas cannot see (n_chunks > 0),
-                # folded into the asm's magic operand: ptxas must issue all of the step's loads
-                # before its first MMA (left to itself it sinks some past the math, each then a
-                # DRAM round trip of its own; int4_mma_sass.py); ~3 LOP3s a chunk
-                dep = tl.zeros([NW * 32], dtype=tl.int32)
-                for u in tl.static_range(UNROLL):
-                    dep ^= tl.xor_sum(words[u], axis=1)
-                    dep ^= tl.reshape(x0s[u], [NW * 32]).to(tl.int32) if X_LANES else tl.xor_sum(x0s[u].to(tl.int32), axis=1)
-                    if HALVES == 2:
-                        dep ^= tl.xor_sum(x1s[u].to(tl.int32), axis=1)
-                    if X_LANES:
-                        if u % 2 == 0:
-                            dep ^= s_los[u // 2].to(tl.int16, bitcast=True).to(tl.int32)
-                    else:
-                        dep ^= tl.xor_sum((s_los[u].to(tl.int16, bitcast=True).to(tl.int32) << 16) ^ s_his[u].to(tl.int16, bitcast=True).to(tl.int32), axis=1)
-                    if HAS_ZERO:
-                        dep ^= tl.xor_sum((z_los[u].to(tl.int32) << 8) ^ z_his[u].to(tl.int32), axis=1)
-                magic_s = magic ^ tl.reshape(dep & (stride_ym >> 31), ACC_SHAPE if CHAIN else [NW * 32, 1])
-        for u in tl.static_range(UNROLL):
-            c = first + K_WARPS * (i0 + u)  # [T, 1]
-            word = words[u]
-            if X_LANES:
-                s_word = s_los[u // 2].to(tl.float32)
+                        s_word = tl.load(s_ptr + cs * 64 // GROUP, mask=s_ok & (cs * 64 < K), other=0.0).to(tl.float32)
                 s_lo = _shfl(s_word, s_src + 16 * (u % 2))
                 s_hi = _shfl(s_word, s_src + 16 * (u % 2) + 8)
+            elif EVEN:
+                s_lo = tl.load(S + row_lo * stride_sn + grp).to(tl.float32)
+                s_hi = tl.load(S + (row_lo + 8) * stride_sn + grp).to(tl.float32)
             else:
-                s_lo = s_los[u].to(tl.float32)
-                s_hi = s_his[u].to(tl.float32)
+                g_ok = tile_ok & (kg < K)
+                s_lo = tl.load(S + row_lo * stride_sn + grp, mask=g_ok & (row_lo < N), other=0.0).to(tl.float32)
+                s_hi = tl.load(S + (row_lo + 8) * stride_sn + grp, mask=g_ok & (row_lo + 8 < N), other=0.0).to(tl.float32)
             if HAS_ZERO:
-                z_lo = z_los[u].to(tl.int32)
-                z_hi = z_his[u].to(tl.int32)
+                z_lo = tl.load(Z + row_lo * stride_zn + grp, mask=tile_ok & (kg < K) & (row_lo < N), other=0).to(tl.int32)
+                z_hi = tl.load(Z + (row_lo + 8) * stride_zn + grp, mask=tile_ok & (kg < K) & (row_lo + 8 < N), other=0).to(tl.int32)
             else:
                 z_lo = 8
                 z_hi = 8
@@ -606,8 +550,22 @@ def _int4_mma_kernel(
                 zz_hi = ((ZERO_BITS + z_hi) << 16) | (ZERO_BITS + z_hi)
                 # a lane's 4 x values per word, read as one int64 (8-byte loads: the layout the
                 # asm's operands settle on keeps one word per register, so no wider vector)
-                x0 = x0s[u]
-                x1 = x1s[u] if HALVES == 2 else x0
+                if X_LANES:
+                    if EVEN:
+                        xc = tl.load(xq + u * K_WARPS * 32)
+                    else:
+                        xc = tl.load(xq + u * K_WARPS * 32, mask=(first1 + K_WARPS * (i0 + u)) * 64 + 2 * lane1 < K, other=0)
+                    x0 = xc  # unused (HALVES = 1); keeps x1 below defined
+                elif EVEN:
+                    x0 = tl.load(xp + u * K_WARPS * 16)
+                else:
+                    x0 = tl.load(xp + u * K_WARPS * 16, mask=k_ok, other=0)
+                x1 = x0
+                if HALVES == 2:
+                    if EVEN:
+                        x1 = tl.load(xp + dx2 + u * K_WARPS * 16)
+                    else:
+                        x1 = tl.load(xp + dx2 + u * K_WARPS * 16, mask=k_ok, other=0)
                 if CHAIN:  # the lane's 4 words (and their x) as 4 [T] tensors each
                     w0, w1, w2, w3 = _columns(word, NW * 32)
                     sl = s_lo if X_LANES else tl.reshape(s_lo, [NW * 32])
@@ -619,18 +577,18 @@ def _int4_mma_kernel(
                         zl = zz_lo
                         zh = zz_hi
                     if X_LANES:
-                        args = [w0, w1, w2, w3, x0, x_src, sl, sh, zl, zh, magic_s, one]
+                        args = [w0, w1, w2, w3, xc, x_src, sl, sh, zl, zh, magic, one]
                     elif HALVES == 2:
                         x_0, x_1, x_2, x_3 = _columns(x0, NW * 32)
                         y_0, y_1, y_2, y_3 = _columns(x1, NW * 32)
-                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, y_0, y_1, y_2, y_3, sl, sh, zl, zh, magic_s, one]
+                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, y_0, y_1, y_2, y_3, sl, sh, zl, zh, magic, one]
                     else:
                         x_0, x_1, x_2, x_3 = _columns(x0, NW * 32)
-                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic_s, one]
+                        args = [w0, w1, w2, w3, x_0, x_1, x_2, x_3, sl, sh, zl, zh, magic, one]
                 elif HALVES == 2:
-                    args = [word, x0, x1, s_lo, s_hi, zz_lo, zz_hi, magic_s, one]
+                    args = [word, x0, x1, s_lo, s_hi, zz_lo, zz_hi, magic, one]
                 else:
-                    args = [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic_s, one]
+                    args = [word, x0, s_lo, s_hi, zz_lo, zz_hi, magic, one]
                 if HALVES == 2:  # M = 9..16: every column of both halves
                     a0, a1, a2, a3, e0, e1, e2, e3 = tl.inline_asm_elementwise(
                         ASM, CONSTRAINTS, args + [a0, a1, a2, a3, e0, e1, e2, e3],
@@ -646,7 +604,7 @@ def _int4_mma_kernel(
                 if EVEN:
                     xm = mm < M
                 else:
-                    xm = (tile_ok & (c < n_chunks) & (c * 64 + kw < K))[:, :, None] & (mm < M)
+                    xm = k_ok[:, :, None] & (mm < M)
                 if HAS_ZERO:
                     zl = z_lo[:, :, None]
                     zh = z_hi[:, :, None]
@@ -788,7 +746,6 @@ class MmaConfig:
     num_stages: int = 1
     maxnreg: int | None = 128
     x_lanes: bool = False  # M = 1, groups of 64/128, 16-bit x: x and the scales spread over the lanes (X_LANES)
-    loads_first: bool = False  # every load of a step issued before its first MMA (LOADS_FIRST)
 
     def check(self):
         for name in ("row_tiles", "k_warps"):
@@ -993,7 +950,7 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
     even = N % MMA_ROWS == 0 and K % MMA_K == 0 and n_tiles % cfg.row_tiles == 0 and n_chunks % (cfg.k_warps * cfg.unroll) == 0
     meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
                 BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, HALVES=halves, ASM=asm, CONSTRAINTS=constraints,
-                ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2], X_LANES=x_lanes, LOADS_FIRST=cfg.loads_first,
+                ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2], X_LANES=x_lanes,
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
         meta["maxnreg"] = cfg.maxnreg

@@ -3,11 +3,10 @@ cap of the int4 mma GEMV on the benchmark shapes (and three more), 3 rounds inte
 stream timing, then M = 4 and 16 for the best 4. --lanes: M = 1 only, every tiling with and
 without x and the scales spread over the lanes (MmaConfig.x_lanes, session 25), at the caps
 None / 72 / 128 (x_lanes needs ~70 registers at 4 chunks a step, so 72 holds 28 warps an SM).
---first: M = 1 only, every tiling with and without x_lanes and with and without loads_first (the
-step's first MMA waits on all its loads, so ptxas issues them all first; session 26), at the
-caps 128 / 168 (short rows: None too). Needs a CUDA GPU:
+--shapes picks the shapes (session 26's loads_first sweep, `--first`, lives at commit 95d6ced).
+Needs a CUDA GPU:
 
-    python experiments/probes/int4_pick.py [--lanes | --first] [--shapes 4096x4096,576x1536]
+    python experiments/probes/int4_pick.py [--lanes] [--shapes 4096x4096,576x1536]
 """
 import math, os, sys, time, statistics
 import multiprocessing as mp
@@ -20,28 +19,23 @@ GEN = [(1, 8, 4), (1, 16, 2), (1, 8, 8), (1, 4, 8), (1, 8, 2), (1, 4, 4)]
 SHORT = [(1, 1, 9), (2, 1, 9), (1, 2, 5), (1, 4, 3), (1, 8, 2), (1, 4, 2)]
 
 
-FIRST = "--first" in sys.argv
-FIRST_GEN = [(1, 8, 4), (1, 8, 8), (1, 4, 8), (1, 4, 16), (1, 16, 4), (1, 4, 4), (1, 16, 2)]
-if FIRST:
-    SHAPES = SHAPES[:7]  # the suite's six and 8192²
 if "--shapes" in sys.argv:  # e.g. --shapes 4096x4096,576x1536
     SHAPES = [tuple(int(v) for v in nk.split("x")) for nk in sys.argv[sys.argv.index("--shapes") + 1].split(",")]
-LANES = "--lanes" in sys.argv or FIRST
+LANES = "--lanes" in sys.argv
 
 
 def configs(N, K):
     from kernels.wo_matmul import MmaConfig
     chunks = -(-K // 64)
-    base = SHORT if chunks <= 16 else FIRST_GEN if FIRST else GEN + ([(1, 16, 4), (1, 8, 6), (1, 4, 16)] if LANES else [])
-    caps = (None, 128, 168) if FIRST and chunks <= 16 else (128, 168) if FIRST else (None, 72, 128) if LANES else (None, 96, 128, 168)
+    base = SHORT if chunks <= 16 else GEN + ([(1, 16, 4), (1, 8, 6), (1, 4, 16)] if LANES else [])
+    caps = (None, 72, 128) if LANES else (None, 96, 128, 168)
     out = []
     for (r, k, u) in base:
         if chunks <= 16:
             u = min(u, -(-chunks // k))
         for reg in caps:
             for lanes in (False, True) if LANES else (False,):
-                for first in (False, True) if FIRST else (False,):
-                    out.append(MmaConfig(r, k, u, maxnreg=reg, x_lanes=lanes, loads_first=first))
+                out.append(MmaConfig(r, k, u, maxnreg=reg, x_lanes=lanes))
     return list(dict.fromkeys(out))
 
 
@@ -112,7 +106,7 @@ def main():
         print(f"N={N} K={K}: cublas {cub:.2f} copy {cp:.2f} (bound {cub / cp:.2f}x; 3x <= {cub / 3:.2f}) pick {pick_mma_config(1, N, K)}  t={time.perf_counter() - T0:.0f}s", flush=True)
         table = {}
         for us, c in med:
-            table.setdefault((c.row_tiles, c.k_warps, c.unroll) + (("lanes",) if c.x_lanes else ()) + (("first",) if c.loads_first else ()), {})[c.maxnreg] = us
+            table.setdefault((c.row_tiles, c.k_warps, c.unroll) + (("lanes",) if c.x_lanes else ()), {})[c.maxnreg] = us
         for key in sorted(table, key=lambda k: min(table[k].values())):
             print(f"    {key}: " + "  ".join(f"r{r}={us:.2f}" for r, us in sorted(table[key].items(), key=lambda t: t[0] or 0)), flush=True)
         print(f"  best {med[0][0]:.2f} ({cub / med[0][0]:.2f}x) {med[0][1]}", flush=True)

@@ -197,23 +197,6 @@ def test_int4_mma_x_lanes(N, K, group, cfg, dtype):
         check(torch.randn(1, K, generator=g).to(DEVICE, dtype), qw, cfg)
 
 
-@pytest.mark.parametrize("M,N,K,group,symmetric,cfg", [
-    (1, 50, 640, 64, False, MmaConfig(row_tiles=2, k_warps=4, unroll=3, x_lanes=True, loads_first=True)),  # ragged, an odd step
-    (1, 64, 1024, 128, True, MmaConfig(row_tiles=1, k_warps=2, unroll=8, x_lanes=True, loads_first=True)),  # whole, 8 chunks a step
-    (1, 40, 640, 128, True, MmaConfig(row_tiles=1, k_warps=4, unroll=4, loads_first=True)),  # x per lane, chained
-    (3, 48, 512, 32, False, MmaConfig(row_tiles=1, k_warps=2, unroll=2, loads_first=True)),  # a word an asm, zero points
-    (12, 40, 768, 64, True, MmaConfig(row_tiles=2, k_warps=2, unroll=3, loads_first=True)),  # two halves of x
-], ids=["x-lanes-ragged", "x-lanes-even", "chain", "words-asym", "halves"])
-def test_int4_mma_loads_first(M, N, K, group, symmetric, cfg):
-    """Every load of a step before its first MMA (MmaConfig.loads_first: the step's loads folded
-    into the asm's magic operand through a zero ptxas cannot see) leaves the product unchanged;
-    on the GPU (the interpreter runs the plain-Triton form, which has no asm to fence)."""
-    g = seeded("mma-loads-first", M, N, K, group, symmetric, cfg)
-    qw = quantize_int4(torch.randn(N, K, generator=g), group, symmetric, layout="mma").to(DEVICE)
-    for dtype in DTYPES:
-        check(torch.randn(M, K, generator=g).to(DEVICE, dtype), qw, cfg)
-
-
 def _half(bits: int, ty: str) -> float:
     return torch.tensor([bits & 0xFFFF], dtype=torch.int32).to(torch.int16).view(getattr(torch, ty)).item()
 
