@@ -3,7 +3,7 @@ beside a same-size copy (torch.neg, half read + half written), stream timing ove
 How close "3x cuBLAS" and "85 % of the copy" ask a kernel to come to merely reading its bytes
 (results/baselines/README.md, session 6). Needs a CUDA GPU:
 
-    python experiments/probes/read_floor.py
+    python experiments/probes/read_floor.py ["int4 576x1536" ...]
 """
 import math, os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
@@ -27,7 +27,9 @@ def _xor(a, b):
     return a ^ b
 
 
-TILINGS = [(1024, 4, 4), (2048, 4, 8), (1024, 8, 4), (2048, 8, 8), (4096, 4, 8), (512, 8, 4), (1024, 16, 8), (2048, 2, 8), (4096, 8, 16)]
+TILINGS = [(1024, 4, 4), (2048, 4, 8), (1024, 8, 4), (2048, 8, 8), (4096, 4, 8), (512, 8, 4), (1024, 16, 8), (2048, 2, 8), (4096, 8, 16),
+           # small reads (the SmolLM2 GEMVs, < 0.5 MB): the tilings above leave most SMs idle there
+           (128, 1, 1), (256, 1, 2), (256, 2, 2), (512, 1, 4), (512, 2, 4), (256, 4, 2), (128, 4, 1), (1024, 1, 4)]
 
 
 def read_floor(nbytes: int, dev=None) -> list:
@@ -51,7 +53,11 @@ def read_floor_us(nbytes: int) -> float:
 
 def main():
     dev = torch.device("cuda")
-    for label, nbytes in (("int4 4096x4096", 8667136), ("int4 14336x4096", 30314496), ("bf16 4096x4096", 33570816), ("kv 32/8 B=1 8K", 33554432), ("kv 9/3 B=1 8K", 6291456)):
+    cases = (("int4 4096x4096", 8667136), ("int4 14336x4096", 30314496), ("bf16 4096x4096", 33570816), ("kv 32/8 B=1 8K", 33554432), ("kv 9/3 B=1 8K", 6291456),
+             ("int4 576x1536", 460416), ("int4 1536x576", 474240), ("int4 49152x576", 15139968))  # int4: wo_matmul.bytes_moved at M = 1
+    if len(sys.argv) > 1:  # labels to run, e.g. "int4 576x1536"
+        cases = [c for c in cases if c[0] in sys.argv[1:]]
+    for label, nbytes in cases:
         cp = stream_us(copy_same_bytes(nbytes, dev))
         res = read_floor(nbytes, dev)
         best = res[0]
