@@ -1,0 +1,122 @@
+"""What limits the int4 mma GEMV at M = 1: the kernel of the rule's tiling run with its inline PTX
+rewritten, each variant timed beside the others (stream, 3 rounds interleaved, median):
+
+  base         the launcher's asm (shifts, LOP3s, packed FMAs taking off magic + zero, 4 chained MMAs)
+  zero_chain   MmaConfig.zero_mma: no packed FMAs; a second MMA a word, A = -(magic + zero),
+               chained behind each word's MMA (8 dependent MMAs a chunk)
+  zero_split   the same, the second MMAs chained into accumulators of their own (two chains of 4),
+               added to the first before the scale
+  no_dequant   WRONG RESULTS, timing only: the codes go to the MMA as they are (3 shifts a word,
+               no LOP3 or FMA): what the dequantization's 8 instructions a word cost
+  no_mma       WRONG RESULTS, timing only: each MMA replaced by ~5 integer/float ops that keep its
+               operands live: what the tensor-core work costs
+
+Needs a CUDA GPU:  python experiments/probes/int4_mma_limit.py [--shapes 4096x4096,...]
+"""
+import math, os, re, sys, statistics
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+import torch
+import torch.nn.functional as F
+
+SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192), (576, 1536)]
+if "--shapes" in sys.argv:
+    SHAPES = [tuple(int(v) for v in nk.split("x")) for nk in sys.argv[sys.argv.index("--shapes") + 1].split(",")]
+MMA = re.compile(r"^(mma\.sync\S+) \{(d0, d1, d2, d3)\}, \{([^}]*)\}, \{(\w+), (\w+)\}, \{([^}]*)\};$")
+
+
+def variant_asm(name: str, cols, x_lanes: bool) -> tuple[str, str, bool]:
+    """(asm, constraints, ZERO_MMA) of a variant, from kernels.wo_matmul._mma_asm's text."""
+    from kernels.wo_matmul import _mma_asm
+    zero = name.startswith("zero")
+    asm, cons = _mma_asm(1, cols, 4, 1, x_lanes, zero)
+    lines = asm.splitlines()
+    if name == "zero_split":
+        out, started = [], False
+        for ln in lines:
+            m = MMA.match(ln)
+            if m and m.group(3) == "z0, z1, z2, z3":
+                c = "f0, f1, f2, f3" if started else "zr, zr, zr, zr"
+                out.append(f"{m.group(1)} {{f0, f1, f2, f3}}, {{z0, z1, z2, z3}}, {{{m.group(4)}, {m.group(5)}}}, {{{c}}};")
+                started = True
+            elif ln.startswith("fma.rn.f32"):
+                d = ln.split(",")[1].strip()  # d0 or d2: the accumulator the scale multiplies
+                out += [f"add.f32 {d}, {d}, f{d[1]};", ln]
+            else:
+                out.append(ln)
+        lines = out[:1] + [".reg .f32 f0, f1, f2, f3;"] + out[1:]  # after the "{"
+    elif name == "no_dequant":
+        out = []
+        for ln in lines:
+            if ln.startswith("fma.rn.bf16x2"):
+                continue
+            if ln.startswith("lop3.b32 a"):
+                dst, src = ln.split()[1].rstrip(","), ln.split()[2].rstrip(",")
+                out.append(f"mov.b32 {dst}, {src};")
+            else:
+                out.append(ln)
+        lines = out
+    elif name == "no_mma":
+        out, started = [], False
+        for ln in lines:
+            m = MMA.match(ln)
+            if m:
+                a = [v.strip() for v in m.group(3).split(",")]
+                out += [f"lop3.b32 kk, {a[0]}, {a[1]}, {a[2]}, 0x96;", f"lop3.b32 kk, kk, {a[3]}, {m.group(4)}, 0x96;",
+                        f"xor.b32 kk, kk, {m.group(5)};", "mov.b32 kf, kk;",
+                        "add.f32 d0, d0, kf;" if started else "mov.f32 d0, kf;", "mov.f32 d2, d0;"]
+                started = True
+            else:
+                out.append(ln)
+        lines = out[:1] + [".reg .b32 kk;", ".reg .f32 kf;"] + out[1:]
+    return "\n".join(lines), cons, zero
+
+
+def main():
+    from kernels import wo_matmul as wm
+    from kernels.wo_matmul import quantize_int4, dequantize, bytes_moved, pick_mma_config, MMA_ROWS, MMA_K
+    from lab.benchmarks.wo_matmul import group_for
+    from lab.benchmarks._common import stream_us, copy_same_bytes
+    import triton
+    dev = torch.device("cuda")
+    names = ["base", "zero_chain", "zero_split", "no_dequant", "no_mma"]
+    for N, K in SHAPES:
+        torch.manual_seed(0)
+        w = torch.randn(N, K, device=dev) * 0.02
+        qm = quantize_int4(w, group_for(K), True, layout="mma")
+        qms = [qm.clone() for _ in range(int(min(64, max(2, math.ceil(100e6 / qm.nbytes)))))]
+        x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
+        ref = x.double() @ dequantize(qm, torch.float64).T
+        cfg = pick_mma_config(1, N, K)
+        grid, meta0 = wm._mma_plan(1, N, K, qm.group_size, False, torch.bfloat16, cfg, False)
+        cols = (0, 2)
+        nt, kc = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
+        xk, sxm = x.view(torch.int64), x.stride(0) // 4
+        y = torch.empty((1, N), dtype=x.dtype, device=dev)
+
+        def launcher(name):
+            asm, cons, zero = variant_asm(name, cols, meta0["X_LANES"])
+            meta = dict(meta0, ASM=asm, CONSTRAINTS=cons, ZERO_MMA=zero)
+            return lambda q: wm._int4_mma_kernel[grid](xk, q.qweight, q.scale, q.scale, y, 1, N, K, nt, kc,
+                                                       sxm, q.scale.stride(0), q.scale.stride(0), y.stride(0), **meta)
+        runs = {n: launcher(n) for n in names}
+        for n, f in runs.items():
+            f(qms[0])
+            torch.cuda.synchronize()
+            err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
+            print(f"  {n}: max rel err {err:.2e}{'' if n.startswith(('base', 'zero')) else ' (expected wrong)'}", flush=True)
+        dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
+        cub = stream_us([lambda d=d: F.linear(x, d) for d in dense])
+        del dense
+        cp = stream_us(copy_same_bytes(bytes_moved(1, N, K, qm), dev))
+        ts = {n: [] for n in names}
+        for _ in range(3):
+            for n, f in runs.items():
+                ts[n].append(stream_us([lambda q=q, f=f: f(q) for q in qms]))
+        print(f"N={N} K={K} ({cfg}): cublas {cub:.2f} copy {cp:.2f} µs; " +
+              ", ".join(f"{n} {statistics.median(v):.2f}" for n, v in ts.items()), flush=True)
+        del qms
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
