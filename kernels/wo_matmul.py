@@ -350,8 +350,7 @@ _MMA_TYPES = {1: ("bf16", 0x4300, 0x3F803F80), 2: ("f16", 0x6400, 0x3C003C00)}
 
 
 @functools.lru_cache(maxsize=None)
-def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1, x_lanes: bool = False,
-             zero_mma: bool = False) -> tuple[str, str]:
+def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1, x_lanes: bool = False) -> tuple[str, str]:
     """PTX for `words` code words of a lane (1, or the 4 of a chunk when they share a group: groups
     of 64 and 128). Per word, 3 shifts and 4 LOP3s make (magic + code) pairs and one packed FMA
     each takes (magic + zero) off (exact: small integers); then mma.sync with x as B, once per half
@@ -367,13 +366,7 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
     instead, lane L holding the chunk's x words 2L, 2L + 1 (k = 2L, 2L + 1), and a second operand
     8t; each MMA's b0, b1 are shuffled in from lanes 8t + 2j, 8t + 2j + 1 (the lane's x is k =
     16t..16t + 15). At M = 1 every g of a t reads the same x, so this holds a chunk's x in 1
-    register a lane instead of 8, for 8 shuffles a chunk.
-    zero_mma: the (magic + zero) pairs are not taken off the codes; a second MMA a word, of the
-    same x and the constant A = -(magic + zero) of each row, adds Σ -(magic + zero)·x to the
-    accumulators instead, and the operand `one` must be a runtime 0. 3 issue slots a word fewer
-    (4 packed FMAs become 1 MMA; sm_90 SASS at 4 chunks a step: 368 instructions against 416),
-    twice the tensor-core work. The products are exact; the fp32 sums cancel ~136·Σx against
-    Σ(code - zero)·x, which costs a few of fp32's 24 bits, far below the bf16 output's 8."""
+    register a lane instead of 8, for 8 shuffles a chunk."""
     ty, _, _ = _MMA_TYPES[x_kind]
     assert not x_lanes or (halves == 1 and words == 4), "x_lanes: one half of x, the 4 words of a chunk"
     n = len(cols) * halves
@@ -382,24 +375,8 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
     x_ops = ["r", "r"] if x_lanes else ["l"] * (halves * words)
     SLO, SHI, ZLO, ZHI, MAGIC, ONE = range(X + len(x_ops), X + len(x_ops) + 6)
     ACC = ONE + 1
-    mma = f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32"
-    acc = {h: "{" + ", ".join(f"{d}{i}" for i in range(4)) + "}" for h, d in zip(range(halves), "de")}
-    b = {(h, j): (f"b{h}{j}0", f"b{h}{j}1") for h in range(halves) for j in range(words)}  # x of half h, word j
-    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, zr, src;", ".reg .b32 " + ", ".join(sum(b.values(), ())) + ";",
-             ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;", "mov.b32 zr, 0;"]
-    for (h, j), (b0, b1) in b.items():
-        if x_lanes:
-            for i, bi in enumerate((b0, b1)):
-                lines += [f"add.u32 src, ${X + 1}, {2 * j + i};", f"shfl.sync.idx.b32 {bi}, ${X}, src, 0x1f, 0xffffffff;"]
-        else:
-            lines.append(f"mov.b64 {{{b0}, {b1}}}, ${X + h * words + j};")
-    started = set()  # the halves whose accumulators hold something (C = 0 before)
-    if zero_mma:
-        # A = {ZLO, ZHI, ZLO, ZHI} is one or two values, and ptxas then rebuilt the quad before most
-        # MMAs (~7 moves a chunk); mixed with a zero it cannot see ($ONE: stride_ym >> 31 then), the
-        # four are distinct values that it builds once, out of the loop
-        lines += [".reg .b32 z0, z1, z2, z3;", f"mov.b32 z0, ${ZLO};", f"xor.b32 z1, ${ZHI}, ${ONE};",
-                  f"add.u32 z2, ${ZLO}, ${ONE};", f"or.b32 z3, ${ZHI}, ${ONE};"]
+    lines = ["{", ".reg .b32 q1, q2, q3, a0, a1, a2, a3, b0, b1, zr, src;", ".reg .f32 d0, d1, d2, d3, e0, e1, e2, e3;",
+             "mov.b32 zr, 0;"]
     for j in range(words):
         w = f"${W + j}"
         lines += [
@@ -408,16 +385,17 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
             f"lop3.b32 a1, q1, 0x000F000F, ${MAGIC}, 0xEA;",
             f"lop3.b32 a2, q2, 0x000F000F, ${MAGIC}, 0xEA;",
             f"lop3.b32 a3, q3, 0x000F000F, ${MAGIC}, 0xEA;",
+            f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
+            f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};",
         ]
-        if not zero_mma:
-            lines += [f"fma.rn.{ty}x2 a0, a0, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a1, a1, ${ONE}, ${ZHI};",
-                      f"fma.rn.{ty}x2 a2, a2, ${ONE}, ${ZLO};", f"fma.rn.{ty}x2 a3, a3, ${ONE}, ${ZHI};"]
-        for h in range(halves):
-            b0, b1 = b[h, j]
-            lines.append(f"{mma} {acc[h]}, {{a0, a1, a2, a3}}, {{{b0}, {b1}}}, {acc[h] if h in started else '{zr, zr, zr, zr}'};")
-            started.add(h)
-            if zero_mma:  # rows g, g + 8 of A: a0, a2 and a1, a3
-                lines.append(f"{mma} {acc[h]}, {{z0, z1, z2, z3}}, {{{b0}, {b1}}}, {acc[h]};")
+        for h, d in zip(range(halves), "de"):
+            c = "{zr, zr, zr, zr}" if j == 0 else f"{{{d}0, {d}1, {d}2, {d}3}}"
+            if x_lanes:
+                for b in range(2):
+                    lines += [f"add.u32 src, ${X + 1}, {2 * j + b};", f"shfl.sync.idx.b32 b{b}, ${X}, src, 0x1f, 0xffffffff;"]
+            else:
+                lines.append(f"mov.b64 {{b0, b1}}, ${X + h * words + j};")
+            lines += [f"mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{{d}0, {d}1, {d}2, {d}3}}, {{a0, a1, a2, a3}}, {{b0, b1}}, {c};"]
     o = 0
     for d in "de"[:halves]:
         for c in cols:
@@ -451,7 +429,7 @@ def _int4_mma_kernel(
     GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, ROW_TILES: tl.constexpr, K_WARPS: tl.constexpr,
     UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
     HALVES: tl.constexpr, ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
-    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, X_LANES: tl.constexpr, ZERO_MMA: tl.constexpr,
+    ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, X_LANES: tl.constexpr,
 ):
     """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
 
@@ -515,10 +493,7 @@ def _int4_mma_kernel(
         # one asm operand per thread: a chunk (CHAIN) or a word
         ACC_SHAPE: tl.constexpr = [NW * 32] if CHAIN else [NW * 32, 4]
         magic = tl.full(ACC_SHAPE, MAGIC, tl.int32)
-        if ZERO_MMA:  # the asm's `one` operand is then a zero ptxas cannot see (_mma_asm); y's rows are < 2^31 apart
-            one = tl.zeros(ACC_SHAPE, tl.int32) + (stride_ym >> 31)
-        else:
-            one = tl.full(ACC_SHAPE, ONE, tl.int32)
+        one = tl.full(ACC_SHAPE, ONE, tl.int32)
         # the accumulators c0..c3 of rows 0..7 of x (a) and 8..15 (e, HALVES = 2), one per output
         # register of the asm, as plain variables (a tuple carried through the loop came out
         # with the wrong length under Python 3.12)
@@ -771,7 +746,6 @@ class MmaConfig:
     num_stages: int = 1
     maxnreg: int | None = 128
     x_lanes: bool = False  # M = 1, groups of 64/128, 16-bit x: x and the scales spread over the lanes (X_LANES)
-    zero_mma: bool = False  # 16-bit x: the zero points taken off by a second MMA a word, not 4 FMAs (_mma_asm)
 
     def check(self):
         for name in ("row_tiles", "k_warps"):
@@ -970,14 +944,14 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
     chain = bool(x_kind) and group >= 64  # a lane's 4 words of a chunk share one group
     halves = 2 if x_kind and M > MMA_N else 1
     x_lanes = cfg.x_lanes and chain and M == 1
-    asm, constraints = _mma_asm(x_kind, cols, 4 if chain else 1, halves, x_lanes, cfg.zero_mma) if x_kind else ("", "")
+    asm, constraints = _mma_asm(x_kind, cols, 4 if chain else 1, halves, x_lanes) if x_kind else ("", "")
     ty_bits = _MMA_TYPES.get(x_kind, ("", 0, 0))
     n_tiles, n_chunks = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
     even = N % MMA_ROWS == 0 and K % MMA_K == 0 and n_tiles % cfg.row_tiles == 0 and n_chunks % (cfg.k_warps * cfg.unroll) == 0
     meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
                 BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, HALVES=halves, ASM=asm, CONSTRAINTS=constraints,
                 ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2], X_LANES=x_lanes,
-                ZERO_MMA=bool(x_kind) and cfg.zero_mma, num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
+                num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
         meta["maxnreg"] = cfg.maxnreg
     return (triton.cdiv(n_tiles, cfg.row_tiles),), meta

@@ -2,16 +2,14 @@
 rewritten, each variant timed beside the others (stream, 3 rounds interleaved, median):
 
   base         the launcher's asm (shifts, LOP3s, packed FMAs taking off magic + zero, 4 chained MMAs)
-  zero_chain   MmaConfig.zero_mma: no packed FMAs; a second MMA a word, A = -(magic + zero),
-               chained behind each word's MMA (8 dependent MMAs a chunk)
-  zero_split   the same, the second MMAs chained into accumulators of their own (two chains of 4),
-               added to the first before the scale
   no_dequant   WRONG RESULTS, timing only: the codes go to the MMA as they are (3 shifts a word,
                no LOP3 or FMA): what the dequantization's 8 instructions a word cost
   no_mma       WRONG RESULTS, timing only: each MMA replaced by ~5 integer/float ops that keep its
                operands live: what the tensor-core work costs
 
-Needs a CUDA GPU:  python experiments/probes/int4_mma_limit.py [--shapes 4096x4096,...]
+Session 27 timed two more variants beside these, the zero points taken off by a second MMA a word
+(MmaConfig.zero_mma, chained behind each word's MMA or into accumulators of their own); they live
+at commit 7fef34c. Needs a CUDA GPU:  python experiments/probes/int4_mma_limit.py [--shapes 4096x4096,...]
 """
 import math, os, re, sys, statistics
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
@@ -24,27 +22,12 @@ if "--shapes" in sys.argv:
 MMA = re.compile(r"^(mma\.sync\S+) \{(d0, d1, d2, d3)\}, \{([^}]*)\}, \{(\w+), (\w+)\}, \{([^}]*)\};$")
 
 
-def variant_asm(name: str, cols, x_lanes: bool) -> tuple[str, str, bool]:
-    """(asm, constraints, ZERO_MMA) of a variant, from kernels.wo_matmul._mma_asm's text."""
+def variant_asm(name: str, cols, x_lanes: bool) -> tuple[str, str]:
+    """(asm, constraints) of a variant, from kernels.wo_matmul._mma_asm's text."""
     from kernels.wo_matmul import _mma_asm
-    zero = name.startswith("zero")
-    asm, cons = _mma_asm(1, cols, 4, 1, x_lanes, zero)
+    asm, cons = _mma_asm(1, cols, 4, 1, x_lanes)
     lines = asm.splitlines()
-    if name == "zero_split":
-        out, started = [], False
-        for ln in lines:
-            m = MMA.match(ln)
-            if m and m.group(3) == "z0, z1, z2, z3":
-                c = "f0, f1, f2, f3" if started else "zr, zr, zr, zr"
-                out.append(f"{m.group(1)} {{f0, f1, f2, f3}}, {{z0, z1, z2, z3}}, {{{m.group(4)}, {m.group(5)}}}, {{{c}}};")
-                started = True
-            elif ln.startswith("fma.rn.f32"):
-                d = ln.split(",")[1].strip()  # d0 or d2: the accumulator the scale multiplies
-                out += [f"add.f32 {d}, {d}, f{d[1]};", ln]
-            else:
-                out.append(ln)
-        lines = out[:1] + [".reg .f32 f0, f1, f2, f3;"] + out[1:]  # after the "{"
-    elif name == "no_dequant":
+    if name == "no_dequant":
         out = []
         for ln in lines:
             if ln.startswith("fma.rn.bf16x2"):
@@ -68,7 +51,7 @@ def variant_asm(name: str, cols, x_lanes: bool) -> tuple[str, str, bool]:
             else:
                 out.append(ln)
         lines = out[:1] + [".reg .b32 kk;", ".reg .f32 kf;"] + out[1:]
-    return "\n".join(lines), cons, zero
+    return "\n".join(lines), cons
 
 
 def main():
@@ -78,7 +61,7 @@ def main():
     from lab.benchmarks._common import stream_us, copy_same_bytes
     import triton
     dev = torch.device("cuda")
-    names = ["base", "zero_chain", "zero_split", "no_dequant", "no_mma"]
+    names = ["base", "no_dequant", "no_mma"]
     for N, K in SHAPES:
         torch.manual_seed(0)
         w = torch.randn(N, K, device=dev) * 0.02
@@ -94,8 +77,8 @@ def main():
         y = torch.empty((1, N), dtype=x.dtype, device=dev)
 
         def launcher(name):
-            asm, cons, zero = variant_asm(name, cols, meta0["X_LANES"])
-            meta = dict(meta0, ASM=asm, CONSTRAINTS=cons, ZERO_MMA=zero)
+            asm, cons = variant_asm(name, cols, meta0["X_LANES"])
+            meta = dict(meta0, ASM=asm, CONSTRAINTS=cons)
             return lambda q: wm._int4_mma_kernel[grid](xk, q.qweight, q.scale, q.scale, y, 1, N, K, nt, kc,
                                                        sxm, q.scale.stride(0), q.scale.stride(0), y.stride(0), **meta)
         runs = {n: launcher(n) for n in names}
@@ -103,7 +86,7 @@ def main():
             f(qms[0])
             torch.cuda.synchronize()
             err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
-            print(f"  {n}: max rel err {err:.2e}{'' if n.startswith(('base', 'zero')) else ' (expected wrong)'}", flush=True)
+            print(f"  {n}: max rel err {err:.2e}{'' if n == 'base' else ' (expected wrong)'}", flush=True)
         dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
         cub = stream_us([lambda d=d: F.linear(x, d) for d in dense])
         del dense

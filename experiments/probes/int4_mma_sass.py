@@ -6,8 +6,7 @@ With Triton 3.6 (the GPU machine's) installed at DIR, from the repo root:
     PYTHONPATH=DIR python experiments/probes/int4_mma_sass.py "{'RT': 1, 'KW': 8, 'U': 4, 'M': 1}"
     NREG=128 ...  # with a register cap (MmaConfig.maxnreg)
     ... "{'KW': 8, 'U': 8, 'XL': True}"  # x one register a chunk, shuffled (MmaConfig.x_lanes)
-    ... "{'KW': 8, 'U': 4, 'ZM': True}"  # the zero points by a second MMA (MmaConfig.zero_mma)
-    (session 26's LF option, loads_first, lives at commit 95d6ced)
+    (session 26's LF option, loads_first, lives at commit 95d6ced; session 27's ZM, zero_mma, at 7fef34c)
 """
 import collections, re, sys, os, ast
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
@@ -16,18 +15,18 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from kernels import wo_matmul as wm
 
-def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True, XL=False, ZM=False):
+def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True, XL=False):
     fn = wm._int4_mma_kernel
     n_tiles = 2 if M > 8 else 1
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)
     halves = 2 if M > 8 else 1
     XL = XL and M == 1 and G >= 64  # x_lanes, as _mma_plan takes it
-    asm, cons = wm._mma_asm(x_kind, cols, 4 if G >= 64 else 1, halves, XL, ZM)
+    asm, cons = wm._mma_asm(x_kind, cols, 4 if G >= 64 else 1, halves, XL)
     ty = wm._MMA_TYPES[x_kind]
     sig = {"X": "*i64", "Wt": "*i32", "S": "*fp16", "Z": "*u8", "Y": "*bf16", "M": "i32", "N": "i32", "K": "i32",
            "n_tiles": "i32", "n_chunks": "i32", "stride_xm": "i32", "stride_sn": "i32", "stride_zn": "i32", "stride_ym": "i32"}
     const = dict(CHAIN=G >= 64, HALVES=halves, GROUP=G, HAS_ZERO=HAS_ZERO, ROW_TILES=RT, K_WARPS=KW, UNROLL=U, BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=EVEN,
-                 ASM=asm, CONSTRAINTS=cons, ALL_COLS=len(cols) == 4, ZERO_BITS=ty[1] | 0x8000, MAGIC=ty[1] * 0x10001, ONE=ty[2], X_LANES=XL, ZERO_MMA=ZM)
+                 ASM=asm, CONSTRAINTS=cons, ALL_COLS=len(cols) == 4, ZERO_BITS=ty[1] | 0x8000, MAGIC=ty[1] * 0x10001, ONE=ty[2], X_LANES=XL)
     if os.environ.get("M1"): const["M"] = 1
     for k in const: sig[k] = "constexpr"
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},

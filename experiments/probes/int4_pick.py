@@ -3,14 +3,13 @@ cap of the int4 mma GEMV on the benchmark shapes (and three more), 3 rounds inte
 stream timing, then M = 4 and 16 for the best 4. --lanes: M = 1 only, every tiling with and
 without x and the scales spread over the lanes (MmaConfig.x_lanes, session 25), at the caps
 None / 72 / 128 (x_lanes needs ~70 registers at 4 chunks a step, so 72 holds 28 warps an SM).
---shapes picks the shapes (session 26's loads_first sweep, `--first`, lives at commit 95d6ced).
---zero: the rule's tiling and five others, each with and without the zero points taken off by a
-second MMA (MmaConfig.zero_mma, session 27), at M = 1, then the rule's pair at M = 4 and 16.
+--shapes picks the shapes (session 26's loads_first sweep, `--first`, lives at commit 95d6ced;
+session 27's zero_mma sweep, `--zero`, at commit 7fef34c).
 Needs a CUDA GPU:
 
     python experiments/probes/int4_pick.py [--lanes] [--shapes 4096x4096,576x1536]
 """
-import dataclasses, math, os, sys, time, statistics
+import math, os, sys, time, statistics
 import multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 import torch
@@ -24,17 +23,11 @@ SHORT = [(1, 1, 9), (2, 1, 9), (1, 2, 5), (1, 4, 3), (1, 8, 2), (1, 4, 2)]
 if "--shapes" in sys.argv:  # e.g. --shapes 4096x4096,576x1536
     SHAPES = [tuple(int(v) for v in nk.split("x")) for nk in sys.argv[sys.argv.index("--shapes") + 1].split(",")]
 LANES = "--lanes" in sys.argv
-ZERO = "--zero" in sys.argv
 
 
 def configs(N, K):
-    from kernels.wo_matmul import MmaConfig, pick_mma_config
+    from kernels.wo_matmul import MmaConfig
     chunks = -(-K // 64)
-    if ZERO:
-        pick = pick_mma_config(1, N, K)
-        cands = [pick] if chunks <= 16 else [pick, MmaConfig(1, 8, 4), MmaConfig(1, 4, 4, x_lanes=True), MmaConfig(1, 4, 8, x_lanes=True),
-                                             MmaConfig(1, 8, 8), MmaConfig(1, 16, 2), MmaConfig(1, 4, 16, x_lanes=True)]
-        return list(dict.fromkeys(dataclasses.replace(c, zero_mma=z) for c in cands for z in (False, True)))
     base = SHORT if chunks <= 16 else GEN + ([(1, 16, 4), (1, 8, 6), (1, 4, 16)] if LANES else [])
     caps = (None, 72, 128) if LANES else (None, 96, 128, 168)
     out = []
@@ -88,10 +81,7 @@ def main():
     from kernels.wo_matmul import wo_matmul, bytes_moved, pick_mma_config
     from lab.benchmarks._common import stream_us, copy_same_bytes
     T0 = time.perf_counter()
-    jobs = [(N, K, (1,) if LANES or ZERO else (1, 4), c) for N, K in SHAPES for c in configs(N, K)]
-    if ZERO:  # the rule's tiling at M = 4 and 16, with and without
-        jobs += [(N, K, (M,), dataclasses.replace(pick_mma_config(M, N, K), zero_mma=z)) for N, K in SHAPES for M in (4, 16) for z in (False, True)]
-    n = compile_all(jobs)
+    n = compile_all([(N, K, (1,) if LANES else (1, 4), c) for N, K in SHAPES for c in configs(N, K)])
     print(f"compiled {n} in {time.perf_counter() - T0:.0f}s", flush=True)
     dev = torch.device("cuda")
     for N, K in SHAPES:
@@ -104,15 +94,12 @@ def main():
         ref = x.double() @ dq.T
         cfgs = configs(N, K)
         ts = {c: [] for c in cfgs}
-        errs = {}
         for c in cfgs:
             y = wo_matmul(x, qms[0], c)
-            errs[c] = err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
+            err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
             if err > 2e-2:
                 print("  WRONG", c, err, flush=True)
                 ts.pop(c)
-        if ZERO:
-            print(f"  max rel err: without zero_mma {max(e for c, e in errs.items() if not c.zero_mma):.2e}, with {max(e for c, e in errs.items() if c.zero_mma):.2e}", flush=True)
         for _ in range(3):
             for c in ts:
                 ts[c].append(stream_us([lambda q=q: wo_matmul(x, q, c) for q in qms]))
@@ -120,9 +107,9 @@ def main():
         print(f"N={N} K={K}: cublas {cub:.2f} copy {cp:.2f} (bound {cub / cp:.2f}x; 3x <= {cub / 3:.2f}) pick {pick_mma_config(1, N, K)}  t={time.perf_counter() - T0:.0f}s", flush=True)
         table = {}
         for us, c in med:
-            table.setdefault((c.row_tiles, c.k_warps, c.unroll) + (("lanes",) if c.x_lanes else ()), {})[(c.maxnreg, "zero") if c.zero_mma else c.maxnreg] = us
+            table.setdefault((c.row_tiles, c.k_warps, c.unroll) + (("lanes",) if c.x_lanes else ()), {})[c.maxnreg] = us
         for key in sorted(table, key=lambda k: min(table[k].values())):
-            print(f"    {key}: " + "  ".join(f"r{r}={us:.2f}" for r, us in sorted(table[key].items(), key=lambda t: str(t[0]))), flush=True)
+            print(f"    {key}: " + "  ".join(f"r{r}={us:.2f}" for r, us in sorted(table[key].items(), key=lambda t: t[0] or 0)), flush=True)
         print(f"  best {med[0][0]:.2f} ({cub / med[0][0]:.2f}x) {med[0][1]}", flush=True)
         pick = pick_mma_config(1, N, K)
         if LANES and pick in ts:
@@ -133,10 +120,9 @@ def main():
             cubm = stream_us([lambda d=d: F.linear(xm, d) for d in dense])
             del dense
             line = f"  M={M} cublas {cubm:.2f}:"
-            pm = pick_mma_config(M, N, K)
-            for us, c in ([(0, pm), (0, dataclasses.replace(pm, zero_mma=True))] if ZERO else med[:4]):
+            for us, c in med[:4]:
                 t = stream_us([lambda q=q: wo_matmul(xm, q, c) for q in qms])
-                line += f" {c.row_tiles},{c.k_warps},{c.unroll},r{c.maxnreg}{',zero' if c.zero_mma else ''} {t:.2f} ({cubm / t:.2f}x) |"
+                line += f" {c.row_tiles},{c.k_warps},{c.unroll},r{c.maxnreg} {t:.2f} ({cubm / t:.2f}x) |"
             print(line, flush=True)
         del qms
         torch.cuda.empty_cache()

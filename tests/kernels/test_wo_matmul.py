@@ -197,27 +197,6 @@ def test_int4_mma_x_lanes(N, K, group, cfg, dtype):
         check(torch.randn(1, K, generator=g).to(DEVICE, dtype), qw, cfg)
 
 
-@pytest.mark.skipif(not GPU, reason="zero_mma changes only the inline PTX: on CPU, test_mma_asm_computes_the_product runs it")
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("M,cfg", [
-    (1, MmaConfig(row_tiles=1, k_warps=8, unroll=4, zero_mma=True)),  # the general tiling at M = 1
-    (1, MmaConfig(row_tiles=1, k_warps=4, unroll=4, x_lanes=True, zero_mma=True)),  # with x over the lanes
-    (1, MmaConfig(row_tiles=2, k_warps=2, unroll=3, zero_mma=True)),  # an odd step, the last part masked
-    (5, MmaConfig(row_tiles=1, k_warps=8, unroll=2, zero_mma=True)),  # every column of one half of x
-    (12, MmaConfig(row_tiles=1, k_warps=4, unroll=2, zero_mma=True)),  # both halves of x
-], ids=["m1", "m1-x-lanes", "m1-odd-step", "m5", "m12"])
-def test_int4_mma_zero_mma(M, cfg, dtype):
-    """The zero points taken off by a second MMA a word (MmaConfig.zero_mma), per word
-    (groups of 32) and chained, symmetric and with zero points, on rows and chunks past the end
-    (N = 50, K = 640) and whole ones, and on x with a large mean, where the fp32 sums cancel the
-    most (Σ (magic + zero)·x against Σ (code - zero)·x)."""
-    g = seeded("mma-zero-mma", M, cfg, dtype)
-    for (N, K), group, symmetric in itertools.product(((50, 640), (64, 1024)), (32, 128), (True, False)):
-        qw = quantize_int4(torch.randn(N, K, generator=g), group, symmetric, layout="mma").to(DEVICE)
-        check(torch.randn(M, K, generator=g).to(DEVICE, dtype), qw, cfg)
-        check((torch.randn(M, K, generator=g) + 4).to(DEVICE, dtype), qw, cfg)
-
-
 def _half(bits: int, ty: str) -> float:
     return torch.tensor([bits & 0xFFFF], dtype=torch.int32).to(torch.int16).view(getattr(torch, ty)).item()
 
@@ -267,22 +246,18 @@ def _run_mma_asm(asm: str, ops: list[list], ty: str) -> list[list[float]]:
             continue
         args = [x.strip() for x in rest.split(",")] if not rest.startswith("{") else None
         for lane in range(32):
-            if op == "mov.b32":  # an immediate or a register
-                regs[lane][args[0]] = val(lane, args[1]) if args[1][0] in "$abcdeqz" else int(args[1], 0)
+            if op == "mov.b32":
+                regs[lane][args[0]] = int(args[1], 0)
             elif op == "mov.b64":
                 dst, src = rest.split("}, ")
                 lo, hi = dst.strip("{ ").split(", ")
                 v = val(lane, src) & (2 ** 64 - 1)
                 regs[lane][lo], regs[lane][hi] = v & 0xFFFFFFFF, v >> 32
-            elif op == "add.u32":  # a register plus an immediate (x_lanes' source lane) or a register
-                b = val(lane, args[2]) if args[2][0] in "$abcdeqz" else int(args[2], 0)
-                regs[lane][args[0]] = (val(lane, args[1]) + b) & 0xFFFFFFFF
+            elif op == "add.u32":
+                regs[lane][args[0]] = (val(lane, args[1]) + int(args[2], 0)) & 0xFFFFFFFF
             elif op == "shfl.sync.idx.b32":  # d, a, source lane, clamp 0x1f, all lanes: d = a of that lane
                 assert args[3:] == ["0x1f", "0xffffffff"]
                 regs[lane][args[0]] = val(val(lane, args[2]), args[1]) & 0xFFFFFFFF
-            elif op in ("xor.b32", "or.b32"):  # zero_mma's quad, mixed with a runtime 0
-                a, b = val(lane, args[1]), val(lane, args[2])
-                regs[lane][args[0]] = (a ^ b if op == "xor.b32" else a | b) & 0xFFFFFFFF
             elif op == "shr.u32":
                 regs[lane][args[0]] = (val(lane, args[1]) & 0xFFFFFFFF) >> int(args[2], 0)
             elif op == "lop3.b32":
@@ -302,26 +277,23 @@ def _run_mma_asm(asm: str, ops: list[list], ty: str) -> list[list[float]]:
     return ops
 
 
-@pytest.mark.parametrize("zero_mma", [False, True])
 @pytest.mark.parametrize("x_kind", [1, 2])
 @pytest.mark.parametrize("words,halves,cols,x_lanes", [
     (1, 1, (0, 2), False), (1, 1, (0, 1, 2, 3), False), (4, 1, (0, 2), False), (4, 1, (0, 1, 2, 3), False),
     (1, 2, (0, 1, 2, 3), False), (4, 2, (0, 1, 2, 3), False), (4, 1, (0, 2), True),
 ])
-def test_mma_asm_computes_the_product(x_kind, words, halves, cols, x_lanes, zero_mma):
+def test_mma_asm_computes_the_product(x_kind, words, halves, cols, x_lanes):
     """_mma_asm's PTX (which only a GPU runs) executed on the CPU for one warp on random words,
     x, scales and zero points: each output is old accumulator + scale · Σ_words (code - zero)
     · x over the 16 k of the MMA, at the tile position its fragment names (the layout comment
     above pack_mma: nibble i of lane (g, t)'s word is row g + 8·(i & 1), k slot 2t + (i >> 2) + 8·((i >> 1) & 1)).
     x_lanes: x is one row (every column the same, as at M = 1), given as lane L's word L of the
     chunk's x in memory order (groups of 64+: lane t's 16 values, word j = k slots 2t.. and 2t + 8..
-    of MMA j, are words 8t + 2j and 8t + 2j + 1).
-    zero_mma: the zero points come off through a second MMA a word (A = -(magic + zero))."""
+    of MMA j, are words 8t + 2j and 8t + 2j + 1)."""
     ty, magic_bits, one_pair = _MMA_TYPES[x_kind]
     tyname = {"bf16": "bfloat16", "f16": "float16"}[ty]
-    asm, constraints = _mma_asm(x_kind, cols, words, halves, x_lanes, zero_mma)
-    assert asm.count("mma.sync") == words * halves * (1 + zero_mma) and ("fma.rn.f16x2" in asm or "fma.rn.bf16x2" in asm) != zero_mma
-    g_ = seeded("mma-asm", x_kind, words, halves, cols, x_lanes, zero_mma)
+    asm, constraints = _mma_asm(x_kind, cols, words, halves, x_lanes)
+    g_ = seeded("mma-asm", x_kind, words, halves, cols, x_lanes)
     codes = torch.randint(0, 16, (words, 16, 16), generator=g_)  # [word, row, k slot]
     zeros = torch.randint(0, 16, (16,), generator=g_)  # per row (g and g + 8 of each lane)
     x = torch.randn(halves, words, 16, 8, generator=g_).to(getattr(torch, tyname)).double()  # [half, word, k slot, column]
@@ -347,8 +319,7 @@ def test_mma_asm_computes_the_product(x_kind, words, halves, cols, x_lanes, zero
                 vals = [x[h, j, k, g].item() for k in (2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9)]
                 xs.append(sum(_bits(v, tyname) << (16 * i) for i, v in enumerate(vals)))
         zz = [((magic_bits | 0x8000) + int(zeros[r])) * 0x10001 for r in (g, g + 8)]  # -(magic + zero), both halves
-        one = 0 if zero_mma else one_pair  # zero_mma: the operand is a runtime 0 (_mma_asm)
-        ops.append([None] * n + ws + xs + [scale[g].item(), scale[g + 8].item(), *zz, magic_bits * 0x10001, one] + acc0[lane].tolist())
+        ops.append([None] * n + ws + xs + [scale[g].item(), scale[g + 8].item(), *zz, magic_bits * 0x10001, one_pair] + acc0[lane].tolist())
     assert len(ops[0]) == len(constraints.split(","))
     out = _run_mma_asm(asm, ops, ty)
     deq = (codes - zeros[None, :, None]).double()  # [word, row, k slot]
