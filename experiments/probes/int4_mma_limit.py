@@ -6,6 +6,9 @@ rewritten, each variant timed beside the others (stream, 3 rounds interleaved, m
                no LOP3 or FMA): what the dequantization's 8 instructions a word cost
   no_mma       WRONG RESULTS, timing only: each MMA replaced by ~5 integer/float ops that keep its
                operands live: what the tensor-core work costs
+  loads_only   WRONG RESULTS, timing only: a chunk's 4 words and one x word XOR-ed into the
+               accumulators, nothing else: the kernel's structure alone (its loads, the cross-warp
+               sum, the store)
 
 Session 27 timed two more variants beside these, the zero points taken off by a second MMA a word
 (MmaConfig.zero_mma, chained behind each word's MMA or into accumulators of their own); they live
@@ -38,6 +41,21 @@ def variant_asm(name: str, cols, x_lanes: bool) -> tuple[str, str]:
             else:
                 out.append(ln)
         lines = out
+    elif name == "loads_only":
+        words = [f"${i}" for i in range(len(cols), len(cols) + 4)]  # the outputs come first, then the words
+        head = [ln for ln in lines if ln == "{" or ln.startswith((".reg", "mov.b32 zr"))]
+        out = head + [".reg .b32 kk;", ".reg .f32 kf;", f"lop3.b32 kk, {words[0]}, {words[1]}, {words[2]}, 0x96;",
+                      f"xor.b32 kk, kk, {words[3]};"]
+        for ln in lines:
+            if ln.startswith("add.u32 src"):
+                out.append(ln)
+            elif ln.startswith(("mov.b64", "shfl")):  # every x word XOR-ed in, so that none of its loads is dead
+                out += [ln, "lop3.b32 kk, kk, b0, b1, 0x96;"]
+            elif ln.startswith("fma.rn.f32") and not out[-1].startswith("fma"):
+                out += ["mov.b32 kf, kk;", "mov.f32 d0, kf;", "mov.f32 d2, kf;", ln]
+            elif ln.startswith("fma.rn.f32") or ln == "}":
+                out.append(ln)
+        lines = out
     elif name == "no_mma":
         out, started = [], False
         for ln in lines:
@@ -61,7 +79,7 @@ def main():
     from lab.benchmarks._common import stream_us, copy_same_bytes
     import triton
     dev = torch.device("cuda")
-    names = ["base", "no_dequant", "no_mma"]
+    names = ["base", "no_dequant", "no_mma", "loads_only"]
     for N, K in SHAPES:
         torch.manual_seed(0)
         w = torch.randn(N, K, device=dev) * 0.02
