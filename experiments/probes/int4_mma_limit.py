@@ -4,9 +4,9 @@ rewritten, each variant timed beside the others (stream, 3 rounds interleaved, m
   base         the launcher's asm (shifts, LOP3s, packed FMAs taking off magic + zero, 4 chained MMAs)
   no_dequant   WRONG RESULTS, timing only: the codes go to the MMA as they are (3 shifts a word,
                no LOP3 or FMA): what the dequantization's 8 instructions a word cost
-  no_mma       WRONG RESULTS, timing only: each MMA replaced by ~5 integer/float ops that keep its
+  no_mma       WRONG RESULTS, timing only: each MMA replaced by 6 integer/float ops that keep its
                operands live: what the tensor-core work costs
-  loads_only   WRONG RESULTS, timing only: a chunk's 4 words and one x word XOR-ed into the
+  loads_only   WRONG RESULTS, timing only: a chunk's 4 words and its x words XOR-ed into the
                accumulators, nothing else: the kernel's structure alone (its loads, the cross-warp
                sum, the store)
 
@@ -14,14 +14,14 @@ Session 27 timed two more variants beside these, the zero points taken off by a 
 (MmaConfig.zero_mma, chained behind each word's MMA or into accumulators of their own); they live
 at commit 7fef34c. Needs a CUDA GPU:  python experiments/probes/int4_mma_limit.py [--shapes 4096x4096,...]
 """
-import math, os, re, sys, statistics
+import os, re, sys, statistics
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: int4_pick
 import torch
-import torch.nn.functional as F
 
-SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192), (576, 1536)]
-if "--shapes" in sys.argv:
-    SHAPES = [tuple(int(v) for v in nk.split("x")) for nk in sys.argv[sys.argv.index("--shapes") + 1].split(",")]
+import int4_pick  # its weights, cuBLAS timing and --shapes
+
+SHAPES = int4_pick.SHAPES if "--shapes" in sys.argv else [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192), (576, 1536)]
 MMA = re.compile(r"^(mma\.sync\S+) \{(d0, d1, d2, d3)\}, \{([^}]*)\}, \{(\w+), (\w+)\}, \{([^}]*)\};$")
 
 
@@ -74,19 +74,15 @@ def variant_asm(name: str, cols, x_lanes: bool) -> tuple[str, str]:
 
 def main():
     from kernels import wo_matmul as wm
-    from kernels.wo_matmul import quantize_int4, dequantize, bytes_moved, pick_mma_config, MMA_ROWS, MMA_K
-    from lab.benchmarks.wo_matmul import group_for
+    from kernels.wo_matmul import bytes_moved, pick_mma_config, MMA_ROWS, MMA_K
     from lab.benchmarks._common import stream_us, copy_same_bytes
     import triton
     dev = torch.device("cuda")
     names = ["base", "no_dequant", "no_mma", "loads_only"]
     for N, K in SHAPES:
-        torch.manual_seed(0)
-        w = torch.randn(N, K, device=dev) * 0.02
-        qm = quantize_int4(w, group_for(K), True, layout="mma")
-        qms = [qm.clone() for _ in range(int(min(64, max(2, math.ceil(100e6 / qm.nbytes)))))]
+        w, qm, qms, dq = int4_pick.int4_weight(N, K, dev)
         x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
-        ref = x.double() @ dequantize(qm, torch.float64).T
+        ref = x.double() @ dq.T
         cfg = pick_mma_config(1, N, K)
         grid, meta0 = wm._mma_plan(1, N, K, qm.group_size, False, torch.bfloat16, cfg, False)
         cols = (0, 2)
@@ -105,9 +101,7 @@ def main():
             torch.cuda.synchronize()
             err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
             print(f"  {n}: max rel err {err:.2e}{'' if n == 'base' else ' (expected wrong)'}", flush=True)
-        dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
-        cub = stream_us([lambda d=d: F.linear(x, d) for d in dense])
-        del dense
+        cub = int4_pick.cublas_us(x, w)
         cp = stream_us(copy_same_bytes(bytes_moved(1, N, K, qm), dev))
         ts = {n: [] for n in names}
         for _ in range(3):

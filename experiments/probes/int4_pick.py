@@ -77,6 +77,14 @@ def int4_weight(N: int, K: int, dev):
     return w, qm, qms, dequantize(qm, torch.float64)
 
 
+def cublas_us(x, w) -> float:
+    """Stream µs of the bf16 peer, F.linear(x, w), over enough copies of w to exceed L2."""
+    from lab.benchmarks._common import stream_us
+    N, K = w.shape
+    dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
+    return stream_us([lambda d=d: F.linear(x, d) for d in dense])
+
+
 def main():
     from kernels.wo_matmul import wo_matmul, bytes_moved, pick_mma_config
     from lab.benchmarks._common import stream_us, copy_same_bytes
@@ -87,9 +95,7 @@ def main():
     for N, K in SHAPES:
         w, qm, qms, dq = int4_weight(N, K, dev)
         x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
-        dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
-        cub = stream_us([lambda d=d: F.linear(x, d) for d in dense])
-        del dense
+        cub = cublas_us(x, w)
         cp = stream_us(copy_same_bytes(bytes_moved(1, N, K, qm), dev))
         ref = x.double() @ dq.T
         cfgs = configs(N, K)
@@ -116,9 +122,7 @@ def main():
             print(f"  pick {statistics.median(ts[pick]):.2f} ({cub / statistics.median(ts[pick]):.2f}x)", flush=True)
         for M in (4, 16) if not LANES else ():
             xm = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
-            dense = [w.to(torch.bfloat16) for _ in range(max(2, math.ceil(100e6 / (N * K * 2))))]
-            cubm = stream_us([lambda d=d: F.linear(xm, d) for d in dense])
-            del dense
+            cubm = cublas_us(xm, w)
             line = f"  M={M} cublas {cubm:.2f}:"
             for us, c in med[:4]:
                 t = stream_us([lambda q=q: wo_matmul(xm, q, c) for q in qms])
