@@ -405,6 +405,12 @@ def _mma_asm(x_kind: int, cols: tuple[int, ...], words: int = 1, halves: int = 1
     return "\n".join(lines), ",".join(["=f"] * n + ["r"] * words + x_ops + ["f", "f", "r", "r", "r", "r"] + ["f"] * n)
 
 
+# MmaConfig.stagger: the warp (%tid.x / 32) spins on %clock for warp·$1 clocks, then returns 0
+_STAGGER_WAIT = ("{ .reg .u32 t0, t1, d, w; .reg .pred p; mov.u32 w, %tid.x; shr.u32 w, w, 5; mul.lo.u32 w, w, $1; "
+                 "mov.u32 t0, %clock; SPIN${:uid}: mov.u32 t1, %clock; sub.u32 d, t1, t0; setp.lt.u32 p, d, w; @p bra SPIN${:uid}; "
+                 "mov.u32 $0, 0; }")
+
+
 @triton.jit
 def _shfl(v, src):
     """v of lane `src` (per thread; every lane of the warp takes part)."""
@@ -430,6 +436,7 @@ def _int4_mma_kernel(
     UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
     HALVES: tl.constexpr, ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
     ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, X_LANES: tl.constexpr,
+    STAGGER: tl.constexpr, STAGGER_WAIT: tl.constexpr,
 ):
     """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
 
@@ -450,7 +457,12 @@ def _int4_mma_kernel(
     2L + 1), shuffled inside the asm to the lanes that multiply it, and a pair of chunks' 32
     scales one 2-byte load a lane, shuffled too: x holds 1 register a chunk instead of 8, so the
     weight's loads fit under a register cap at 4 warps a tile (~70 registers at 4 chunks a step,
-    against 87; 8 more SHFL a chunk). X_KIND 0
+    against 87; 8 more SHFL a chunk). STAGGER (MmaConfig.stagger; clocks): warp w spins
+    w·STAGGER clocks before its first loads. Issued all at once, the warps' loads interleave in
+    the memory system, and a warp's math waits for its last load (a thread's 10-28 loads of a
+    step share 6 scoreboards), which lands near the end of the SM's data: all the math ran after
+    it. Paced, the warps' data lands one warp after another, each computing while the next one's
+    arrives. X_KIND 0
     (float32 x, or the interpreter) runs the same layout in plain Triton: each code times its x,
     then the sum over the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
@@ -510,6 +522,9 @@ def _int4_mma_kernel(
         xp = X + mm * stride_xm + (first * 64 + kw)[:, :, None]  # [T, 4, BM]
         acc_lo = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
         acc_hi = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
+    if STAGGER > 0:  # warp w of the program issues its first loads w·STAGGER clocks after warp 0
+        waited = tl.inline_asm_elementwise(STAGGER_WAIT, "=r,r", [pid * 0 + STAGGER], dtype=tl.int32, is_pure=False, pack=1)
+        wp += waited * 128  # 0, added so that no weight load can be issued before the wait; a whole chunk keeps the 16-byte loads
     steps = tl.cdiv(n_chunks, K_WARPS)
     for i0 in range(0, steps, UNROLL):
         for u in tl.static_range(UNROLL):
@@ -746,6 +761,7 @@ class MmaConfig:
     num_stages: int = 1
     maxnreg: int | None = 128
     x_lanes: bool = False  # M = 1, groups of 64/128, 16-bit x: x and the scales spread over the lanes (X_LANES)
+    stagger: int = 0  # clocks between the first loads of a program's warps, warp by warp (STAGGER; 0: all at once)
 
     def check(self):
         for name in ("row_tiles", "k_warps"):
@@ -758,6 +774,8 @@ class MmaConfig:
             _fail("config", f"unroll={self.unroll} must be in 1..{MAX_UNROLL}")
         if self.maxnreg is not None and not 24 <= self.maxnreg <= 255:
             _fail("config", f"maxnreg={self.maxnreg} must be in 24..255 or None")
+        if not 0 <= self.stagger <= 4096:
+            _fail("config", f"stagger={self.stagger} clocks must be in 0..4096 (0: no stagger)")
 
 
 INTERPRET_MMA_CONFIG = MmaConfig(row_tiles=2, k_warps=2, unroll=2)
@@ -786,7 +804,13 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
       lanes (x_lanes: ~70 registers at 4 chunks a step, where x took 8 a chunk) with 4 warps a
       tile, capped at 128: 14336×4096 11.46 µs against 11.91, 28672×4096 19.90 against 20.72,
       8192² 14.04 against 14.87. Elsewhere x_lanes was within ±2 % of the tiling above (4096²
-      5.19-5.37 against 5.25, 4096×14336 12.65 against 12.49), so it is not taken there."""
+      5.19-5.37 against 5.25, 4096×14336 12.65 against 12.49), so it is not taken there.
+    Session 28 (int4_mma_limit.py --stagger, H200 on four machines, H100 on one): the general tiling
+      at M = 1 on N >= 4096 staggers its warps' first loads by 200 clocks a warp (stagger): 4096²
+      5.24-5.30 -> 5.02-5.09 µs (H100 5.71 -> 5.56), 4096×14336 12.06-12.53 -> 11.84-12.22 (13.85
+      -> 13.74), 4096×11008 on the H100 13.18 -> 12.87; 150 and 250 within 2 % of 200, 300-400
+      slower. Not on small weights, whose few programs only start later (576×1536, 36 programs:
+      2.66 -> 3.14), nor on the tall tilings (14336×4096, 8192²: within ±1 %)."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
         return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
@@ -794,7 +818,9 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
         if M > MMA_N:
             return MmaConfig(1, 4, 4, maxnreg=None)
         return MmaConfig(1, 4, 4, x_lanes=True) if M == 1 else MmaConfig(1, 8, 2)
-    return MmaConfig(1, 4, 8, maxnreg=168) if M > MMA_N else MmaConfig(1, 8, 4)
+    if M > MMA_N:
+        return MmaConfig(1, 4, 8, maxnreg=168)
+    return MmaConfig(1, 8, 4, stagger=200 if M == 1 and N >= 4096 else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -951,6 +977,7 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
     meta = dict(GROUP=group, HAS_ZERO=has_zero, ROW_TILES=cfg.row_tiles, K_WARPS=cfg.k_warps, UNROLL=cfg.unroll,
                 BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, HALVES=halves, ASM=asm, CONSTRAINTS=constraints,
                 ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2], X_LANES=x_lanes,
+                STAGGER=0 if interpreting else cfg.stagger, STAGGER_WAIT=_STAGGER_WAIT,  # inline PTX: GPU only
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
         meta["maxnreg"] = cfg.maxnreg

@@ -1,7 +1,8 @@
 """What limits the int4 mma GEMV at M = 1: the kernel of the rule's tiling run with its inline PTX
 rewritten, each variant timed beside the others (stream, 3 rounds interleaved, median):
 
-  base         the launcher's asm (shifts, LOP3s, packed FMAs taking off magic + zero, 4 chained MMAs)
+  base         the launcher's asm (shifts, LOP3s, packed FMAs taking off magic + zero, 4 chained
+               MMAs) and config (the rule's stagger included)
   no_dequant   WRONG RESULTS, timing only: the codes go to the MMA as they are (3 shifts a word,
                no LOP3 or FMA): what the dequantization's 8 instructions a word cost
   no_mma       WRONG RESULTS, timing only: each MMA replaced by 6 integer/float ops that keep its
@@ -10,11 +11,17 @@ rewritten, each variant timed beside the others (stream, 3 rounds interleaved, m
                accumulators, nothing else: the kernel's structure alone (its loads, the cross-warp
                sum, the store)
 
+--stagger 100,200 (session 28) times the base asm at MmaConfig.stagger 0, 100 and 200 instead: warp
+w of each program spins w·S clocks before its first loads (exact results). Session 28 also timed
+it with the two programs of an SM told apart (ranks 2w + (pid // 132) % 2, S/2 a rank) and with
+nanosleep in place of the spin; neither was faster. --tilings "1,8,4,128,0;1,16,4,64,1" (row_tiles,
+k_warps, unroll, maxnreg, x_lanes; 0 for no cap) times each of these tilings instead of the rule's.
+
 Session 27 timed two more variants beside these, the zero points taken off by a second MMA a word
 (MmaConfig.zero_mma, chained behind each word's MMA or into accumulators of their own); they live
 at commit 7fef34c. Needs a CUDA GPU:  python experiments/probes/int4_mma_limit.py [--shapes 4096x4096,...]
 """
-import os, re, sys, statistics
+import dataclasses, itertools, os, re, sys, statistics
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: int4_pick
 import torch
@@ -74,25 +81,33 @@ def variant_asm(name: str, cols, x_lanes: bool) -> tuple[str, str]:
 
 def main():
     from kernels import wo_matmul as wm
-    from kernels.wo_matmul import bytes_moved, pick_mma_config, MMA_ROWS, MMA_K
+    from kernels.wo_matmul import bytes_moved, pick_mma_config, MMA_ROWS, MMA_K, MmaConfig
     from lab.benchmarks._common import stream_us, copy_same_bytes
     import triton
     dev = torch.device("cuda")
-    names = ["base", "no_dequant", "no_mma", "loads_only"]
-    for N, K in SHAPES:
+    names = {n: (n, None) for n in ["base", "no_dequant", "no_mma", "loads_only"]}  # label -> (asm variant, stagger)
+    if "--stagger" in sys.argv:
+        names = {f"stagger{v}": ("base", int(v)) for v in ["0"] + sys.argv[sys.argv.index("--stagger") + 1].split(",")}
+    tilings = [None]
+    if "--tilings" in sys.argv:
+        tilings = [MmaConfig(r, k, u, maxnreg=reg or None, x_lanes=bool(xl)) for r, k, u, reg, xl in
+                   (map(int, t.split(",")) for t in sys.argv[sys.argv.index("--tilings") + 1].split(";"))]
+    for (N, K), tiling in itertools.product(SHAPES, tilings):
         w, qm, qms, dq = int4_pick.int4_weight(N, K, dev)
         x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
         ref = x.double() @ dq.T
-        cfg = pick_mma_config(1, N, K)
-        grid, meta0 = wm._mma_plan(1, N, K, qm.group_size, False, torch.bfloat16, cfg, False)
+        cfg = tiling or pick_mma_config(1, N, K)
         cols = (0, 2)
         nt, kc = triton.cdiv(N, MMA_ROWS), triton.cdiv(K, MMA_K)
         xk, sxm = x.view(torch.int64), x.stride(0) // 4
         y = torch.empty((1, N), dtype=x.dtype, device=dev)
 
-        def launcher(name):
-            asm, cons = variant_asm(name, cols, meta0["X_LANES"])
-            meta = dict(meta0, ASM=asm, CONSTRAINTS=cons)
+        def launcher(label):
+            name, stagger = names[label]
+            c = cfg if stagger is None else dataclasses.replace(cfg, stagger=stagger)
+            grid, meta = wm._mma_plan(1, N, K, qm.group_size, False, torch.bfloat16, c, False)
+            asm, cons = variant_asm(name, cols, meta["X_LANES"])
+            meta = dict(meta, ASM=asm, CONSTRAINTS=cons)
             return lambda q: wm._int4_mma_kernel[grid](xk, q.qweight, q.scale, q.scale, y, 1, N, K, nt, kc,
                                                        sxm, q.scale.stride(0), q.scale.stride(0), y.stride(0), **meta)
         runs = {n: launcher(n) for n in names}
@@ -100,7 +115,7 @@ def main():
             f(qms[0])
             torch.cuda.synchronize()
             err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
-            print(f"  {n}: max rel err {err:.2e}{'' if n == 'base' else ' (expected wrong)'}", flush=True)
+            print(f"  {n}: max rel err {err:.2e}{'' if names[n][0] == 'base' else ' (expected wrong)'}", flush=True)
         cub = int4_pick.cublas_us(x, w)
         cp = stream_us(copy_same_bytes(bytes_moved(1, N, K, qm), dev))
         ts = {n: [] for n in names}

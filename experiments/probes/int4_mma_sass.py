@@ -4,7 +4,7 @@ session-6/7 notes on load order and instruction counts (results/baselines/README
 With Triton 3.6 (the GPU machine's) installed at DIR, from the repo root:
 
     PYTHONPATH=DIR python experiments/probes/int4_mma_sass.py "{'RT': 1, 'KW': 8, 'U': 4, 'M': 1}"
-    NREG=128 ...  # with a register cap (MmaConfig.maxnreg)
+    NREG=128 ...  # with a register cap (MmaConfig.maxnreg); STAGGER=200 ...: MmaConfig.stagger
     ... "{'KW': 8, 'U': 8, 'XL': True}"  # x one register a chunk, shuffled (MmaConfig.x_lanes)
     (session 26's LF option, loads_first, lives at commit 95d6ced; session 27's ZM, zero_mma, at 7fef34c)
 """
@@ -28,6 +28,7 @@ def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True
     const = dict(CHAIN=G >= 64, HALVES=halves, GROUP=G, HAS_ZERO=HAS_ZERO, ROW_TILES=RT, K_WARPS=KW, UNROLL=U, BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=EVEN,
                  ASM=asm, CONSTRAINTS=cons, ALL_COLS=len(cols) == 4, ZERO_BITS=ty[1] | 0x8000, MAGIC=ty[1] * 0x10001, ONE=ty[2], X_LANES=XL)
     if os.environ.get("M1"): const["M"] = 1
+    const.update(STAGGER=int(os.environ.get("STAGGER", 0)), STAGGER_WAIT=wm._STAGGER_WAIT)  # STAGGER=200: MmaConfig.stagger
     for k in const: sig[k] = "constexpr"
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
                     attrs={(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11)})

@@ -3,7 +3,8 @@ cap of the int4 mma GEMV on the benchmark shapes (and three more), 3 rounds inte
 stream timing, then M = 4 and 16 for the best 4. --lanes: M = 1 only, every tiling with and
 without x and the scales spread over the lanes (MmaConfig.x_lanes, session 25), at the caps
 None / 72 / 128 (x_lanes needs ~70 registers at 4 chunks a step, so 72 holds 28 warps an SM).
---shapes picks the shapes (session 26's loads_first sweep, `--first`, lives at commit 95d6ced;
+--shapes picks the shapes, --caps the register caps (e.g. --caps none,64,72: at 64, two programs
+of 16 warps fit an SM; session 28). (Session 26's loads_first sweep, `--first`, lives at commit 95d6ced;
 session 27's zero_mma sweep, `--zero`, at commit 7fef34c).
 Needs a CUDA GPU:
 
@@ -23,13 +24,16 @@ SHORT = [(1, 1, 9), (2, 1, 9), (1, 2, 5), (1, 4, 3), (1, 8, 2), (1, 4, 2)]
 if "--shapes" in sys.argv:  # e.g. --shapes 4096x4096,576x1536
     SHAPES = [tuple(int(v) for v in nk.split("x")) for nk in sys.argv[sys.argv.index("--shapes") + 1].split(",")]
 LANES = "--lanes" in sys.argv
+CAPS = None
+if "--caps" in sys.argv:  # e.g. --caps none,64,128
+    CAPS = tuple(None if v == "none" else int(v) for v in sys.argv[sys.argv.index("--caps") + 1].split(","))
 
 
 def configs(N, K):
     from kernels.wo_matmul import MmaConfig
     chunks = -(-K // 64)
     base = SHORT if chunks <= 16 else GEN + ([(1, 16, 4), (1, 8, 6), (1, 4, 16)] if LANES else [])
-    caps = (None, 72, 128) if LANES else (None, 96, 128, 168)
+    caps = CAPS or ((None, 72, 128) if LANES else (None, 96, 128, 168))
     out = []
     for (r, k, u) in base:
         if chunks <= 16:

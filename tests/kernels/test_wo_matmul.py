@@ -7,6 +7,7 @@ on Gaussian weights). On CPU the kernel runs under TRITON_INTERPRET=1 (float32/f
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import zlib
@@ -18,6 +19,7 @@ import pytest
 from kernels.wo_matmul import (
     _MMA_TYPES,
     _mma_asm,
+    _mma_plan,
     MmaConfig,
     pick_mma_config,
     WoConfig,
@@ -157,7 +159,9 @@ def test_int4_mma_heuristic_tilings(M, N, K, picked_for):
 
 def test_pick_mma_config_rule():
     """The rule as its docstring states it, on the benchmark shapes."""
-    assert pick_mma_config(1, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128)
+    assert pick_mma_config(1, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128, stagger=200)
+    assert pick_mma_config(4, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128)
+    assert pick_mma_config(1, 576, 1536) == MmaConfig(1, 8, 4, maxnreg=128)  # few programs: no stagger
     assert pick_mma_config(1, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=128, x_lanes=True)
     assert pick_mma_config(4, 14336, 4096) == MmaConfig(1, 8, 2, maxnreg=128)
     assert pick_mma_config(16, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=None)
@@ -195,6 +199,35 @@ def test_int4_mma_x_lanes(N, K, group, cfg, dtype):
     for symmetric in (True, False):
         qw = quantize_int4(torch.randn(N, K, generator=g), group, symmetric, layout="mma").to(DEVICE)
         check(torch.randn(1, K, generator=g).to(DEVICE, dtype), qw, cfg)
+
+
+def test_stagger_reaches_the_kernel_on_gpu_only():
+    """The config's stagger is the kernel's STAGGER when compiled; the interpreter cannot run its
+    inline PTX, so there it is 0 (the GPU test below checks that it changes no bit)."""
+    cfg = pick_mma_config(1, 4096, 4096)
+    _, meta = _mma_plan(1, 4096, 4096, 128, False, torch.bfloat16, cfg, False)
+    assert meta["STAGGER"] == cfg.stagger == 200 and "%clock" in meta["STAGGER_WAIT"]
+    assert _mma_plan(1, 4096, 4096, 128, False, torch.bfloat16, cfg, True)[1]["STAGGER"] == 0
+
+
+@pytest.mark.skipif(not GPU, reason="the stagger is inline PTX; the interpreter runs without it")
+@pytest.mark.parametrize("N,K,M,cfg", [
+    (4096, 4096, 1, None),  # the rule's stagger at M = 1
+    (200, 1088, 1, MmaConfig(row_tiles=1, k_warps=8, unroll=4, stagger=300)),  # rows past N, chunks past K
+    (96, 2048, 5, MmaConfig(row_tiles=2, k_warps=4, unroll=2, stagger=50)),
+    (64, 2048, 12, MmaConfig(row_tiles=1, k_warps=4, unroll=8, maxnreg=168, stagger=100)),  # both halves of x
+    (80, 2048, 1, MmaConfig(row_tiles=1, k_warps=4, unroll=4, x_lanes=True, stagger=100)),
+])
+def test_int4_mma_stagger_changes_only_the_timing(N, K, M, cfg):
+    """MmaConfig.stagger delays each warp's first loads and nothing else: the same bits as the
+    same tiling without it, and the product."""
+    g = seeded("mma-stagger", N, K, M)
+    qw = quantize_int4(torch.randn(N, K, generator=g), 64, False, layout="mma").to(DEVICE)
+    x = torch.randn(M, K, generator=g).to(DEVICE, torch.bfloat16)
+    cfg = cfg or pick_mma_config(M, N, K)
+    assert cfg.stagger > 0
+    check(x, qw, cfg)
+    assert torch.equal(wo_matmul(x, qw, cfg), wo_matmul(x, qw, dataclasses.replace(cfg, stagger=0)))
 
 
 def _half(bits: int, ty: str) -> float:
@@ -440,6 +473,8 @@ def test_launcher_errors():
         wo_matmul(torch.randn(1, 256, device=DEVICE), qm, MmaConfig(1, 3, 2))
     with pytest.raises(ValueError, match=r"maxnreg=300 must be in 24..255 or None"):
         wo_matmul(torch.randn(1, 256, device=DEVICE), qm, MmaConfig(1, 2, 4, maxnreg=300))
+    with pytest.raises(ValueError, match=r"stagger=-5 clocks must be in 0..4096"):
+        wo_matmul(torch.randn(1, 256, device=DEVICE), qm, MmaConfig(1, 2, 4, stagger=-5))
 
 
 def test_quantizer_errors():
