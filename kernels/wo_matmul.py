@@ -807,9 +807,9 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
       5.19-5.37 against 5.25, 4096×14336 12.65 against 12.49), so it is not taken there.
     Session 28 (int4_mma_limit.py --stagger, H200 on four machines, H100 on one): the general tiling
       at M = 1 on N >= 4096 staggers its warps' first loads by 200 clocks a warp (stagger): 4096²
-      5.24-5.30 -> 5.02-5.09 µs (H100 5.71 -> 5.56), 4096×14336 12.06-12.53 -> 11.84-12.22 (13.85
-      -> 13.74), 4096×11008 on the H100 13.18 -> 12.87; 150 and 250 within 2 % of 200, 300-400
-      slower. Not on small weights, whose few programs only start later (576×1536, 36 programs:
+      5.24-5.50 -> 5.03-5.26 µs (H100 5.71 -> 5.56), 4096×14336 12.06-12.61 -> 11.84-12.45 (13.85
+      -> 13.74), 4096×11008 11.63 -> 11.38 (H100 13.18 -> 12.87); 150 and 250 within 2 % of 200,
+      300-400 slower. Not on small weights, whose few programs only start later (576×1536, 36 programs:
       2.66 -> 3.14), nor on the tall tilings (14336×4096, 8192²: within ±1 %)."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
