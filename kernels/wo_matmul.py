@@ -810,7 +810,7 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
       5.24-5.50 -> 5.03-5.26 µs (H100 5.71 -> 5.56), 4096×14336 12.06-12.61 -> 11.84-12.45 (13.85
       -> 13.74), 4096×11008 11.63 -> 11.38 (H100 13.18 -> 12.87); 150 and 250 within 2 % of 200,
       300-400 slower. Not on small weights, whose few programs only start later (576×1536, 36 programs:
-      2.66 -> 3.14), nor on the tall tilings (14336×4096, 8192²: within ±1 %)."""
+      2.66 -> 3.14), nor on the tall tilings (14336×4096, 8192²: -2.6 to +1 %, the spread between calls)."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
         return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
