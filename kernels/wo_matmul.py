@@ -462,9 +462,8 @@ def _int4_mma_kernel(
     the memory system, and a warp's math waits for its last load (a thread's 10-28 loads of a
     step share 6 scoreboards), which lands near the end of the SM's data: all the math ran after
     it. Paced, the warps' data lands one warp after another, each computing while the next one's
-    arrives. X_KIND 0
-    (float32 x, or the interpreter) runs the same layout in plain Triton: each code times its x,
-    then the sum over the lanes that share a row."""
+    arrives. X_KIND 0 (float32 x, or the interpreter) runs the same layout in plain Triton: each
+    code times its x, then the sum over the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
     XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_view
     # one flat thread axis (warp-major): with a separate warp axis the coalescer may spread lanes
@@ -523,6 +522,7 @@ def _int4_mma_kernel(
         acc_lo = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
         acc_hi = tl.zeros([NW * 32, 4, BLOCK_M], dtype=tl.float32)
     if STAGGER > 0:  # warp w of the program issues its first loads w·STAGGER clocks after warp 0
+        # pid * 0 + STAGGER: the asm's operand must be a runtime value, not a constexpr
         waited = tl.inline_asm_elementwise(STAGGER_WAIT, "=r,r", [pid * 0 + STAGGER], dtype=tl.int32, is_pure=False, pack=1)
         wp += waited * 128  # 0, added so that no weight load can be issued before the wait; a whole chunk keeps the 16-byte loads
     steps = tl.cdiv(n_chunks, K_WARPS)

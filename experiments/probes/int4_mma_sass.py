@@ -17,7 +17,6 @@ from kernels import wo_matmul as wm
 
 def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True, XL=False):
     fn = wm._int4_mma_kernel
-    n_tiles = 2 if M > 8 else 1
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)
     halves = 2 if M > 8 else 1
     XL = XL and M == 1 and G >= 64  # x_lanes, as _mma_plan takes it
@@ -26,9 +25,9 @@ def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True
     sig = {"X": "*i64", "Wt": "*i32", "S": "*fp16", "Z": "*u8", "Y": "*bf16", "M": "i32", "N": "i32", "K": "i32",
            "n_tiles": "i32", "n_chunks": "i32", "stride_xm": "i32", "stride_sn": "i32", "stride_zn": "i32", "stride_ym": "i32"}
     const = dict(CHAIN=G >= 64, HALVES=halves, GROUP=G, HAS_ZERO=HAS_ZERO, ROW_TILES=RT, K_WARPS=KW, UNROLL=U, BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=EVEN,
-                 ASM=asm, CONSTRAINTS=cons, ALL_COLS=len(cols) == 4, ZERO_BITS=ty[1] | 0x8000, MAGIC=ty[1] * 0x10001, ONE=ty[2], X_LANES=XL)
+                 ASM=asm, CONSTRAINTS=cons, ALL_COLS=len(cols) == 4, ZERO_BITS=ty[1] | 0x8000, MAGIC=ty[1] * 0x10001, ONE=ty[2], X_LANES=XL,
+                 STAGGER=int(os.environ.get("STAGGER", 0)), STAGGER_WAIT=wm._STAGGER_WAIT)
     if os.environ.get("M1"): const["M"] = 1
-    const.update(STAGGER=int(os.environ.get("STAGGER", 0)), STAGGER_WAIT=wm._STAGGER_WAIT)  # STAGGER=200: MmaConfig.stagger
     for k in const: sig[k] = "constexpr"
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
                     attrs={(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11)})
