@@ -411,6 +411,31 @@ _STAGGER_WAIT = ("{ .reg .u32 t0, t1, d, w; .reg .pred p; mov.u32 w, %tid.x; shr
                  "mov.u32 $0, 0; }")
 
 
+def _m1_sum_asm(row_tiles: int, k_warps: int) -> str:
+    """PTX for the cross-warp sum at M = 1 (one output column: c0 and c2 of the lanes with t = 0),
+    operands $1 = c0 (row g), $2 = c2 (row g + 8) of the thread's warp. Each such lane writes its
+    two values to a shared [warps, 16] array, one barrier, and every thread j sums row j of the
+    program's 16·row_tiles (threads past them repeat the last row; the store masks them) over the
+    k_warps warps of its tile, all loads first, in a pairwise tree, into $0. Triton's tl.sum over
+    the warps took 5 barriers, 4 shared round trips and 6 shuffles for the two columns: ~0.38 µs
+    from a program's last warp to its sum at 4096² (experiments/probes/int4_timeline.py, H200,
+    session 29). Assumes one element a thread (the accumulators' [warps·32] layout): the thread's
+    index is %tid.x."""
+    vals = [f"v{k}" for k in range(k_warps)]
+    lines = ["{", f".shared .align 4 .f32 red${{:uid}}[{row_tiles * k_warps * 16}];", ".reg .u32 e, w, g, b, j;", ".reg .pred p;",
+             f".reg .f32 {', '.join(vals)};",
+             "mov.u32 e, %tid.x;", "shr.u32 w, e, 5;", "and.b32 g, e, 3;", "setp.eq.u32 p, g, 0;",  # t = 0: column 0
+             "shr.u32 g, e, 2;", "and.b32 g, g, 7;", "mad.lo.u32 b, w, 16, g;", "shl.b32 b, b, 2;", "mov.u32 j, red${:uid};",
+             "add.u32 b, b, j;", "@p st.shared.f32 [b], $1;", "@p st.shared.f32 [b+32], $2;", "bar.sync 0;",
+             f"min.u32 e, e, {16 * row_tiles - 1};", "shr.u32 b, e, 4;", f"mul.lo.u32 b, b, {16 * (k_warps - 1)};",  # + tile's first warp
+             "add.u32 b, b, e;", "shl.b32 b, b, 2;", "add.u32 j, j, b;"]
+    lines += [f"ld.shared.f32 v{k}, [j+{64 * k}];" for k in range(k_warps)]
+    while len(vals) > 1:  # pairwise: log2(k_warps) dependent adds
+        lines += [f"add.f32 {a}, {a}, {b};" for a, b in zip(vals[::2], vals[1::2])]
+        vals = vals[::2]
+    return " ".join(lines + ["mov.f32 $0, v0;", "}"])
+
+
 @triton.jit
 def _shfl(v, src):
     """v of lane `src` (per thread; every lane of the warp takes part)."""
@@ -436,7 +461,7 @@ def _int4_mma_kernel(
     UNROLL: tl.constexpr, BLOCK_M: tl.constexpr, X_KIND: tl.constexpr, EVEN: tl.constexpr, CHAIN: tl.constexpr,
     HALVES: tl.constexpr, ASM: tl.constexpr, CONSTRAINTS: tl.constexpr, ALL_COLS: tl.constexpr,
     ZERO_BITS: tl.constexpr, MAGIC: tl.constexpr, ONE: tl.constexpr, X_LANES: tl.constexpr,
-    STAGGER: tl.constexpr, STAGGER_WAIT: tl.constexpr,
+    STAGGER: tl.constexpr, STAGGER_WAIT: tl.constexpr, SUM_ASM: tl.constexpr,
 ):
     """int4 in the "mma" layout, M = 1..16: y[m, n] = Σ_k (code - zero)·scale·x[m, k].
 
@@ -645,7 +670,12 @@ def _int4_mma_kernel(
         else:
             xp += UNROLL * K_WARPS * 64
     r0 = pid * ROW_TILES + tl.arange(0, ROW_TILES)[:, None]  # [RT, 1]
-    if X_KIND != 0:
+    if SUM_ASM != "":  # M = 1 (CHAIN): the warps summed through shared memory with one barrier
+        v = tl.inline_asm_elementwise(SUM_ASM, "=f,f,f", [a0, a1], dtype=tl.float32, is_pure=False, pack=1)
+        j = tl.arange(0, NW * 32)  # thread j < 16·ROW_TILES holds row j of the program's rows
+        row = pid * ROW_TILES * 16 + j
+        tl.store(Y + row, v.to(Y.dtype.element_ty), mask=(j < ROW_TILES * 16) & (row < N))
+    elif X_KIND != 0:
         ln = tl.arange(0, 32)[None, :]
         N_COLS: tl.constexpr = 4 if ALL_COLS else 2
         for hc in tl.static_range(HALVES * N_COLS):
@@ -978,6 +1008,7 @@ def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.d
                 BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=even, CHAIN=chain, HALVES=halves, ASM=asm, CONSTRAINTS=constraints,
                 ALL_COLS=len(cols) == 4, ZERO_BITS=ty_bits[1] | 0x8000, MAGIC=ty_bits[1] * 0x10001, ONE=ty_bits[2], X_LANES=x_lanes,
                 STAGGER=0 if interpreting else cfg.stagger, STAGGER_WAIT=_STAGGER_WAIT,  # inline PTX: GPU only
+                SUM_ASM=_m1_sum_asm(cfg.row_tiles, cfg.k_warps) if chain and M == 1 else "",
                 num_warps=cfg.row_tiles * cfg.k_warps, num_stages=cfg.num_stages)
     if cfg.maxnreg and not interpreting:
         meta["maxnreg"] = cfg.maxnreg

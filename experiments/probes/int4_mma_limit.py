@@ -16,6 +16,8 @@ w of each program spins w·S clocks before its first loads (exact results). Sess
 it with the two programs of an SM told apart (ranks 2w + (pid // 132) % 2, S/2 a rank) and with
 nanosleep in place of the spin; neither was faster. --tilings "1,8,4,128,0;1,16,4,64,1" (row_tiles,
 k_warps, unroll, maxnreg, x_lanes; 0 for no cap) times each of these tilings instead of the rule's.
+--sum (session 29) times each variant also with Triton's tl.sum across the warps in place of
+kernels.wo_matmul._m1_sum_asm (one barrier).
 
 Session 27 timed two more variants beside these, the zero points taken off by a second MMA a word
 (MmaConfig.zero_mma, chained behind each word's MMA or into accumulators of their own); they live
@@ -85,9 +87,11 @@ def main():
     from lab.benchmarks._common import stream_us, copy_same_bytes
     import triton
     dev = torch.device("cuda")
-    names = {n: (n, None) for n in ["base", "no_dequant", "no_mma", "loads_only"]}  # label -> (asm variant, stagger)
+    names = {n: (n, None, True) for n in ["base", "no_dequant", "no_mma", "loads_only"]}  # label -> (asm variant, stagger, sum asm)
     if "--stagger" in sys.argv:
-        names = {f"stagger{v}": ("base", int(v)) for v in ["0"] + sys.argv[sys.argv.index("--stagger") + 1].split(",")}
+        names = {f"stagger{v}": ("base", int(v), True) for v in ["0"] + sys.argv[sys.argv.index("--stagger") + 1].split(",")}
+    if "--sum" in sys.argv:  # each label also with Triton's tl.sum across the warps (before session 29)
+        names.update({f"{n} tl.sum": (v, s, False) for n, (v, s, _) in list(names.items())})
     tilings = [None]
     if "--tilings" in sys.argv:
         tilings = [MmaConfig(r, k, u, maxnreg=reg or None, x_lanes=bool(xl)) for r, k, u, reg, xl in
@@ -103,11 +107,11 @@ def main():
         y = torch.empty((1, N), dtype=x.dtype, device=dev)
 
         def launcher(label):
-            name, stagger = names[label]
+            name, stagger, sum_asm = names[label]
             c = cfg if stagger is None else dataclasses.replace(cfg, stagger=stagger)
             grid, meta = wm._mma_plan(1, N, K, qm.group_size, False, torch.bfloat16, c, False)
             asm, cons = variant_asm(name, cols, meta["X_LANES"])
-            meta = dict(meta, ASM=asm, CONSTRAINTS=cons)
+            meta = dict(meta, ASM=asm, CONSTRAINTS=cons, **({} if sum_asm else {"SUM_ASM": ""}))
             return lambda q: wm._int4_mma_kernel[grid](xk, q.qweight, q.scale, q.scale, y, 1, N, K, nt, kc,
                                                        sxm, q.scale.stride(0), q.scale.stride(0), y.stride(0), **meta)
         runs = {n: launcher(n) for n in names}

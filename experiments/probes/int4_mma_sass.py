@@ -5,6 +5,7 @@ With Triton 3.6 (the GPU machine's) installed at DIR, from the repo root:
 
     PYTHONPATH=DIR python experiments/probes/int4_mma_sass.py "{'RT': 1, 'KW': 8, 'U': 4, 'M': 1}"
     NREG=128 ...  # with a register cap (MmaConfig.maxnreg); STAGGER=200 ...: MmaConfig.stagger
+    SUM=0 ...  # M = 1 summed across warps by Triton's tl.sum (before session 29) instead of _m1_sum_asm
     ... "{'KW': 8, 'U': 8, 'XL': True}"  # x one register a chunk, shuffled (MmaConfig.x_lanes)
     (session 26's LF option, loads_first, lives at commit 95d6ced; session 27's ZM, zero_mma, at 7fef34c)
 """
@@ -26,7 +27,8 @@ def compile_mma(M=1, RT=1, KW=8, U=8, G=128, HAS_ZERO=False, x_kind=1, EVEN=True
            "n_tiles": "i32", "n_chunks": "i32", "stride_xm": "i32", "stride_sn": "i32", "stride_zn": "i32", "stride_ym": "i32"}
     const = dict(CHAIN=G >= 64, HALVES=halves, GROUP=G, HAS_ZERO=HAS_ZERO, ROW_TILES=RT, K_WARPS=KW, UNROLL=U, BLOCK_M=triton.next_power_of_2(M), X_KIND=x_kind, EVEN=EVEN,
                  ASM=asm, CONSTRAINTS=cons, ALL_COLS=len(cols) == 4, ZERO_BITS=ty[1] | 0x8000, MAGIC=ty[1] * 0x10001, ONE=ty[2], X_LANES=XL,
-                 STAGGER=int(os.environ.get("STAGGER", 0)), STAGGER_WAIT=wm._STAGGER_WAIT)
+                 STAGGER=int(os.environ.get("STAGGER", 0)), STAGGER_WAIT=wm._STAGGER_WAIT,
+                 SUM_ASM=wm._m1_sum_asm(RT, KW) if M == 1 and G >= 64 and os.environ.get("SUM", "1") == "1" else "")
     if os.environ.get("M1"): const["M"] = 1
     for k in const: sig[k] = "constexpr"
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},

@@ -18,6 +18,7 @@ import pytest
 
 from kernels.wo_matmul import (
     _MMA_TYPES,
+    _m1_sum_asm,
     _mma_asm,
     _mma_plan,
     MmaConfig,
@@ -363,6 +364,69 @@ def test_mma_asm_computes_the_product(x_kind, words, halves, cols, x_lanes):
             r, col = g + 8 * (cols[c] // 2), 2 * t + cols[c] % 2
             want = acc0[lane, o].item() + scale[r].item() * sum((deq[j, r] * x[h, j, :, col]).sum().item() for j in range(words))
             assert out[lane][o] == pytest.approx(want, rel=1e-9, abs=1e-9), (lane, o)
+
+
+def _run_sum_asm(asm: str, c0: list[float], c2: list[float]) -> list[float]:
+    """Executes _m1_sum_asm's PTX for every thread of a CTA in lockstep, line by line (so each
+    bar.sync is passed by all threads at once), shared memory a dict from byte address to value,
+    the array at address 0. Returns each thread's $0."""
+    n = len(c0)
+    regs = [{"%tid.x": i} for i in range(n)]
+    ops = [[None, c0[i], c2[i]] for i in range(n)]
+    shared = {}
+    val = lambda i, a: ops[i][int(a[1:])] if a.startswith("$") else regs[i][a] if a in regs[i] else int(a, 0)
+
+    def addr(i, a):
+        base, _, off = a.strip("[]").partition("+")
+        return val(i, base) + (int(off) if off else 0)
+
+    for line in asm.replace("{ ", "").replace(" }", "").split(";"):
+        line = line.strip()
+        if not line or line.startswith(".") or line == "bar.sync 0":
+            continue
+        pred, line = (line.split(None, 1) if line.startswith("@") else (None, line))
+        op, rest = line.split(None, 1)
+        args = [a.strip() for a in rest.split(",")]
+        for i in range(n):
+            if pred and not regs[i][pred[1:]]:
+                continue
+            if op == "mov.u32":
+                regs[i][args[0]] = 0 if args[1].startswith("red") else val(i, args[1])
+            elif op in ("shr.u32", "and.b32", "shl.b32", "add.u32", "min.u32", "mul.lo.u32"):
+                a, b = val(i, args[1]), val(i, args[2])
+                f = {"shr.u32": a >> b, "and.b32": a & b, "shl.b32": a << b, "add.u32": a + b, "min.u32": min(a, b), "mul.lo.u32": a * b}
+                regs[i][args[0]] = f[op]
+            elif op == "mad.lo.u32":
+                regs[i][args[0]] = val(i, args[1]) * val(i, args[2]) + val(i, args[3])
+            elif op == "setp.eq.u32":
+                regs[i][args[0]] = val(i, args[1]) == val(i, args[2])
+            elif op == "st.shared.f32":
+                shared[addr(i, args[0])] = val(i, args[1])
+            elif op == "ld.shared.f32":
+                regs[i][args[0]] = shared[addr(i, args[1])]  # KeyError: a read of what no lane wrote
+            elif op == "add.f32":
+                regs[i][args[0]] = val(i, args[1]) + val(i, args[2])
+            elif op == "mov.f32":
+                ops[i][0] = val(i, args[1])
+            else:
+                raise AssertionError(f"unexpected PTX: {line}")
+    return [o[0] for o in ops]
+
+
+@pytest.mark.parametrize("row_tiles,k_warps", [(1, 1), (2, 1), (1, 4), (1, 8), (2, 8), (1, 16), (4, 4)])
+def test_m1_sum_asm_sums_the_warps(row_tiles, k_warps):
+    """_m1_sum_asm (the cross-warp sum at M = 1, which only a GPU runs) executed on the CPU: thread
+    j holds row j of the program's 16·row_tiles rows, the sum over its tile's k_warps warps of c0
+    (rows g) and c2 (rows g + 8) of the lanes with t = 0, whatever the other lanes hold."""
+    n = row_tiles * k_warps * 32
+    g_ = seeded("m1-sum", row_tiles, k_warps)
+    c0, c2 = (torch.randn(n, generator=g_, dtype=torch.float64).tolist() for _ in range(2))
+    out = _run_sum_asm(_m1_sum_asm(row_tiles, k_warps), c0, c2)
+    for j in range(n):
+        rt, r = divmod(min(j, 16 * row_tiles - 1), 16)
+        lanes = [32 * (rt * k_warps + kw) + 4 * (r % 8) for kw in range(k_warps)]
+        want = sum((c0 if r < 8 else c2)[lane] for lane in lanes)
+        assert out[j] == pytest.approx(want, rel=1e-12), (j, rt, r)
 
 
 @pytest.mark.parametrize("group", [32, 64, 128])
