@@ -840,7 +840,12 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
       5.24-5.50 -> 5.03-5.26 µs (H100 5.71 -> 5.56), 4096×14336 12.06-12.61 -> 11.84-12.45 (13.85
       -> 13.74), 4096×11008 11.63 -> 11.38 (H100 13.18 -> 12.87); 150 and 250 within 2 % of 200,
       300-400 slower. Not on small weights, whose few programs only start later (576×1536, 36 programs:
-      2.66 -> 3.14), nor on the tall tilings (14336×4096, 8192²: -2.6 to +1 %, the spread between calls)."""
+      2.66 -> 3.14), nor on the tall tilings (14336×4096, 8192²: -2.6 to +1 %, the spread between calls).
+    Session 29 (int4_mma_limit.py --pairs, tilings and staggers interleaved, H200 on two machines, with
+      the one-barrier sum): long rows (K >= 8192) at M = 1 take 16 warps a tile, 2 chunks a step,
+      staggered by 100 clocks a warp: 4096×14336 11.38 µs against the general tiling's 11.64 (session
+      28, another machine: 11.91 against 12.22), 4096×11008 10.97 against 11.34. At 4096² the general
+      tiling stayed the fastest of six (4.78 µs; 16 warps, 2 a step, 4.97)."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
         return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
@@ -850,6 +855,8 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
         return MmaConfig(1, 4, 4, x_lanes=True) if M == 1 else MmaConfig(1, 8, 2)
     if M > MMA_N:
         return MmaConfig(1, 4, 8, maxnreg=168)
+    if M == 1 and N >= 4096 and chunks >= 128:
+        return MmaConfig(1, 16, 2, stagger=100)
     return MmaConfig(1, 8, 4, stagger=200 if M == 1 and N >= 4096 else 0)
 
 

@@ -17,7 +17,8 @@ it with the two programs of an SM told apart (ranks 2w + (pid // 132) % 2, S/2 a
 nanosleep in place of the spin; neither was faster. --tilings "1,8,4,128,0;1,16,4,64,1" (row_tiles,
 k_warps, unroll, maxnreg, x_lanes; 0 for no cap) times each of these tilings instead of the rule's.
 --sum (session 29) times each variant also with Triton's tl.sum across the warps in place of
-kernels.wo_matmul._m1_sum_asm (one barrier).
+kernels.wo_matmul._m1_sum_asm (one barrier). --pairs "1,8,4,128,0@200;1,8,8,128,1@200" times these
+tilings, each at its own stagger, interleaved; --rounds N (3 by default).
 
 Session 27 timed two more variants beside these, the zero points taken off by a second MMA a word
 (MmaConfig.zero_mma, chained behind each word's MMA or into accumulators of their own); they live
@@ -87,15 +88,19 @@ def main():
     from lab.benchmarks._common import stream_us, copy_same_bytes
     import triton
     dev = torch.device("cuda")
-    names = {n: (n, None, True) for n in ["base", "no_dequant", "no_mma", "loads_only"]}  # label -> (asm variant, stagger, sum asm)
+    tiling = lambda t: MmaConfig(*map(int, t.split(",")[:3]), maxnreg=int(t.split(",")[3]) or None, x_lanes=bool(int(t.split(",")[4])))
+    # label -> (asm variant, stagger (None: the config's), the one-barrier sum, config (None: the rule's or --tilings'))
+    names = {n: (n, None, True, None) for n in ["base", "no_dequant", "no_mma", "loads_only"]}
     if "--stagger" in sys.argv:
-        names = {f"stagger{v}": ("base", int(v), True) for v in ["0"] + sys.argv[sys.argv.index("--stagger") + 1].split(",")}
+        names = {f"stagger{v}": ("base", int(v), True, None) for v in ["0"] + sys.argv[sys.argv.index("--stagger") + 1].split(",")}
+    if "--pairs" in sys.argv:  # "r,k,u,reg,xl@S;...": tilings with their stagger, all interleaved
+        names = {p: ("base", int(p.split("@")[1]), True, tiling(p.split("@")[0])) for p in sys.argv[sys.argv.index("--pairs") + 1].split(";")}
     if "--sum" in sys.argv:  # each label also with Triton's tl.sum across the warps (before session 29)
-        names.update({f"{n} tl.sum": (v, s, False) for n, (v, s, _) in list(names.items())})
+        names.update({f"{n} tl.sum": (v, s, False, c) for n, (v, s, _, c) in list(names.items())})
     tilings = [None]
     if "--tilings" in sys.argv:
-        tilings = [MmaConfig(r, k, u, maxnreg=reg or None, x_lanes=bool(xl)) for r, k, u, reg, xl in
-                   (map(int, t.split(",")) for t in sys.argv[sys.argv.index("--tilings") + 1].split(";"))]
+        tilings = [tiling(t) for t in sys.argv[sys.argv.index("--tilings") + 1].split(";")]
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
     for (N, K), tiling in itertools.product(SHAPES, tilings):
         w, qm, qms, dq = int4_pick.int4_weight(N, K, dev)
         x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
@@ -107,8 +112,9 @@ def main():
         y = torch.empty((1, N), dtype=x.dtype, device=dev)
 
         def launcher(label):
-            name, stagger, sum_asm = names[label]
-            c = cfg if stagger is None else dataclasses.replace(cfg, stagger=stagger)
+            name, stagger, sum_asm, own = names[label]
+            c = own or cfg
+            c = c if stagger is None else dataclasses.replace(c, stagger=stagger)
             grid, meta = wm._mma_plan(1, N, K, qm.group_size, False, torch.bfloat16, c, False)
             asm, cons = variant_asm(name, cols, meta["X_LANES"])
             meta = dict(meta, ASM=asm, CONSTRAINTS=cons, **({} if sum_asm else {"SUM_ASM": ""}))
@@ -123,7 +129,7 @@ def main():
         cub = int4_pick.cublas_us(x, w)
         cp = stream_us(copy_same_bytes(bytes_moved(1, N, K, qm), dev))
         ts = {n: [] for n in names}
-        for _ in range(3):
+        for _ in range(rounds):
             for n, f in runs.items():
                 ts[n].append(stream_us([lambda q=q, f=f: f(q) for q in qms]))
         print(f"N={N} K={K} ({cfg}): cublas {cub:.2f} copy {cp:.2f} µs; " +

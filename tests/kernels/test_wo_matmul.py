@@ -142,11 +142,12 @@ def test_int4_mma_tilings(cfg, M, dtype):
     (1, 48, 576, None),  # SmolLM2's K: 9 chunks over 4 warps, 3 a step (the short-row tiling)
     (1, 80, 576, (1, 49152, 576)),  # tall short rows: one warp, the whole row in a step, uncapped
     (1, 32, 2048, None),  # the general tiling: 8 warps, 4 chunks a step
+    (1, 32, 2560, (1, 4096, 14336)),  # long rows at M = 1: 16 warps, 2 chunks a step (40 chunks: the last step part masked)
     (1, 40, 2048, (1, 14336, 4096)),  # tall at M = 1: 4 warps, 4 chunks a step, x over the lanes
     (3, 40, 2048, (3, 14336, 4096)),  # tall at M > 1: 8 warps, 2 chunks a step
     (12, 32, 2048, None),  # M = 9..16: 4 warps, 8 chunks a step
     (12, 40, 2048, (12, 14336, 4096)),  # tall at M = 9..16: 4 warps, 4 chunks a step
-], ids=["short-rows", "tall-short-rows", "general", "tall", "tall-batch", "batch-16", "tall-batch-16"])
+], ids=["short-rows", "tall-short-rows", "general", "long-rows", "tall", "tall-batch", "batch-16", "tall-batch-16"])
 def test_int4_mma_heuristic_tilings(M, N, K, picked_for):
     """pick_mma_config's tilings (the tall ones on fewer rows than they are picked for), each a
     valid config that computes the product; the register cap is a launch option the interpreter
@@ -163,6 +164,8 @@ def test_pick_mma_config_rule():
     assert pick_mma_config(1, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128, stagger=200)
     assert pick_mma_config(4, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128)
     assert pick_mma_config(1, 576, 1536) == MmaConfig(1, 8, 4, maxnreg=128)  # few programs: no stagger
+    assert pick_mma_config(1, 4096, 14336) == MmaConfig(1, 16, 2, maxnreg=128, stagger=100)  # long rows
+    assert pick_mma_config(4, 4096, 14336) == MmaConfig(1, 8, 4, maxnreg=128)
     assert pick_mma_config(1, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=128, x_lanes=True)
     assert pick_mma_config(4, 14336, 4096) == MmaConfig(1, 8, 2, maxnreg=128)
     assert pick_mma_config(16, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=None)
