@@ -811,7 +811,7 @@ class MmaConfig:
 INTERPRET_MMA_CONFIG = MmaConfig(row_tiles=2, k_warps=2, unroll=2)
 
 
-def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
+def pick_mma_config(M: int, N: int, K: int, has_zero: bool = False) -> MmaConfig:
     """From experiments/probes/int4_pick.py on an H200 (per call back to back in a CUDA graph over weight
     copies > L2, median of 3 rounds; torch 2.11 / triton 3.6, 2026-11-21, session 7, chained MMAs):
       general: 1 tile of 16 rows a program, 8 warps splitting K, 4 chunks a step, 128 registers
@@ -844,8 +844,10 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
     Session 29 (int4_mma_limit.py --pairs, tilings and staggers interleaved, H200 on two machines, with
       the one-barrier sum): long rows (K >= 8192) at M = 1 take 16 warps a tile, 2 chunks a step,
       staggered by 100 clocks a warp: 4096×14336 11.38 µs against the general tiling's 11.64 (session
-      28, another machine: 11.91 against 12.22), 4096×11008 10.97 against 11.34. At 4096² the general
-      tiling stayed the fastest of six (4.78 µs; 16 warps, 2 a step, 4.97)."""
+      28, another machine: 11.91 against 12.22), 4096×11008 10.97 against 11.34 (H100: 13.80 against
+      14.06, 12.13 against 12.68). At 4096² the general tiling stayed the fastest of six (4.78 µs;
+      16 warps, 2 a step, 4.97). Symmetric weights only (has_zero False): with zero points the 16
+      warps ran 4096×14336 in 15.82 µs against 11.99 (suite run h200-s29b-wo; H100 16.34 / 13.32)."""
     chunks = -(-K // MMA_K)
     if chunks <= 16:
         return MmaConfig(1, 1, chunks, maxnreg=None) if N >= 16384 else MmaConfig(1, 4, -(-chunks // 4))
@@ -855,7 +857,7 @@ def pick_mma_config(M: int, N: int, K: int) -> MmaConfig:
         return MmaConfig(1, 4, 4, x_lanes=True) if M == 1 else MmaConfig(1, 8, 2)
     if M > MMA_N:
         return MmaConfig(1, 4, 8, maxnreg=168)
-    if M == 1 and N >= 4096 and chunks >= 128:
+    if M == 1 and N >= 4096 and chunks >= 128 and not has_zero:
         return MmaConfig(1, 16, 2, stagger=100)
     return MmaConfig(1, 8, 4, stagger=200 if M == 1 and N >= 4096 else 0)
 
@@ -1000,7 +1002,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, config: WoConfig | None = No
 @functools.lru_cache(maxsize=4096)
 def _mma_plan(M: int, N: int, K: int, group: int, has_zero: bool, dtype: torch.dtype,
               config: MmaConfig | None, interpreting: bool) -> tuple[tuple[int], dict]:
-    cfg = config or (INTERPRET_MMA_CONFIG if interpreting else pick_mma_config(M, N, K))
+    cfg = config or (INTERPRET_MMA_CONFIG if interpreting else pick_mma_config(M, N, K, has_zero))
     cfg.check()
     x_kind = 0 if interpreting or dtype == torch.float32 else (1 if dtype == torch.bfloat16 else 2)
     cols = (0, 2) if M == 1 else (0, 1, 2, 3)  # at M = 1 only column 0 (c0, c2) is output

@@ -165,6 +165,9 @@ def test_pick_mma_config_rule():
     assert pick_mma_config(4, 4096, 4096) == MmaConfig(1, 8, 4, maxnreg=128)
     assert pick_mma_config(1, 576, 1536) == MmaConfig(1, 8, 4, maxnreg=128)  # few programs: no stagger
     assert pick_mma_config(1, 4096, 14336) == MmaConfig(1, 16, 2, maxnreg=128, stagger=100)  # long rows
+    assert pick_mma_config(1, 4096, 14336, has_zero=True) == MmaConfig(1, 8, 4, maxnreg=128, stagger=200)  # zero points: not
+    plan = lambda has_zero: _mma_plan(1, 4096, 14336, 128, has_zero, torch.bfloat16, None, False)[1]  # the launcher's GPU plan
+    assert (plan(False)["K_WARPS"], plan(False)["STAGGER"], plan(True)["K_WARPS"], plan(True)["STAGGER"]) == (16, 100, 8, 200)
     assert pick_mma_config(4, 4096, 14336) == MmaConfig(1, 8, 4, maxnreg=128)
     assert pick_mma_config(1, 14336, 4096) == MmaConfig(1, 4, 4, maxnreg=128, x_lanes=True)
     assert pick_mma_config(4, 14336, 4096) == MmaConfig(1, 8, 2, maxnreg=128)
