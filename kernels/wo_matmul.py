@@ -487,8 +487,11 @@ def _int4_mma_kernel(
     the memory system, and a warp's math waits for its last load (a thread's 10-28 loads of a
     step share 6 scoreboards), which lands near the end of the SM's data: all the math ran after
     it. Paced, the warps' data lands one warp after another, each computing while the next one's
-    arrives. X_KIND 0 (float32 x, or the interpreter) runs the same layout in plain Triton: each
-    code times its x, then the sum over the lanes that share a row."""
+    arrives. SUM_ASM (M = 1 with CHAIN, else ""): the warps' partial sums meet in shared memory
+    behind one barrier (_m1_sum_asm) instead of tl.sum's five: 0.38 -> 0.13 µs from a program's
+    last warp to its sum at 4096², 1-9 % of a call (H200). X_KIND 0 (float32 x, or the
+    interpreter) runs the same layout in plain Triton: each code times its x, then the sum over
+    the lanes that share a row."""
     NW: tl.constexpr = ROW_TILES * K_WARPS
     XT: tl.constexpr = GROUP >= 64  # pack_mma's k order: see _mma_view
     # one flat thread axis (warp-major): with a separate warp axis the coalescer may spread lanes
