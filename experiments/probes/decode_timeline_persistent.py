@@ -17,7 +17,7 @@ so the gap from one call's end to the next call's first program is seen too. Nee
 
     python experiments/probes/decode_timeline_persistent.py [H,H_kv,L ...]
 """
-import contextlib, importlib.util, inspect, os, statistics, sys, tempfile
+import contextlib, inspect, os, statistics, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 
 import torch
@@ -27,6 +27,7 @@ import triton.language as tl
 import kernels.attention_decode as ad
 import kernels.attention_decode_hopper as hopper
 from experiments.probes._decode_case import decode_case
+from experiments.probes._patched import import_source
 from experiments.probes.decode_timeline import _merge_stamped, _pcts, _stamp
 from lab.benchmarks._common import input_copies, rel_err, stream_us
 
@@ -156,12 +157,7 @@ def stamped_kernel():
         if attend.count(anchor) != 1:
             raise SystemExit(f"decode_timeline_persistent: {anchor!r} occurs {attend.count(anchor)} times in _attend_tile_t")
         attend = attend.replace(anchor, after if anchor.startswith("def ") else anchor + after)
-    path = os.path.join(tempfile.mkdtemp(), "_decode_persistent_stamped.py")
-    with open(path, "w") as f:
-        f.write(HEADER + attend + "\n\n" + src)
-    spec = importlib.util.spec_from_file_location("_decode_persistent_stamped", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = import_source("_decode_persistent_stamped", HEADER + attend + "\n\n" + src)
     return mod._decode_persistent_stamped, mod._merge_g_stamped
 
 

@@ -24,12 +24,12 @@ Session 27 timed two more variants beside these, the zero points taken off by a 
 (MmaConfig.zero_mma, chained behind each word's MMA or into accumulators of their own); they live
 at commit 7fef34c. Needs a CUDA GPU:  python experiments/probes/int4_mma_limit.py [--shapes 4096x4096,...]
 """
-import dataclasses, itertools, os, re, sys, statistics
+import dataclasses, itertools, os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: int4_pick
 import torch
 
-import int4_pick  # its weights, cuBLAS timing and --shapes
+import int4_pick  # its weights, cuBLAS timing, interleaved timing and --shapes
 
 SHAPES = int4_pick.SHAPES if "--shapes" in sys.argv else [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192), (576, 1536)]
 MMA = re.compile(r"^(mma\.sync\S+) \{(d0, d1, d2, d3)\}, \{([^}]*)\}, \{(\w+), (\w+)\}, \{([^}]*)\};$")
@@ -128,12 +128,8 @@ def main():
             print(f"  {n}: max rel err {err:.2e}{'' if names[n][0] == 'base' else ' (expected wrong)'}", flush=True)
         cub = int4_pick.cublas_us(x, w)
         cp = stream_us(copy_same_bytes(bytes_moved(1, N, K, qm), dev))
-        ts = {n: [] for n in names}
-        for _ in range(rounds):
-            for n, f in runs.items():
-                ts[n].append(stream_us([lambda q=q, f=f: f(q) for q in qms]))
-        print(f"N={N} K={K} ({cfg}): cublas {cub:.2f} copy {cp:.2f} µs; " +
-              ", ".join(f"{n} {statistics.median(v):.2f}" for n, v in ts.items()), flush=True)
+        us = int4_pick.interleaved_us(runs, qms, rounds)
+        print(f"N={N} K={K} ({cfg}): cublas {cub:.2f} copy {cp:.2f} µs; " + ", ".join(f"{n} {v:.2f}" for n, v in us.items()), flush=True)
         del qms
         torch.cuda.empty_cache()
 

@@ -89,6 +89,17 @@ def cublas_us(x, w) -> float:
     return stream_us([lambda d=d: F.linear(x, d) for d in dense])
 
 
+def interleaved_us(runs: dict, qms: list, rounds: int = 3) -> dict:
+    """Stream µs of each of `runs` (name -> a call on one weight copy) over all of `qms`, the runs
+    interleaved in each of `rounds` rounds (so a machine's drift reaches all alike); the medians."""
+    from lab.benchmarks._common import stream_us
+    ts = {n: [] for n in runs}
+    for _ in range(rounds):
+        for n, f in runs.items():
+            ts[n].append(stream_us([lambda q=q, f=f: f(q) for q in qms]))
+    return {n: statistics.median(v) for n, v in ts.items()}
+
+
 def main():
     from kernels.wo_matmul import wo_matmul, bytes_moved, pick_mma_config
     from lab.benchmarks._common import stream_us, copy_same_bytes

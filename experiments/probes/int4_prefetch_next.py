@@ -9,16 +9,16 @@ launcher's kernel on the same inputs (stream, interleaved rounds). Needs a CUDA 
 
     python experiments/probes/int4_prefetch_next.py [--shapes 4096x4096,...] [--rounds 5]
 """
-import importlib.util, inspect, os, statistics, sys, tempfile
+import inspect, os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: int4_pick
 
 import torch
 import triton
 
-import int4_pick  # its weights, cuBLAS timing and --shapes
+import int4_pick  # its weights, cuBLAS timing, interleaved timing and --shapes
+from _patched import import_source
 import kernels.wo_matmul as wm
-from lab.benchmarks._common import stream_us
 
 SHAPES = int4_pick.SHAPES if "--shapes" in sys.argv else [(4096, 4096), (4096, 14336), (14336, 4096)]
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 5
@@ -54,13 +54,7 @@ def prefetching_kernel():
                                       "        _prefetch_l2(p0 + (UNROLL + pu) * K_WARPS * 128)\n" + anchor)
         else:
             src = src.replace(anchor, anchor + after)
-    path = os.path.join(tempfile.mkdtemp(), "_int4_mma_pf.py")
-    with open(path, "w") as f:
-        f.write(HEADER + src)
-    spec = importlib.util.spec_from_file_location("_int4_mma_pf", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod._int4_mma_kernel_pf
+    return import_source("_int4_mma_pf", HEADER + src)._int4_mma_kernel_pf
 
 
 def main():
@@ -88,12 +82,9 @@ def main():
             torch.cuda.synchronize()
             print(f"  {n}: max rel err {((y.double() - ref).abs().max() / ref.abs().max()).item():.2e}", flush=True)
         cub = int4_pick.cublas_us(x, w)
-        ts = {n: [] for n in runs}
-        for _ in range(ROUNDS):
-            for n, f in runs.items():
-                ts[n].append(stream_us([lambda q=q, f=f: f(q) for q in qms]))
+        us = int4_pick.interleaved_us(runs, qms, ROUNDS)
         print(f"N={N} K={K} ({cfg}, {steps} steps a warp): cublas {cub:.2f} µs; " +
-              ", ".join(f"{n} {statistics.median(v):.2f}" for n, v in ts.items()), flush=True)
+              ", ".join(f"{n} {v:.2f}" for n, v in us.items()), flush=True)
         del qms
         torch.cuda.empty_cache()
 

@@ -27,7 +27,7 @@ dequantization or MMA: wrong results, timing only). Needs an sm_90 GPU:
 Triton's tl.sum across the warps in place of the one-barrier sum (", tl.sum"), the epilogue before
 session 29.
 """
-import dataclasses, importlib.util, inspect, os, statistics, sys, tempfile
+import dataclasses, inspect, os, statistics, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: int4_pick, int4_mma_limit
 
@@ -36,6 +36,7 @@ import triton
 
 import int4_pick  # its weights, cuBLAS timing and --shapes
 import kernels.wo_matmul as wm
+from _patched import import_source
 from int4_mma_limit import variant_asm
 from lab.benchmarks._common import stream_us
 
@@ -102,13 +103,7 @@ def stamped_kernel():
                                       "        tl.store(st_w + 5, am, mask=lead)\n" + anchor)
         else:
             src = src.replace(anchor, anchor + after)
-    path = os.path.join(tempfile.mkdtemp(), "_int4_mma_stamped.py")
-    with open(path, "w") as f:
-        f.write(HEADER + src)
-    spec = importlib.util.spec_from_file_location("_int4_mma_stamped", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod._int4_mma_kernel_stamped
+    return import_source("_int4_mma_stamped", HEADER + src)._int4_mma_kernel_stamped
 
 
 def _pcts(xs):
